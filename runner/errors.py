@@ -1,0 +1,81 @@
+"""The one exception tree of runner.
+
+Every error a user can cause or must act on is a ``RunnerError``; its ``exit_code`` is what the CLI exits with
+(see design.md). Anything that is not a ``RunnerError`` is a bug and shows a traceback.
+
+    RunnerError                      base; never raised itself
+    ├── ConfigError          (2)     tier_limits.json, tier, model, flags or environment are wrong
+    │   └── AuthError        (2)     the API refused the key (401); the run's state is kept
+    ├── InputError           (2)     a line of the input JSONL is wrong; carries path and line number
+    ├── RunLocked            (2)     another live process is working on this run
+    ├── StoppedEarly         (3)     the run stopped before finishing and can be resumed
+    │   ├── QuotaExhausted   (3)     insufficient_quota: out of credit or over a spend limit
+    │   ├── BudgetReached    (3)     --max-spend reached
+    │   └── DeadlineReached  (3)     --deadline passed
+    └── StateConflict        (70)    a store transition matched no row: a bug or a race, never ignored
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthError",
+    "BudgetReached",
+    "ConfigError",
+    "DeadlineReached",
+    "InputError",
+    "QuotaExhausted",
+    "RunLocked",
+    "RunnerError",
+    "StateConflict",
+    "StoppedEarly",
+]
+
+
+class RunnerError(Exception):
+    """Base of every error runner raises on purpose."""
+
+    exit_code = 2
+
+
+class ConfigError(RunnerError):
+    """Raised when configuration (tier_limits.json, --tier, --model, flags) cannot be used as given."""
+
+
+class AuthError(ConfigError):
+    """Raised when the API answers 401: the key is missing or wrong. Nothing is lost; fix the key and re-run."""
+
+
+class InputError(RunnerError):
+    """Raised when a line of the input file is unusable. ``line`` is 1-based; nothing of the file is stored."""
+
+    def __init__(self, path: str, line: int, problem: str) -> None:
+        self.path, self.line, self.problem = path, line, problem
+        super().__init__(f"{path}:{line}: {problem}")
+
+
+class RunLocked(RunnerError):
+    """Raised when another live process holds the run."""
+
+
+class StoppedEarly(RunnerError):
+    """Raised when a run stops before every request is final; running the same command again resumes it."""
+
+    exit_code = 3
+
+
+class QuotaExhausted(StoppedEarly):
+    """Raised on insufficient_quota (credit or spend limit). Retrying never helps; add credit, then resume."""
+
+
+class BudgetReached(StoppedEarly):
+    """Raised when the run's recorded spend reaches --max-spend."""
+
+
+class DeadlineReached(StoppedEarly):
+    """Raised when --deadline passes with requests still pending."""
+
+
+class StateConflict(RunnerError):
+    """Raised when a compare-and-set transition of the store changes no row. Always a bug or a race."""
+
+    exit_code = 70

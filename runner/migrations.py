@@ -1,0 +1,98 @@
+"""Schema of the runner database, as named migrations applied on open. Never edit one; add the next."""
+
+from __future__ import annotations
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+__all__ = ["migrations"]
+
+migrations = Migrations("runner")
+
+
+@migrations()
+def m001_initial(db: Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE runs (
+            name            TEXT PRIMARY KEY,
+            input_path      TEXT,
+            created_at      REAL NOT NULL,
+            ingest_bytes    INTEGER NOT NULL DEFAULT 0,   -- bytes of the input already stored
+            ingest_sha256   TEXT,                         -- hash of those bytes: appended lines are detected
+            ingest_lines    INTEGER NOT NULL DEFAULT 0,
+            owner           TEXT,                         -- pid@host:token of the live process, or NULL
+            heartbeat_at    REAL,
+            stop_reason     TEXT
+        )"""
+    )
+    db.execute(
+        """
+        CREATE TABLE requests (
+            id              INTEGER PRIMARY KEY,
+            run             TEXT NOT NULL REFERENCES runs(name),
+            custom_id       TEXT NOT NULL,
+            line            INTEGER NOT NULL,             -- 1-based line of the input file
+            endpoint        TEXT NOT NULL,
+            model           TEXT NOT NULL,
+            body            TEXT NOT NULL,                -- the request body, JSON, as sent
+            body_hash       TEXT NOT NULL,
+            prompt_tokens   INTEGER NOT NULL,             -- estimate, tiktoken
+            output_tokens   INTEGER NOT NULL,             -- reservation per choice
+            n               INTEGER NOT NULL DEFAULT 1,
+            state           TEXT NOT NULL DEFAULT 'pending'
+                            CHECK (state IN ('pending','in_flight','batched','succeeded','failed','cancelled')),
+            attempts        INTEGER NOT NULL DEFAULT 0,
+            not_before      REAL NOT NULL DEFAULT 0,
+            lease_owner     TEXT,
+            lease_expires   REAL,
+            batch_id        INTEGER,
+            last_error      TEXT,
+            updated_at      REAL NOT NULL,
+            UNIQUE (run, custom_id)
+        )"""
+    )
+    db.execute("CREATE INDEX requests_queue ON requests(run, state, not_before)")
+    db.execute(
+        """
+        CREATE TABLE results (
+            request_id      INTEGER PRIMARY KEY REFERENCES requests(id),  -- one result per request, ever
+            run             TEXT NOT NULL,
+            custom_id       TEXT NOT NULL,
+            outcome         TEXT NOT NULL CHECK (outcome IN ('succeeded','failed')),
+            status_code     INTEGER,                      -- NULL when no HTTP answer (e.g. batch_expired)
+            response_id     TEXT,                         -- x-request-id or the batch line's request_id
+            body            TEXT,                         -- the response body, JSON
+            error_code      TEXT,
+            error_message   TEXT,
+            mode            TEXT NOT NULL CHECK (mode IN ('sync','batch')),
+            created_at      REAL NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX results_run ON results(run, custom_id)")
+    db.execute(
+        """
+        CREATE TABLE spend (
+            id              INTEGER PRIMARY KEY,
+            run             TEXT NOT NULL,
+            request_id      INTEGER NOT NULL REFERENCES requests(id),
+            model           TEXT NOT NULL,
+            service_tier    TEXT NOT NULL,                -- standard, batch, fast, flex
+            prompt_tokens   INTEGER NOT NULL,
+            cached_tokens   INTEGER NOT NULL,
+            output_tokens   INTEGER NOT NULL,
+            cost            INTEGER NOT NULL,             -- picodollars (1e-12 USD)
+            created_at      REAL NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX spend_run ON spend(run)")
+    db.execute(
+        """
+        CREATE TABLE daily_usage (                        -- RPD / TPD survive restarts; shared by all runs
+            model           TEXT NOT NULL,
+            day             TEXT NOT NULL,                -- UTC date
+            requests        INTEGER NOT NULL DEFAULT 0,
+            tokens          INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (model, day)
+        )"""
+    )

@@ -1,0 +1,438 @@
+"""The simulator's HTTP server: an OpenAI stand-in on loopback (aiohttp).
+
+Serves /v1/chat/completions, /v1/responses, /v1/embeddings and /v1/models in the official shapes, enforces a
+tier's limits (``buckets``), models latency (time to first token + output tokens / speed, per model, times
+``latency_scale``), bills usage at standard prices, and injects faults: at random (``fault_rate``) or scripted
+(``script``, or ``POST /_sim/faults``): 500, 503, reset (connection dropped), timeout (no answer for
+``hang_seconds``), 429 (rate-limit storm), slow_down, quota (insufficient_quota). ``quota_usd`` turns every
+request into insufficient_quota once that much has been billed. ``GET /_sim/stats`` counts what happened, from
+the server's side. Batch endpoints live in ``runner.sim.batches``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import json
+import random
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from aiohttp import web
+
+from runner.limits import Limits, ModelInfo, load_limits
+from runner.money import from_usd
+from runner.sim.answers import chat_completion, compose, embedding_list, response_object, seed_of
+from runner.sim.buckets import ModelBuckets
+from runner.tokens import count_prompt, encoding, output_reservation
+
+__all__ = ["SimConfig", "SimThread", "Simulator"]
+
+FAULT_KINDS = ("500", "503", "reset", "timeout")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class SimConfig:
+    tier: str = "tier-1"
+    limits: Limits | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    rpd: int | None = None
+    window: float = 60.0  # seconds over which a minute's limit is enforced
+    latency_scale: float = 1.0  # 0: answer at once
+    answer_words: tuple[int, int] = (20, 120)
+    fault_rate: float = 0.0
+    seed: int = 0
+    quota_usd: Decimal | None = None
+    api_key: str | None = None  # when set, other keys get 401
+    hang_seconds: float = 30.0
+    count_rejected: bool = True
+    clock: Callable[[], float] = time.time
+    batch_seconds: float = 2.0  # how long a batch takes on the simulator's fast clock
+
+
+@dataclass
+class SimStats:
+    requests: int = 0
+    answered: int = 0
+    rate_limited: int = 0
+    errors: collections.Counter[str] = field(default_factory=collections.Counter[str])
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    output_tokens: int = 0
+    spend: int = 0  # picodollars
+    in_flight: int = 0
+    max_in_flight: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "answered": self.answered,
+            "rate_limited": self.rate_limited,
+            "errors": dict(self.errors),
+            "prompt_tokens": self.prompt_tokens,
+            "cached_tokens": self.cached_tokens,
+            "output_tokens": self.output_tokens,
+            "spend_picodollars": self.spend,
+            "max_in_flight": self.max_in_flight,
+        }
+
+
+def error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+class Simulator:
+    """One simulated OpenAI organisation. ``app`` is the aiohttp application; ``start`` serves it."""
+
+    def __init__(self, config: SimConfig | None = None) -> None:
+        self.config = config or SimConfig()
+        self.limits = self.config.limits or load_limits()
+        self.limits.tier(self.config.tier)
+        self.stats = SimStats()
+        self.rng = random.Random(self.config.seed)
+        self.scripted: collections.deque[dict[str, Any]] = collections.deque()
+        self.buckets: dict[tuple[str, bool], ModelBuckets] = {}
+        self.prefixes: collections.OrderedDict[bytes, None] = collections.OrderedDict()
+        self.counter = 0
+        self.app = web.Application(client_max_size=256 * 1024 * 1024)
+        self.app.router.add_post("/v1/chat/completions", self._guarded(self.chat))
+        self.app.router.add_post("/v1/responses", self._guarded(self.responses))
+        self.app.router.add_post("/v1/embeddings", self._guarded(self.embeddings))
+        self.app.router.add_get("/v1/models", self._guarded(self.models))
+        self.app.router.add_get("/v1/models/{model}", self._guarded(self.model))
+        self.app.router.add_get("/_sim/stats", self.get_stats)
+        self.app.router.add_post("/_sim/faults", self.post_faults)
+        from runner.sim.batches import BatchService
+
+        self.batches = BatchService(self)
+        self.batches.install(self.app)
+        self.runner: web.AppRunner | None = None
+        self.base_url = ""
+
+    # -- life cycle ------------------------------------------------------------------------------------------
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, host, port)
+        await site.start()
+        server = site._server
+        assert server is not None
+        sockets = getattr(server, "sockets", None) or []
+        bound = sockets[0].getsockname()[1] if sockets else port
+        self.base_url = f"http://{host}:{bound}/v1"
+        return self.base_url
+
+    async def stop(self) -> None:
+        await self.batches.stop()
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    def script(self, kind: str, times: int = 1, **params: Any) -> None:
+        """Queue a fault for the next ``times`` requests: 500, 503, reset, timeout, 429, slow_down, quota."""
+        for _ in range(times):
+            self.scripted.append({"kind": kind, **params})
+
+    # -- plumbing ---------------------------------------------------------------------------------------------
+
+    def _guarded(self, handler: Handler) -> Handler:
+        async def wrapped(request: web.Request) -> web.StreamResponse:
+            self.stats.requests += 1
+            self.stats.in_flight += 1
+            self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
+            try:
+                key = self.config.api_key
+                if key is not None and request.headers.get("Authorization") != f"Bearer {key}":
+                    given = request.headers.get("Authorization", "").removeprefix("Bearer ")
+                    shown = f"{given[:3]}***{given[-4:]}" if len(given) > 8 else "***"
+                    return self.error(401, f"Incorrect API key provided: {shown}.", "invalid_request_error",
+                                      "invalid_api_key")
+                return await handler(request)
+            finally:
+                self.stats.in_flight -= 1
+
+        return wrapped
+
+    def error(
+        self, status: int, message: str, type_: str, code: str | None = None, param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> web.Response:
+        self.stats.errors[f"{status}:{code or type_}"] += 1
+        if status == 429 and type_ in ("tokens", "requests"):
+            self.stats.rate_limited += 1
+        return web.json_response(error_body(message, type_, code, param), status=status,
+                                 headers={**self._base_headers(), **(headers or {})})
+
+    def _base_headers(self) -> dict[str, str]:
+        return {"x-request-id": f"req_{uuid.uuid4().hex}", "openai-version": "2020-10-01",
+                "openai-organization": "org-sim", "openai-processing-ms": "1"}
+
+    def buckets_for(self, model: ModelInfo, prompt_tokens: int) -> ModelBuckets:
+        limits = model.limits_for(self.config.tier, prompt_tokens)
+        long = limits is not model.limits.get(self.config.tier)
+        key = (model.name, long)
+        if key not in self.buckets:
+            own = limits.override(self.config.rpm, self.config.tpm, self.config.rpd)
+            self.buckets[key] = ModelBuckets(own.rpm, own.tpm, own.rpd, self.config.window, self.config.clock)
+        return self.buckets[key]
+
+    async def _fault(self, request: web.Request) -> web.StreamResponse | None:
+        fault = self.scripted.popleft() if self.scripted else None
+        if fault is None and self.config.fault_rate and self.rng.random() < self.config.fault_rate:
+            fault = {"kind": self.rng.choice(FAULT_KINDS)}
+        if fault is None:
+            return None
+        kind = fault["kind"]
+        if kind == "500":
+            return self.error(500, "The server had an error while processing your request. Sorry about that!",
+                              "server_error")
+        if kind == "503":
+            return self.error(503, "The server is overloaded or not ready yet.", "service_unavailable_error",
+                              "server_is_overloaded")
+        if kind == "slow_down":
+            return self.error(429, "Please reduce your rate of requests.", "rate_limit_error", "slow_down",
+                              headers={"retry-after": "1"})
+        if kind == "429":
+            wait = float(fault.get("retry_after", 1.0))
+            return self.error(
+                429, f"Rate limit reached for requests. Please try again in {wait:g}s.", "requests",
+                "rate_limit_exceeded", headers={"retry-after": str(max(1, round(wait))),
+                                                "retry-after-ms": str(round(wait * 1000))})
+        if kind == "quota":
+            return self._quota_error()
+        self.stats.errors[kind] += 1
+        if kind == "timeout":
+            await asyncio.sleep(float(fault.get("seconds", self.config.hang_seconds)))
+        transport = request.transport
+        if transport is not None:
+            transport.abort()
+        raise ConnectionResetError(kind)
+
+    def _quota_error(self) -> web.Response:
+        return self.error(
+            429, "You exceeded your current quota, please check your plan and billing details. For more "
+            "information on this error, read the docs: https://platform.openai.com/docs/guides/error-codes/api-errors.",
+            "insufficient_quota", "insufficient_quota")
+
+    async def _body(self, request: web.Request) -> tuple[dict[str, Any], str] | web.Response:
+        raw = await request.read()
+        try:
+            body = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return self.error(400, "We could not parse the JSON body of your request.", "invalid_request_error")
+        if not isinstance(body, dict):
+            return self.error(400, "The body of your request must be a JSON object.", "invalid_request_error")
+        return body, raw.decode()
+
+    def _model(self, body: dict[str, Any]) -> ModelInfo | web.Response:
+        name = body.get("model")
+        if not isinstance(name, str):
+            return self.error(400, "you must provide a model parameter", "invalid_request_error", None, "model")
+        try:
+            return self.limits.model(name)
+        except Exception:
+            return self.error(404, f"The model `{name}` does not exist or you do not have access to it.",
+                              "invalid_request_error", "model_not_found")
+
+    # -- the answering pipeline shared by chat, responses and embeddings ------------------------------------
+
+    async def _serve(self, request: web.Request, endpoint: str, build: Callable[..., dict[str, Any]]) -> web.StreamResponse:
+        parsed = await self._body(request)
+        if isinstance(parsed, web.Response):
+            return parsed
+        body, text = parsed
+        model = self._model(body)
+        if isinstance(model, web.Response):
+            return model
+        if endpoint not in model.endpoints:
+            return self.error(400, f"{model.name} does not support {endpoint}.", "invalid_request_error", None, "model")
+        fault = await self._fault(request)
+        if fault is not None:
+            return fault
+        if self.config.quota_usd is not None and self.stats.spend >= from_usd(self.config.quota_usd):
+            return self._quota_error()
+        prompt = count_prompt(endpoint, body, model.tokenizer)
+        if prompt > model.input_limit:
+            return self.error(
+                400, f"This model's maximum context length is {model.input_limit} tokens. However, your messages "
+                f"resulted in {prompt} tokens. Please reduce the length of the messages.", "invalid_request_error",
+                "context_length_exceeded", "messages")
+        limit = output_reservation(endpoint, body, self.limits.output_reservation_tokens, model.max_output_tokens)
+        n = body.get("n", 1) if isinstance(body.get("n", 1), int) else 1
+        reserved = prompt + limit * n
+        buckets = self.buckets_for(model, prompt)
+        admission = buckets.admit(reserved, self.config.count_rejected)
+        if not admission.ok:
+            return self._rate_limited(model, buckets, admission, reserved)
+        seed = seed_of(text)
+        self.counter += 1
+        cached = self._cached(endpoint, body, model, prompt)
+        result, output = build(seed=seed, model=model, body=body, prompt=prompt, cached=cached, limit=limit, n=n)
+        delay = (float(model.first_token_seconds) + (output / model.output_tokens_per_second
+                 if model.output_tokens_per_second else 0)) * self.config.latency_scale
+        if delay > 0:
+            await asyncio.sleep(delay)
+        buckets.settle(reserved, prompt + output)
+        prices = model.prices.get(str(body.get("service_tier")), model.prices["standard"])
+        self.stats.spend += (prompt - cached) * prices.input + cached * prices.cached_input + output * prices.output
+        self.stats.answered += 1
+        self.stats.prompt_tokens += prompt
+        self.stats.cached_tokens += cached
+        self.stats.output_tokens += output
+        headers = {**self._base_headers(), **buckets.headers()}
+        return web.Response(body=json.dumps(result).encode(), content_type="application/json", headers=headers)
+
+    def _rate_limited(self, model: ModelInfo, buckets: ModelBuckets, a: Any, reserved: int) -> web.Response:
+        from runner.durations import format_go
+
+        headers = buckets.headers()
+        if a.too_large:
+            limit = buckets.tokens.limit if buckets.tokens else 0
+            return self.error(
+                429, f"Request too large for {model.name} in organization org-sim on tokens per min (TPM): "
+                f"Limit {limit}, Requested {reserved}. The input or output tokens must be reduced in order to run "
+                "successfully. Visit https://platform.openai.com/account/rate-limits to learn more.", "tokens",
+                "rate_limit_exceeded", headers=headers)
+        unit = {"requests": "RPM" if a.period == "min" else "RPD", "tokens": "TPM"}[a.dimension]
+        per = "min" if a.period == "min" else "day"
+        bucket = buckets.requests if a.dimension == "requests" else buckets.tokens
+        limit = (buckets.rpd if a.period == "day" else bucket.limit if bucket else 0) or 0
+        asked = reserved if a.dimension == "tokens" else 1
+        headers["retry-after"] = str(max(1, int(a.retry_after + 0.999)))
+        headers["retry-after-ms"] = str(max(1, round(a.retry_after * 1000)))
+        return self.error(
+            429, f"Rate limit reached for {model.name} in organization org-sim on {a.dimension} per {per} ({unit}): "
+            f"Limit {limit}, Used {a.used}, Requested {asked}. Please try again in {format_go(a.retry_after)}. "
+            "Visit https://platform.openai.com/account/rate-limits to learn more.", a.dimension,
+            "rate_limit_exceeded", headers=headers)
+
+    def _cached(self, endpoint: str, body: dict[str, Any], model: ModelInfo, prompt: int) -> int:
+        """Prompt caching: exact prefixes from 1,024 tokens, in 128-token steps, seen before."""
+        if prompt < 1024 or endpoint.endswith("/embeddings"):
+            return 0
+        source = body.get("messages") if "messages" in body else [body.get("instructions"), body.get("input")]
+        ids = encoding(model.tokenizer).encode_ordinary(json.dumps(source, separators=(",", ":")))
+        cached = 0
+        digest = hashlib.sha256(model.name.encode())
+        boundaries = set(range(1024, len(ids) + 1, 128))
+        step_start = 0
+        for end in sorted(boundaries):
+            digest.update(repr(ids[step_start:end]).encode())
+            step_start = end
+            key = digest.digest()
+            if key in self.prefixes:
+                cached = end
+                self.prefixes.move_to_end(key)
+            else:
+                self.prefixes[key] = None
+        while len(self.prefixes) > 200_000:
+            self.prefixes.popitem(last=False)
+        return min(cached, prompt)
+
+    # -- endpoints --------------------------------------------------------------------------------------------
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        def build(seed: int, model: ModelInfo, body: dict[str, Any], prompt: int, cached: int, limit: int,
+                  n: int) -> tuple[dict[str, Any], int]:
+            schema = _schema(body.get("response_format"))
+            explicit = body.get("max_completion_tokens", body.get("max_tokens"))
+            choices = [compose(seed + i, explicit, schema, model.tokenizer, self.config.answer_words) for i in range(n)]
+            name = model.snapshot or model.name
+            return chat_completion(seed, self.counter, name, choices, prompt, cached), sum(c.tokens for c in choices)
+
+        return await self._serve(request, "/v1/chat/completions", build)
+
+    async def responses(self, request: web.Request) -> web.StreamResponse:
+        def build(seed: int, model: ModelInfo, body: dict[str, Any], prompt: int, cached: int, limit: int,
+                  n: int) -> tuple[dict[str, Any], int]:
+            text = body.get("text")
+            schema = _schema(text.get("format") if isinstance(text, dict) else None, nested=False)
+            answer = compose(seed, body.get("max_output_tokens"), schema, model.tokenizer, self.config.answer_words)
+            name = model.snapshot or model.name
+            return response_object(seed, self.counter, name, body, answer, prompt, cached), answer.tokens
+
+        return await self._serve(request, "/v1/responses", build)
+
+    async def embeddings(self, request: web.Request) -> web.StreamResponse:
+        def build(seed: int, model: ModelInfo, body: dict[str, Any], prompt: int, cached: int, limit: int,
+                  n: int) -> tuple[dict[str, Any], int]:
+            given = body.get("input", "")
+            count = len(given) if isinstance(given, list) and given and not isinstance(given[0], int) else 1
+            default = 3072 if model.name.endswith("large") else 1536
+            dims = body.get("dimensions", default) if isinstance(body.get("dimensions"), int) else default
+            as_b64 = body.get("encoding_format") == "base64"
+            return embedding_list(seed, model.name, count, dims, as_b64, prompt), 0
+
+        return await self._serve(request, "/v1/embeddings", build)
+
+    def _model_object(self, info: ModelInfo) -> dict[str, Any]:
+        entry: dict[str, Any] = {"id": info.name, "object": "model", "created": 1744588800, "owned_by": "system"}
+        if info.shutdown_date:
+            entry["shutdown_date"] = info.shutdown_date
+        return entry
+
+    async def models(self, request: web.Request) -> web.StreamResponse:
+        data = [self._model_object(m) for m in self.limits.models.values()]
+        return web.json_response({"object": "list", "data": data}, headers=self._base_headers())
+
+    async def model(self, request: web.Request) -> web.StreamResponse:
+        try:
+            info = self.limits.model(request.match_info["model"])
+        except Exception:
+            return self.error(404, f"The model '{request.match_info['model']}' does not exist",
+                              "invalid_request_error", "model_not_found", "model")
+        return web.json_response(self._model_object(info), headers=self._base_headers())
+
+    async def get_stats(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response(self.stats.as_dict())
+
+    async def post_faults(self, request: web.Request) -> web.StreamResponse:
+        spec = await request.json()
+        params = {k: v for k, v in spec.items() if k not in ("kind", "times")}
+        self.script(str(spec["kind"]), int(spec.get("times", 1)), **params)
+        return web.json_response({"queued": len(self.scripted)})
+
+
+def _schema(fmt: Any, nested: bool = True) -> dict[str, Any] | None:
+    """The JSON schema of a json_schema response format (chat nests it; the Responses API does not)."""
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        return None
+    holder = fmt.get("json_schema", {}) if nested else fmt
+    schema = holder.get("schema") if isinstance(holder, dict) else None
+    return schema if isinstance(schema, dict) else {}
+
+
+class SimThread:
+    """A simulator serving from its own thread and event loop: for tests and for ``runner demo``."""
+
+    def __init__(self, config: SimConfig | None = None) -> None:
+        self.sim = Simulator(config)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="runner-sim", daemon=True)
+        self.base_url = ""
+
+    def __enter__(self) -> SimThread:
+        self.thread.start()
+        self.base_url = asyncio.run_coroutine_threadsafe(self.sim.start(), self.loop).result(timeout=30)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.sim.stop(), self.loop).result(timeout=30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=30)
+        self.loop.close()
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on the simulator's loop (its state is not thread-safe) and return its result."""
+        async def run() -> Any:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout=30)
