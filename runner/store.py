@@ -84,6 +84,7 @@ class Claimed:
 
     id: int
     custom_id: str
+    line: int
     endpoint: str
     model: str
     body: str
@@ -249,7 +250,7 @@ class Store:
                 "UPDATE requests SET state='in_flight', lease_owner=?, lease_expires=?, attempts=attempts+1,"
                 " updated_at=? WHERE id IN (SELECT id FROM requests WHERE run=? AND state='pending'"
                 " AND not_before<=? ORDER BY id LIMIT ?)"
-                " RETURNING id, custom_id, endpoint, model, body, prompt_tokens, output_tokens, n, attempts",
+                " RETURNING id, custom_id, line, endpoint, model, body, prompt_tokens, output_tokens, n, attempts",
                 (owner, now + lease_seconds, now, run, now, limit),
             ).fetchall()
         return sorted((Claimed(*r) for r in rows), key=lambda c: c.id)

@@ -1,0 +1,153 @@
+"""Use cases behind the CLI: run a job, report status, export results, sum spend.
+
+Each function takes plain values, does its work through the store and the executors, and returns a value or
+raises a ``RunnerError``; the CLI only parses arguments and prints.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import anyio
+
+from runner.errors import ConfigError, RunnerError
+from runner.jobfile import IngestReport, ingest
+from runner.limits import Limits
+from runner.money import usd
+from runner.progress import Progress
+from runner.store import Store
+from runner.sync import RunSettings, SyncExecutor
+from runner.transport import Credentials, Transport
+
+__all__ = ["RunOutcome", "export_results", "run_job", "spend_report", "status_report"]
+
+
+@dataclass
+class RunOutcome:
+    name: str
+    counts: dict[str, int]
+    ingest: IngestReport
+    stopped: RunnerError | None = None
+    notices: list[str] = field(default_factory=list[str])
+
+    @property
+    def exit_code(self) -> int:
+        if self.stopped is not None:
+            return self.stopped.exit_code
+        return 1 if self.counts["failed"] else 0
+
+
+def run_job(
+    store: Store,
+    input_path: str,
+    limits: Limits,
+    settings: RunSettings,
+    credentials: Credentials,
+    name: str | None = None,
+    default_model: str | None = None,
+    progress: bool | None = None,
+    err: TextIO = sys.stderr,
+) -> RunOutcome:
+    """Ingest ``input_path`` into run ``name`` (default: the file's stem) and work it to the end or a stop."""
+    limits.tier(settings.tier)
+    run = name or Path(input_path).stem
+    owner = store.acquire(run, str(Path(input_path).resolve()))
+    stopped: RunnerError | None = None
+    try:
+        report = ingest(store, run, input_path, limits, default_model)
+        for line, custom_id, reason in report.refused:
+            print(f"{input_path}:{line}: request {custom_id!r} failed, not sent: {reason}", file=err)
+        _check_models(store, run, limits, settings.tier)
+        executor = SyncExecutor(store, run, owner, limits, settings, Transport(credentials, max_connections=settings.concurrency))
+        try:
+            anyio.run(_execute, executor, progress, backend="asyncio")
+        except RunnerError as exc:
+            stopped = exc
+        notices = [n for g in executor.gates.values() for n in g.notices]
+    except BaseException:
+        store.release(run, owner, "error")
+        raise
+    store.release(run, owner, None if stopped is None else type(stopped).__name__)
+    return RunOutcome(run, store.counts(run), report, stopped, notices)
+
+
+async def _execute(executor: SyncExecutor, progress: bool | None) -> None:
+    async with executor.transport, Progress(executor.snapshot, progress) as display:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(display.tick)
+            try:
+                await executor.execute()
+            finally:
+                tg.cancel_scope.cancel()
+
+
+def _check_models(store: Store, run: str, limits: Limits, tier: str) -> None:
+    """Every model with pending work must have limits at ``tier``: say so before sending anything."""
+    for (model,) in store.conn.execute(
+        "SELECT DISTINCT model FROM requests WHERE run=? AND state='pending'", (run,)
+    ).fetchall():
+        limits.model(model).limits_for(tier)
+
+
+def _run_name(store: Store, name: str | None) -> str:
+    names = store.runs()
+    if name:
+        if name not in names:
+            raise ConfigError(f"no run named {name!r} in {store.path} (runs: {', '.join(names) or 'none'})")
+        return name
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        raise ConfigError(f"{store.path} holds no runs yet")
+    raise ConfigError(f"{store.path} holds several runs ({', '.join(names)}): pass --name")
+
+
+def status_report(store: Store, name: str | None) -> dict[str, Any]:
+    run = _run_name(store, name)
+    info = store.run(run) or {}
+    counts = store.counts(run)
+    return {
+        "run": run,
+        "input": info.get("input_path"),
+        "total": sum(counts.values()),
+        "states": counts,
+        "spend_usd": str(usd(store.total_cost(run))),
+        "working": bool(info.get("owner")),
+        "last_stop": info.get("stop_reason"),
+        "first_failures": [{"custom_id": c, "reason": r} for c, r in store.failures(run)],
+    }
+
+
+def spend_report(store: Store, name: str | None = None) -> dict[str, Any]:
+    rows = store.spend_by(name)
+    total = sum(int(r["cost"]) for r in rows)
+    return {
+        "total_usd": str(usd(total)),
+        "rows": [{**{k: v for k, v in r.items() if k != "cost"}, "cost_usd": str(usd(int(r["cost"])))} for r in rows],
+    }
+
+
+def export_results(store: Store, name: str | None) -> Iterator[str]:
+    """OpenAI batch-output JSONL lines, one per final request, the same whichever mode answered."""
+    run = _run_name(store, name)
+    for r in store.results(run):
+        response = None
+        if r["status_code"] is not None:
+            body: Any = None
+            if r["body"] is not None:
+                try:
+                    body = json.loads(r["body"])
+                except ValueError:
+                    body = r["body"]
+            response = {"status_code": r["status_code"], "request_id": r["response_id"], "body": body}
+        error = None
+        if r["outcome"] == "failed":
+            error = {"code": r["error_code"], "message": r["error_message"]}
+        line = {"id": f"runner_req_{r['request_id']}", "custom_id": r["custom_id"], "response": response,
+                "error": error}
+        yield json.dumps(line, ensure_ascii=False)
