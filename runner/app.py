@@ -63,7 +63,9 @@ def run_job(
         for line, custom_id, reason in report.refused:
             print(f"{input_path}:{line}: request {custom_id!r} failed, not sent: {reason}", file=err)
         _check_models(store, run, limits, settings.tier)
-        executor = SyncExecutor(store, run, owner, limits, settings, Transport(credentials, max_connections=settings.concurrency))
+        executor = SyncExecutor(
+            store, run, owner, limits, settings, Transport(credentials, max_connections=settings.concurrency)
+        )
         try:
             anyio.run(_execute, executor, progress, backend="asyncio")
         except RunnerError as exc:
@@ -77,13 +79,12 @@ def run_job(
 
 
 async def _execute(executor: SyncExecutor, progress: bool | None) -> None:
-    async with executor.transport, Progress(executor.snapshot, progress) as display:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(display.tick)
-            try:
-                await executor.execute()
-            finally:
-                tg.cancel_scope.cancel()
+    async with executor.transport, Progress(executor.snapshot, progress) as display, anyio.create_task_group() as tg:
+        tg.start_soon(display.tick)
+        try:
+            await executor.execute()
+        finally:
+            tg.cancel_scope.cancel()
 
 
 def _check_models(store: Store, run: str, limits: Limits, tier: str) -> None:
@@ -148,6 +149,10 @@ def export_results(store: Store, name: str | None) -> Iterator[str]:
         error = None
         if r["outcome"] == "failed":
             error = {"code": r["error_code"], "message": r["error_message"]}
-        line = {"id": f"runner_req_{r['request_id']}", "custom_id": r["custom_id"], "response": response,
-                "error": error}
+        line = {
+            "id": f"runner_req_{r['request_id']}",
+            "custom_id": r["custom_id"],
+            "response": response,
+            "error": error,
+        }
         yield json.dumps(line, ensure_ascii=False)

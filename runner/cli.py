@@ -72,22 +72,55 @@ def cli() -> None:
 @click.option("--rpd", type=click.IntRange(min=1), default=None, help="Requests per day instead of the tier's.")
 @click.option("--max-spend", default=None, help="Stop (resumably) once this many USD are spent, e.g. 12.50.")
 @click.option("--deadline", default=None, help="Stop (resumably) after this long, e.g. 90m or 2h.")
-@click.option("--concurrency", type=click.IntRange(min=1), default=2048, show_default=True,
-              help="Most requests in flight at once (the runner sizes it from rate x latency below this).")
-@click.option("--headroom", type=click.FloatRange(0, 0.9), default=0.03, show_default=True,
-              help="Fraction of each limit left unused.")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=2048,
+    show_default=True,
+    help="Most requests in flight at once (the runner sizes it from rate x latency below this).",
+)
+@click.option(
+    "--headroom",
+    type=click.FloatRange(0, 0.9),
+    default=0.03,
+    show_default=True,
+    help="Fraction of each limit left unused.",
+)
 @click.option("--base-url", default=None, help="API base URL (default: $OPENAI_BASE_URL or OpenAI).")
 @click.option("--progress/--no-progress", default=None, help="Live progress on stderr (default: when a TTY).")
-def run(input_path: str, name: str | None, db: str | None, limits_path: str | None, tier: str, model: str | None,
-        mode: str, rpm: int | None, tpm: int | None, rpd: int | None, max_spend: str | None, deadline: str | None,
-        concurrency: int, headroom: float, base_url: str | None, progress: bool | None) -> None:
+def run(
+    input_path: str,
+    name: str | None,
+    db: str | None,
+    limits_path: str | None,
+    tier: str,
+    model: str | None,
+    mode: str,
+    rpm: int | None,
+    tpm: int | None,
+    rpd: int | None,
+    max_spend: str | None,
+    deadline: str | None,
+    concurrency: int,
+    headroom: float,
+    base_url: str | None,
+    progress: bool | None,
+) -> None:
     """Run (or resume) the requests in INPUT.jsonl."""
     if mode == "batch":
         raise click.UsageError("--mode batch is not available yet; use --mode sync")
     limits = load_limits(limits_path)
     seconds = _duration(deadline)
-    settings = RunSettings(tier=tier, rpm=rpm, tpm=tpm, rpd=rpd, headroom=headroom, concurrency=concurrency,
-                           max_spend=_usd(max_spend), deadline=None if seconds is None else time.time() + seconds)
+    settings = RunSettings(
+        tier=tier,
+        rpm=rpm,
+        tpm=tpm,
+        rpd=rpd,
+        headroom=headroom,
+        concurrency=concurrency,
+        max_spend=_usd(max_spend),
+        deadline=None if seconds is None else time.time() + seconds,
+    )
     store = _store(db)
     outcome = app.run_job(store, input_path, limits, settings, Credentials.from_env(base_url), name, model, progress)
     _finish(outcome, store)
@@ -96,9 +129,11 @@ def run(input_path: str, name: str | None, db: str | None, limits_path: str | No
 def _finish(outcome: app.RunOutcome, store: Store) -> None:
     counts = outcome.counts
     total = sum(counts.values())
-    line = (f"run {outcome.name}: {counts['succeeded']:,} succeeded, {counts['failed']:,} failed, "
-            f"{counts['pending'] + counts['in_flight'] + counts['batched']:,} pending of {total:,}; "
-            f"spent {fmt_usd(store.total_cost(outcome.name))}")
+    line = (
+        f"run {outcome.name}: {counts['succeeded']:,} succeeded, {counts['failed']:,} failed, "
+        f"{counts['pending'] + counts['in_flight'] + counts['batched']:,} pending of {total:,}; "
+        f"spent {fmt_usd(store.total_cost(outcome.name))}"
+    )
     click.echo(line, err=True)
     for notice in dict.fromkeys(outcome.notices):
         click.echo(f"note: {notice}", err=True)
@@ -159,9 +194,11 @@ def spend(db: str | None, name: str | None, as_json: bool) -> None:
         click.echo(json.dumps(report, indent=2))
         return
     for r in report["rows"]:
-        click.echo(f"{r['run']:<24} {r['model']:<16} {r['service_tier']:<9} {r['responses']:>9,} responses "
-                   f"{r['prompt_tokens']:>12,} in ({r['cached_tokens']:,} cached) {r['output_tokens']:>11,} out "
-                   f"${r['cost_usd']}")
+        click.echo(
+            f"{r['run']:<24} {r['model']:<16} {r['service_tier']:<9} {r['responses']:>9,} responses "
+            f"{r['prompt_tokens']:>12,} in ({r['cached_tokens']:,} cached) {r['output_tokens']:>11,} out "
+            f"${r['cost_usd']}"
+        )
     click.echo(f"total ${report['total_usd']}")
 
 
@@ -173,23 +210,49 @@ def spend(db: str | None, name: str | None, as_json: bool) -> None:
 @click.option("--rpm", type=int, default=None)
 @click.option("--tpm", type=int, default=None)
 @click.option("--rpd", type=int, default=None)
-@click.option("--window", type=float, default=60.0, show_default=True,
-              help="Seconds over which a minute's limit is enforced (e.g. 1 for per-second enforcement).")
+@click.option(
+    "--window",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds over which a minute's limit is enforced (e.g. 1 for per-second enforcement).",
+)
 @click.option("--latency-scale", type=float, default=1.0, show_default=True, help="0 answers at once.")
 @click.option("--fault-rate", type=float, default=0.0, show_default=True, help="Share of requests given a fault.")
 @click.option("--quota-usd", default=None, help="Answer insufficient_quota once this much is billed.")
 @click.option("--api-key", default=None, help="Require this key (401 otherwise).")
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
-def sim(limits_path: str | None, tier: str, host: str, port: int, rpm: int | None, tpm: int | None, rpd: int | None,
-        window: float, latency_scale: float, fault_rate: float, quota_usd: str | None, api_key: str | None,
-        duration: float | None) -> None:
+def sim(
+    limits_path: str | None,
+    tier: str,
+    host: str,
+    port: int,
+    rpm: int | None,
+    tpm: int | None,
+    rpd: int | None,
+    window: float,
+    latency_scale: float,
+    fault_rate: float,
+    quota_usd: str | None,
+    api_key: str | None,
+    duration: float | None,
+) -> None:
     """Serve the OpenAI simulator on loopback (point OPENAI_BASE_URL at it)."""
     from runner.sim.serve import serve
     from runner.sim.server import SimConfig
 
-    config = SimConfig(tier=tier, limits=load_limits(limits_path), rpm=rpm, tpm=tpm, rpd=rpd, window=window,
-                       latency_scale=latency_scale, fault_rate=fault_rate,
-                       quota_usd=None if quota_usd is None else Decimal(quota_usd), api_key=api_key)
+    config = SimConfig(
+        tier=tier,
+        limits=load_limits(limits_path),
+        rpm=rpm,
+        tpm=tpm,
+        rpd=rpd,
+        window=window,
+        latency_scale=latency_scale,
+        fault_rate=fault_rate,
+        quota_usd=None if quota_usd is None else Decimal(quota_usd),
+        api_key=api_key,
+    )
     serve(config, host, port, duration)
 
 

@@ -32,6 +32,7 @@ def run_demo(db: str | None, tier: str, progress: bool | None) -> tuple[RunOutco
     store = Store(db or "runner-demo.db")
     with SimThread(SimConfig(tier=tier, limits=limits, window=1.0)) as sim:
         credentials = Credentials(sim.base_url, "sim-key")
-        outcome = run_job(store, str(demo_job()), limits, RunSettings(tier=tier), credentials, "demo",
-                          progress=progress)
+        outcome = run_job(
+            store, str(demo_job()), limits, RunSettings(tier=tier), credentials, "demo", progress=progress
+        )
     return outcome, store

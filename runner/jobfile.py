@@ -146,9 +146,7 @@ def _parse(path: str, line: int, raw: bytes, limits: Limits, default_model: str 
     return row, refusal
 
 
-def _store(
-    store: Store, run: str, path: str, rows: list[RequestRow], watermark: int, refusals: dict[str, str]
-) -> int:
+def _store(store: Store, run: str, path: str, rows: list[RequestRow], watermark: int, refusals: dict[str, str]) -> int:
     if not rows:
         return 0
     inserted, conflicts = store.add_requests(run, rows)

@@ -181,7 +181,7 @@ class _Reader:
         except InvalidOperation:
             amount = None
         if amount is None or isinstance(value, bool) or not amount.is_finite() or amount < 0:
-            raise self.fail(where, f"expected a price in USD like \"0.40\", got {json.dumps(value, default=str)}")
+            raise self.fail(where, f'expected a price in USD like "0.40", got {json.dumps(value, default=str)}')
         return amount
 
     def limits(self, raw: Any) -> Limits:
@@ -212,7 +212,7 @@ class _Reader:
             raise self.fail(f"{where}.tokenizer", f"unknown tokenizer {tokenizer!r} (known: {', '.join(TOKENIZERS)})")
         endpoints = self.key(entry, "endpoints", where)
         if not isinstance(endpoints, list) or not all(isinstance(e, str) and e.startswith("/v1/") for e in endpoints):
-            raise self.fail(f"{where}.endpoints", "expected a list of paths like \"/v1/chat/completions\"")
+            raise self.fail(f"{where}.endpoints", 'expected a list of paths like "/v1/chat/completions"')
         prices_raw = self.obj(self.key(entry, "prices", where), f"{where}.prices")
         prices: dict[str, Prices] = {}
         for service_tier, table in prices_raw.items():
@@ -255,7 +255,9 @@ class _Reader:
             shutdown_date=entry.get("shutdown_date"),
             first_token_seconds=self.usd(speed.get("first_token_seconds", "0.6"), f"{where}.speed.first_token_seconds"),
             output_tokens_per_second=self.count(
-                speed.get("output_tokens_per_second", 90), f"{where}.speed.output_tokens_per_second", allow_zero=True
+                speed.get("output_tokens_per_second", 90),
+                f"{where}.speed.output_tokens_per_second",
+                allow_zero=True,
             ),
         )
 
@@ -269,8 +271,9 @@ class _Reader:
             r = self.obj(row, tw)
             unknown = set(r) - {"rpm", "tpm", "rpd", "tpd", "batch_queue_tokens"}
             if unknown:
-                raise self.fail(f"{tw}.{sorted(unknown)[0]}", "unknown limit (known: rpm, tpm, rpd, tpd, batch_queue_tokens)")
-            out[tier] = RateLimits(
-                **{k: None if v is None else self.count(v, f"{tw}.{k}") for k, v in r.items()}
-            )
+                raise self.fail(
+                    f"{tw}.{sorted(unknown)[0]}",
+                    "unknown limit (known: rpm, tpm, rpd, tpd, batch_queue_tokens)",
+                )
+            out[tier] = RateLimits(**{k: None if v is None else self.count(v, f"{tw}.{k}") for k, v in r.items()})
         return out

@@ -13,8 +13,15 @@ from runner.limits import ModelInfo, Prices
 __all__ = ["Usage", "cost", "price_table", "usage_of"]
 
 # what the API reports in a response's ``service_tier`` -> the price table that bills it
-_SERVICE_TIERS = {"default": "standard", "auto": "standard", "scale": "standard", "flex": "flex",
-                  "priority": "fast", "fast": "fast", "batch": "batch"}
+_SERVICE_TIERS = {
+    "default": "standard",
+    "auto": "standard",
+    "scale": "standard",
+    "flex": "flex",
+    "priority": "fast",
+    "fast": "fast",
+    "batch": "batch",
+}
 
 
 @dataclass(frozen=True)
@@ -41,8 +48,11 @@ def usage_of(body: dict[str, Any]) -> Usage:
         details = usage.get("input_tokens_details") or {}
         return Usage(_int(usage["input_tokens"]), _int(details.get("cached_tokens")), _int(usage.get("output_tokens")))
     details = usage.get("prompt_tokens_details") or {}
-    return Usage(_int(usage.get("prompt_tokens")), _int(details.get("cached_tokens")),
-                 _int(usage.get("completion_tokens")))
+    return Usage(
+        _int(usage.get("prompt_tokens")),
+        _int(details.get("cached_tokens")),
+        _int(usage.get("completion_tokens")),
+    )
 
 
 def price_table(model: ModelInfo, body: dict[str, Any], mode: str = "sync") -> tuple[str, Prices]:
@@ -58,4 +68,8 @@ def price_table(model: ModelInfo, body: dict[str, Any], mode: str = "sync") -> t
 def cost(prices: Prices, usage: Usage) -> int:
     """Picodollars for ``usage`` at ``prices``."""
     cached = min(usage.cached_tokens, usage.prompt_tokens)
-    return (usage.prompt_tokens - cached) * prices.input + cached * prices.cached_input + usage.output_tokens * prices.output
+    return (
+        (usage.prompt_tokens - cached) * prices.input
+        + cached * prices.cached_input
+        + usage.output_tokens * prices.output
+    )

@@ -68,7 +68,7 @@ class Progress:
         if self.live is None:
             return
         s = self.snapshot()
-        for notice in s.notices[self.seen_notices:]:
+        for notice in s.notices[self.seen_notices :]:
             self.console.print(f"[yellow]note:[/] {notice}")
         self.seen_notices = len(s.notices)
         self.live.update(render(s), refresh=True)

@@ -55,7 +55,9 @@ class _Bucket:
 
     def wait(self, cost: float, factor: float) -> float:
         need = min(cost, self.capacity)
-        return 0.0 if self.level >= need else (need - self.level) / (self.rate * factor)
+        if self.level >= need - 1e-6:  # float residue must not become a wait shorter than the clock's resolution
+            return 0.0
+        return (need - self.level) / (self.rate * factor)
 
     def deficit(self) -> float:
         return self.capacity - self.level

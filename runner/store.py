@@ -190,7 +190,8 @@ class Store:
                 (now, name, owner),
             ).rowcount
             self.conn.execute(
-                "UPDATE runs SET owner=NULL, stop_reason=? WHERE name=? AND owner=?", (stop_reason, name, owner)
+                "UPDATE runs SET owner=NULL, stop_reason=? WHERE name=? AND owner=?",
+                (stop_reason, name, owner),
             )
         return n
 
@@ -215,8 +216,19 @@ class Store:
             "INSERT INTO requests(run, custom_id, line, endpoint, model, body, body_hash, prompt_tokens,"
             " output_tokens, n, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(run, custom_id) DO NOTHING",
             [
-                (run, r.custom_id, r.line, r.endpoint, r.model, r.body, r.body_hash, r.prompt_tokens,
-                 r.output_tokens, r.n, now)
+                (
+                    run,
+                    r.custom_id,
+                    r.line,
+                    r.endpoint,
+                    r.model,
+                    r.body,
+                    r.body_hash,
+                    r.prompt_tokens,
+                    r.output_tokens,
+                    r.n,
+                    now,
+                )
                 for r in rows
             ],
         )
@@ -311,15 +323,35 @@ class Store:
         self.conn.execute(
             "INSERT INTO results(request_id, run, custom_id, outcome, status_code, response_id, body,"
             " error_code, error_message, mode, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (o.request_id, run, o.custom_id, o.kind, o.status_code, o.response_id, o.body, o.error_code,
-             o.error_message, mode, now),
+            (
+                o.request_id,
+                run,
+                o.custom_id,
+                o.kind,
+                o.status_code,
+                o.response_id,
+                o.body,
+                o.error_code,
+                o.error_message,
+                mode,
+                now,
+            ),
         )
         if o.cost is not None:
             self.conn.execute(
                 "INSERT INTO spend(run, request_id, model, service_tier, prompt_tokens, cached_tokens,"
                 " output_tokens, cost, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                (run, o.request_id, o.model, o.service_tier, o.prompt_tokens, o.cached_tokens, o.output_tokens,
-                 o.cost, now),
+                (
+                    run,
+                    o.request_id,
+                    o.model,
+                    o.service_tier,
+                    o.prompt_tokens,
+                    o.cached_tokens,
+                    o.output_tokens,
+                    o.cost,
+                    now,
+                ),
             )
 
     # -- daily limits --------------------------------------------------------------------------------------
@@ -380,7 +412,7 @@ class Store:
 
 
 def _owner_alive(owner: str, heartbeat: float | None, now: float, stale_after: float) -> bool:
-    host, pid, _ = (owner.split(":") + ["", "", ""])[:3]
+    host, pid, _ = [*owner.split(":"), "", "", ""][:3]
     if heartbeat is None or now - heartbeat > stale_after:
         return False
     if host == socket.gethostname():

@@ -118,8 +118,14 @@ class SyncExecutor:
             s = self.settings
             own = raw.override(s.rpm, s.tpm, s.rpd)
             self.rate_limits[key] = own
-            self.gates[key] = Gate(own.rpm, own.tpm, headroom=s.headroom, burst_seconds=s.burst_seconds,
-                                   explicit=s.explicit_limits, clock=self.monotonic)
+            self.gates[key] = Gate(
+                own.rpm,
+                own.tpm,
+                headroom=s.headroom,
+                burst_seconds=s.burst_seconds,
+                explicit=s.explicit_limits,
+                clock=self.monotonic,
+            )
         return self.gates[key], self.rate_limits[key]
 
     # -- the run ----------------------------------------------------------------------------------------------
@@ -133,8 +139,7 @@ class SyncExecutor:
                     await self._dispatch(senders)
                 tg.cancel_scope.cancel()
         finally:
-            with anyio.CancelScope(shield=True):
-                self._flush()
+            self._flush()
         if self.stop is not None:
             raise self.stop
 
@@ -156,8 +161,7 @@ class SyncExecutor:
             if free <= 0:
                 await self._wait_for_slot(1.0)
                 continue
-            claimed = self.store.claim(self.run, self.owner, min(free, self._claim_size()),
-                                       self.settings.lease_seconds)
+            claimed = self.store.claim(self.run, self.owner, min(free, self._claim_size()), self.settings.lease_seconds)
             if not claimed:
                 if self.in_flight == 0:
                     self._flush()
@@ -178,24 +182,28 @@ class SyncExecutor:
         rpm = min((g.rpm for g in self.gates.values() if g.rpm), default=600)
         return max(1, min(256, math.ceil(rpm / 60 * 0.25)))
 
-    async def _wait_for_slot(self, timeout: float) -> None:
-        with anyio.move_on_after(timeout):
+    async def _wait_for_slot(self, seconds: float) -> None:
+        with anyio.move_on_after(seconds):
             await self.slot_freed.wait()
         self.slot_freed = anyio.Event()
 
     def _put_back(self, requests: list[Claimed]) -> None:
-        self.outcomes.extend(Outcome(r.id, r.custom_id, "retry", error_message="not sent: run stopping")
-                             for r in requests)
+        self.outcomes.extend(
+            Outcome(r.id, r.custom_id, "retry", error_message="not sent: run stopping") for r in requests
+        )
 
     async def _admit(self, request: Claimed, senders: anyio.abc.TaskGroup) -> None:
         model = self.limits.model(request.model)
         reserved = request.prompt_tokens + request.output_tokens * request.n
         gate, limits = self.gate_for(model, request.prompt_tokens)
         if limits.tpm is not None and reserved > limits.tpm:
-            self._fail(request, "request_too_large",
-                       f"line {request.line}: needs {reserved:,} tokens (prompt {request.prompt_tokens:,} + output "
-                       f"{request.output_tokens:,} x {request.n}), over {model.name}'s limit of {limits.tpm:,} "
-                       f"tokens per minute at {self.settings.tier}: it can never be admitted; lower max_tokens")
+            self._fail(
+                request,
+                "request_too_large",
+                f"line {request.line}: needs {reserved:,} tokens (prompt {request.prompt_tokens:,} + output "
+                f"{request.output_tokens:,} x {request.n}), over {model.name}'s limit of {limits.tpm:,} "
+                f"tokens per minute at {self.settings.tier}: it can never be admitted; lower max_tokens",
+            )
             return
         day = dt.datetime.fromtimestamp(self.clock(), dt.UTC).date().isoformat()
         if limits.rpd is not None:
@@ -203,8 +211,10 @@ class SyncExecutor:
             unflushed = self.daily.get((model.name, day), [0, 0])[0]
             if stored + unflushed >= limits.rpd:
                 self._put_back([request])
-                self.stop = StoppedEarly(f"daily limit of {limits.rpd:,} requests for {model.name} reached; "
-                                         "re-run after 00:00 UTC to continue")
+                self.stop = StoppedEarly(
+                    f"daily limit of {limits.rpd:,} requests for {model.name} reached; "
+                    "re-run after 00:00 UTC to continue"
+                )
                 return
         await gate.acquire(reserved)
         counter = self.daily.setdefault((model.name, day), [0, 0])
@@ -247,11 +257,22 @@ class SyncExecutor:
         self.recent.append((now, usage.total))
         self.latency = 0.9 * self.latency + 0.1 * reply.seconds
         self._resize()
-        self.outcomes.append(Outcome(
-            request.id, request.custom_id, "succeeded", status_code=200,
-            response_id=reply.headers.get("x-request-id"), body=text, model=model.name, service_tier=tier_name,
-            prompt_tokens=usage.prompt_tokens, cached_tokens=usage.cached_tokens, output_tokens=usage.output_tokens,
-            cost=price))
+        self.outcomes.append(
+            Outcome(
+                request.id,
+                request.custom_id,
+                "succeeded",
+                status_code=200,
+                response_id=reply.headers.get("x-request-id"),
+                body=text,
+                model=model.name,
+                service_tier=tier_name,
+                prompt_tokens=usage.prompt_tokens,
+                cached_tokens=usage.cached_tokens,
+                output_tokens=usage.output_tokens,
+                cost=price,
+            )
+        )
         if self.settings.max_spend is not None and self.spend >= self.settings.max_spend and self.stop is None:
             self.stop = BudgetReached("--max-spend reached; raise it and re-run to continue")
 
@@ -268,9 +289,13 @@ class SyncExecutor:
         message = str(error.get("message") or reply.body[:200].decode(errors="replace"))
         tpm_header = reply.headers.get("x-ratelimit-limit-tokens")
         failure = Failure(
-            status=reply.status, type=error.get("type"), code=error.get("code"),
-            retry_after=retry_after_seconds(reply.headers, message), reserved_tokens=reserved,
-            server_tpm=int(tpm_header) if tpm_header and tpm_header.isdigit() else None)
+            status=reply.status,
+            type=error.get("type"),
+            code=error.get("code"),
+            retry_after=retry_after_seconds(reply.headers, message),
+            reserved_tokens=reserved,
+            server_tpm=int(tpm_header) if tpm_header and tpm_header.isdigit() else None,
+        )
         self._after_failure(request, gate, reserved, failure, reply, message)
 
     def _after_failure(
@@ -283,15 +308,29 @@ class SyncExecutor:
                 gate.pause(decision.delay)
             if decision.slow_down:
                 gate.slow_down()
-            self.outcomes.append(Outcome(request.id, request.custom_id, "retry", not_before=self.clock() + decision.delay,
-                                         error_message=f"{label}: {message}"[:500]))
+            self.outcomes.append(
+                Outcome(
+                    request.id,
+                    request.custom_id,
+                    "retry",
+                    not_before=self.clock() + decision.delay,
+                    error_message=f"{label}: {message}"[:500],
+                )
+            )
             return
         if decision.action is Action.FAIL:
-            self.outcomes.append(Outcome(
-                request.id, request.custom_id, "failed", status_code=reply.status if reply else None,
-                response_id=reply.headers.get("x-request-id") if reply else None,
-                body=reply.body.decode(errors="replace") if reply else None,
-                error_code=failure.code or failure.type or failure.kind, error_message=f"{label}: {message}"[:2000]))
+            self.outcomes.append(
+                Outcome(
+                    request.id,
+                    request.custom_id,
+                    "failed",
+                    status_code=reply.status if reply else None,
+                    response_id=reply.headers.get("x-request-id") if reply else None,
+                    body=reply.body.decode(errors="replace") if reply else None,
+                    error_code=failure.code or failure.type or failure.kind,
+                    error_message=f"{label}: {message}"[:2000],
+                )
+            )
             self.failed += 1
             return
         self._put_back([request])
@@ -334,6 +373,17 @@ class SyncExecutor:
         eta = remaining / rate if rate > 0 else None
         gate = next(iter(self.gates.values()), None)
         notices = tuple(n for g in self.gates.values() for n in g.notices)
-        return Snapshot(self.done, self.failed, self.total, self.in_flight, rpm, tpm, gate.rpm if gate else None,
-                        gate.tpm if gate else None, self.spend, eta,
-                        gate.statistics().paused_for if gate else 0.0, notices)
+        return Snapshot(
+            self.done,
+            self.failed,
+            self.total,
+            self.in_flight,
+            rpm,
+            tpm,
+            gate.rpm if gate else None,
+            gate.tpm if gate else None,
+            self.spend,
+            eta,
+            gate.statistics().paused_for if gate else 0.0,
+            notices,
+        )

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib.util
 import json
 import os
 import tempfile
 import threading
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +59,14 @@ def _load(name: str) -> tiktoken.Encoding:
     if name not in _BLOBS:
         raise ConfigError(f"unknown tokenizer {name!r} (known: {', '.join(_BLOBS)})")
     blob, expected = _BLOBS[name]
+    # find_spec locates the package without importing it (its __init__ loads data eagerly)
+    spec = importlib.util.find_spec("bpe_openai")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    if not locations:
+        raise ConfigError(f"tokenizer {name}: the bpe-openai package is not installed; reinstall runner")
     try:
-        packed = resources.files("bpe_openai.data").joinpath(f"{name}.tiktoken.gz").read_bytes()
-    except (ModuleNotFoundError, FileNotFoundError) as exc:
+        packed = Path(locations[0], "data", f"{name}.tiktoken.gz").read_bytes()
+    except FileNotFoundError as exc:
         raise ConfigError(f"tokenizer {name}: bpe-openai's copy is missing ({exc}); reinstall runner") from exc
     data = gzip.decompress(packed)
     actual = hashlib.sha256(data).hexdigest()

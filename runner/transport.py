@@ -10,7 +10,6 @@ Credentials follow the SDK's environment: ``OPENAI_API_KEY``, ``OPENAI_BASE_URL`
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from dataclasses import dataclass
@@ -48,8 +47,11 @@ class Credentials:
         return cls(url, key, os.environ.get("OPENAI_ORG_ID"), os.environ.get("OPENAI_PROJECT_ID"))
 
     def headers(self) -> dict[str, str]:
-        out = {"Authorization": f"Bearer {self.api_key}", "Content-Type": "application/json",
-               "User-Agent": "runner/0.1"}
+        out = {
+            "Authorization": f"Bearer {self.api_key}",
+            "Content-Type": "application/json",
+            "User-Agent": "runner/0.1",
+        }
         if self.organization:
             out["OpenAI-Organization"] = self.organization
         if self.project:
@@ -81,10 +83,18 @@ class Transport:
         self.session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Transport:
-        connector = aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=self.max_connections,
-                                         ttl_dns_cache=300, enable_cleanup_closed=True)
-        self.session = aiohttp.ClientSession(connector=connector, headers=self.credentials.headers(),
-                                             timeout=self.timeout, raise_for_status=False)
+        connector = aiohttp.TCPConnector(
+            limit=self.max_connections,
+            limit_per_host=self.max_connections,
+            ttl_dns_cache=300,
+            enable_cleanup_closed=True,
+        )
+        self.session = aiohttp.ClientSession(
+            connector=connector,
+            headers=self.credentials.headers(),
+            timeout=self.timeout,
+            raise_for_status=False,
+        )
         return self
 
     async def __aexit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
@@ -102,7 +112,7 @@ class Transport:
             async with self.session.post(self.url(endpoint), data=data) as response:
                 body = await response.read()
                 return Reply(response.status, response.headers, body, time.monotonic() - started)
-        except (TimeoutError, asyncio.TimeoutError) as exc:
+        except TimeoutError as exc:
             raise TransportError("timeout", f"no answer within {self.timeout.total:g}s") from exc
         except aiohttp.ClientError as exc:
             raise TransportError("connection", type(exc).__name__ + (f": {exc}" if str(exc) else "")) from exc

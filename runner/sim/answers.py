@@ -19,14 +19,110 @@ from runner.tokens import encoding
 
 __all__ = ["Answer", "chat_completion", "compose", "embedding_list", "response_object", "schema_instance"]
 
-WORDS = (
-    "data model value result report system process order number market group service customer product level point"
-    " price change record review status source table account amount answer area balance base benefit block board"
-    " body book branch budget case cause center chance charge check choice city class client code cost count"
-    " course court credit cycle date deal degree design detail device draft effect energy entry error event"
-    " factor field figure file film focus form frame fund future game goal growth guide health history hour idea"
-    " image index issue item job key land language law layer lead letter light limit line list loss map match"
-).split()
+WORDS = [
+    "data",
+    "model",
+    "value",
+    "result",
+    "report",
+    "system",
+    "process",
+    "order",
+    "number",
+    "market",
+    "group",
+    "service",
+    "customer",
+    "product",
+    "level",
+    "point",
+    "price",
+    "change",
+    "record",
+    "review",
+    "status",
+    "source",
+    "table",
+    "account",
+    "amount",
+    "answer",
+    "area",
+    "balance",
+    "base",
+    "benefit",
+    "block",
+    "board",
+    "body",
+    "book",
+    "branch",
+    "budget",
+    "case",
+    "cause",
+    "center",
+    "chance",
+    "charge",
+    "check",
+    "choice",
+    "city",
+    "class",
+    "client",
+    "code",
+    "cost",
+    "count",
+    "course",
+    "court",
+    "credit",
+    "cycle",
+    "date",
+    "deal",
+    "degree",
+    "design",
+    "detail",
+    "device",
+    "draft",
+    "effect",
+    "energy",
+    "entry",
+    "error",
+    "event",
+    "factor",
+    "field",
+    "figure",
+    "file",
+    "film",
+    "focus",
+    "form",
+    "frame",
+    "fund",
+    "future",
+    "game",
+    "goal",
+    "growth",
+    "guide",
+    "health",
+    "history",
+    "hour",
+    "idea",
+    "image",
+    "index",
+    "issue",
+    "item",
+    "job",
+    "key",
+    "land",
+    "language",
+    "law",
+    "layer",
+    "lead",
+    "letter",
+    "light",
+    "limit",
+    "line",
+    "list",
+    "loss",
+    "map",
+    "match",
+]
 
 
 def seed_of(body_text: str) -> int:
@@ -40,7 +136,9 @@ class Answer:
         self.text, self.tokens, self.finish_reason = text, tokens, finish_reason
 
 
-def compose(seed: int, limit: int | None, schema: dict[str, Any] | None, tokenizer: str, length: tuple[int, int]) -> Answer:
+def compose(
+    seed: int, limit: int | None, schema: dict[str, Any] | None, tokenizer: str, length: tuple[int, int]
+) -> Answer:
     """The answer for ``seed``: schema JSON if asked, else ``length[0]..length[1]`` words; cut at ``limit``."""
     rng = random.Random(seed)
     if schema is not None:
@@ -57,7 +155,7 @@ def compose(seed: int, limit: int | None, schema: dict[str, Any] | None, tokeniz
 
 def schema_instance(schema: dict[str, Any], rng: random.Random, depth: int = 0) -> Any:
     """A small value valid against a JSON schema (the subset structured outputs allow)."""
-    if "enum" in schema and schema["enum"]:
+    if schema.get("enum"):
         return schema["enum"][0]
     if "const" in schema:
         return schema["const"]
@@ -174,8 +272,11 @@ def embedding_list(seed: int, model: str, inputs: int, dimensions: int, as_base6
         vector = [rng.uniform(-1, 1) for _ in range(dimensions)]
         norm = sum(v * v for v in vector) ** 0.5 or 1.0
         vector = [v / norm for v in vector]
-        encoded: Any = (
-            base64.b64encode(struct.pack(f"<{dimensions}f", *vector)).decode() if as_base64 else vector
-        )
+        encoded: Any = base64.b64encode(struct.pack(f"<{dimensions}f", *vector)).decode() if as_base64 else vector
         data.append({"object": "embedding", "index": i, "embedding": encoded})
-    return {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+    return {
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }

@@ -16,8 +16,10 @@ def serve(config: SimConfig, host: str, port: int, duration: float | None = None
     async def main() -> None:
         sim = Simulator(config)
         url = await sim.start(host, port)
-        click.echo(f"simulating {config.tier} at {url} (window {config.window:g}s); "
-                   f"export OPENAI_BASE_URL={url}", err=True)
+        click.echo(
+            f"simulating {config.tier} at {url} (window {config.window:g}s); export OPENAI_BASE_URL={url}",
+            err=True,
+        )
         try:
             if duration is None:
                 await asyncio.Event().wait()

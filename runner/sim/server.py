@@ -153,8 +153,12 @@ class Simulator:
                 if key is not None and request.headers.get("Authorization") != f"Bearer {key}":
                     given = request.headers.get("Authorization", "").removeprefix("Bearer ")
                     shown = f"{given[:3]}***{given[-4:]}" if len(given) > 8 else "***"
-                    return self.error(401, f"Incorrect API key provided: {shown}.", "invalid_request_error",
-                                      "invalid_api_key")
+                    return self.error(
+                        401,
+                        f"Incorrect API key provided: {shown}.",
+                        "invalid_request_error",
+                        "invalid_api_key",
+                    )
                 return await handler(request)
             finally:
                 self.stats.in_flight -= 1
@@ -162,18 +166,30 @@ class Simulator:
         return wrapped
 
     def error(
-        self, status: int, message: str, type_: str, code: str | None = None, param: str | None = None,
+        self,
+        status: int,
+        message: str,
+        type_: str,
+        code: str | None = None,
+        param: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> web.Response:
         self.stats.errors[f"{status}:{code or type_}"] += 1
         if status == 429 and type_ in ("tokens", "requests"):
             self.stats.rate_limited += 1
-        return web.json_response(error_body(message, type_, code, param), status=status,
-                                 headers={**self._base_headers(), **(headers or {})})
+        return web.json_response(
+            error_body(message, type_, code, param),
+            status=status,
+            headers={**self._base_headers(), **(headers or {})},
+        )
 
     def _base_headers(self) -> dict[str, str]:
-        return {"x-request-id": f"req_{uuid.uuid4().hex}", "openai-version": "2020-10-01",
-                "openai-organization": "org-sim", "openai-processing-ms": "1"}
+        return {
+            "x-request-id": f"req_{uuid.uuid4().hex}",
+            "openai-version": "2020-10-01",
+            "openai-organization": "org-sim",
+            "openai-processing-ms": "1",
+        }
 
     def buckets_for(self, model: ModelInfo, prompt_tokens: int) -> ModelBuckets:
         limits = model.limits_for(self.config.tier, prompt_tokens)
@@ -192,20 +208,35 @@ class Simulator:
             return None
         kind = fault["kind"]
         if kind == "500":
-            return self.error(500, "The server had an error while processing your request. Sorry about that!",
-                              "server_error")
+            return self.error(
+                500,
+                "The server had an error while processing your request. Sorry about that!",
+                "server_error",
+            )
         if kind == "503":
-            return self.error(503, "The server is overloaded or not ready yet.", "service_unavailable_error",
-                              "server_is_overloaded")
+            return self.error(
+                503,
+                "The server is overloaded or not ready yet.",
+                "service_unavailable_error",
+                "server_is_overloaded",
+            )
         if kind == "slow_down":
-            return self.error(429, "Please reduce your rate of requests.", "rate_limit_error", "slow_down",
-                              headers={"retry-after": "1"})
+            return self.error(
+                429,
+                "Please reduce your rate of requests.",
+                "rate_limit_error",
+                "slow_down",
+                headers={"retry-after": "1"},
+            )
         if kind == "429":
             wait = float(fault.get("retry_after", 1.0))
             return self.error(
-                429, f"Rate limit reached for requests. Please try again in {wait:g}s.", "requests",
-                "rate_limit_exceeded", headers={"retry-after": str(max(1, round(wait))),
-                                                "retry-after-ms": str(round(wait * 1000))})
+                429,
+                f"Rate limit reached for requests. Please try again in {wait:g}s.",
+                "requests",
+                "rate_limit_exceeded",
+                headers={"retry-after": str(max(1, round(wait))), "retry-after-ms": str(round(wait * 1000))},
+            )
         if kind == "quota":
             return self._quota_error()
         self.stats.errors[kind] += 1
@@ -218,9 +249,12 @@ class Simulator:
 
     def _quota_error(self) -> web.Response:
         return self.error(
-            429, "You exceeded your current quota, please check your plan and billing details. For more "
+            429,
+            "You exceeded your current quota, please check your plan and billing details. For more "
             "information on this error, read the docs: https://platform.openai.com/docs/guides/error-codes/api-errors.",
-            "insufficient_quota", "insufficient_quota")
+            "insufficient_quota",
+            "insufficient_quota",
+        )
 
     async def _body(self, request: web.Request) -> tuple[dict[str, Any], str] | web.Response:
         raw = await request.read()
@@ -239,12 +273,18 @@ class Simulator:
         try:
             return self.limits.model(name)
         except Exception:
-            return self.error(404, f"The model `{name}` does not exist or you do not have access to it.",
-                              "invalid_request_error", "model_not_found")
+            return self.error(
+                404,
+                f"The model `{name}` does not exist or you do not have access to it.",
+                "invalid_request_error",
+                "model_not_found",
+            )
 
     # -- the answering pipeline shared by chat, responses and embeddings ------------------------------------
 
-    async def _serve(self, request: web.Request, endpoint: str, build: Callable[..., dict[str, Any]]) -> web.StreamResponse:
+    async def _serve(
+        self, request: web.Request, endpoint: str, build: Callable[..., tuple[dict[str, Any], int]]
+    ) -> web.StreamResponse:
         parsed = await self._body(request)
         if isinstance(parsed, web.Response):
             return parsed
@@ -262,9 +302,13 @@ class Simulator:
         prompt = count_prompt(endpoint, body, model.tokenizer)
         if prompt > model.input_limit:
             return self.error(
-                400, f"This model's maximum context length is {model.input_limit} tokens. However, your messages "
-                f"resulted in {prompt} tokens. Please reduce the length of the messages.", "invalid_request_error",
-                "context_length_exceeded", "messages")
+                400,
+                f"This model's maximum context length is {model.input_limit} tokens. However, your messages "
+                f"resulted in {prompt} tokens. Please reduce the length of the messages.",
+                "invalid_request_error",
+                "context_length_exceeded",
+                "messages",
+            )
         limit = output_reservation(endpoint, body, self.limits.output_reservation_tokens, model.max_output_tokens)
         n = body.get("n", 1) if isinstance(body.get("n", 1), int) else 1
         reserved = prompt + limit * n
@@ -276,8 +320,10 @@ class Simulator:
         self.counter += 1
         cached = self._cached(endpoint, body, model, prompt)
         result, output = build(seed=seed, model=model, body=body, prompt=prompt, cached=cached, limit=limit, n=n)
-        delay = (float(model.first_token_seconds) + (output / model.output_tokens_per_second
-                 if model.output_tokens_per_second else 0)) * self.config.latency_scale
+        delay = (
+            float(model.first_token_seconds)
+            + (output / model.output_tokens_per_second if model.output_tokens_per_second else 0)
+        ) * self.config.latency_scale
         if delay > 0:
             await asyncio.sleep(delay)
         buckets.settle(reserved, prompt + output)
@@ -297,10 +343,14 @@ class Simulator:
         if a.too_large:
             limit = buckets.tokens.limit if buckets.tokens else 0
             return self.error(
-                429, f"Request too large for {model.name} in organization org-sim on tokens per min (TPM): "
+                429,
+                f"Request too large for {model.name} in organization org-sim on tokens per min (TPM): "
                 f"Limit {limit}, Requested {reserved}. The input or output tokens must be reduced in order to run "
-                "successfully. Visit https://platform.openai.com/account/rate-limits to learn more.", "tokens",
-                "rate_limit_exceeded", headers=headers)
+                "successfully. Visit https://platform.openai.com/account/rate-limits to learn more.",
+                "tokens",
+                "rate_limit_exceeded",
+                headers=headers,
+            )
         unit = {"requests": "RPM" if a.period == "min" else "RPD", "tokens": "TPM"}[a.dimension]
         per = "min" if a.period == "min" else "day"
         bucket = buckets.requests if a.dimension == "requests" else buckets.tokens
@@ -309,10 +359,14 @@ class Simulator:
         headers["retry-after"] = str(max(1, int(a.retry_after + 0.999)))
         headers["retry-after-ms"] = str(max(1, round(a.retry_after * 1000)))
         return self.error(
-            429, f"Rate limit reached for {model.name} in organization org-sim on {a.dimension} per {per} ({unit}): "
+            429,
+            f"Rate limit reached for {model.name} in organization org-sim on {a.dimension} per {per} ({unit}): "
             f"Limit {limit}, Used {a.used}, Requested {asked}. Please try again in {format_go(a.retry_after)}. "
-            "Visit https://platform.openai.com/account/rate-limits to learn more.", a.dimension,
-            "rate_limit_exceeded", headers=headers)
+            "Visit https://platform.openai.com/account/rate-limits to learn more.",
+            a.dimension,
+            "rate_limit_exceeded",
+            headers=headers,
+        )
 
     def _cached(self, endpoint: str, body: dict[str, Any], model: ModelInfo, prompt: int) -> int:
         """Prompt caching: exact prefixes from 1,024 tokens, in 128-token steps, seen before."""
@@ -340,8 +394,9 @@ class Simulator:
     # -- endpoints --------------------------------------------------------------------------------------------
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
-        def build(seed: int, model: ModelInfo, body: dict[str, Any], prompt: int, cached: int, limit: int,
-                  n: int) -> tuple[dict[str, Any], int]:
+        def build(
+            seed: int, model: ModelInfo, body: dict[str, Any], prompt: int, cached: int, limit: int, n: int
+        ) -> tuple[dict[str, Any], int]:
             schema = _schema(body.get("response_format"))
             explicit = body.get("max_completion_tokens", body.get("max_tokens"))
             choices = [compose(seed + i, explicit, schema, model.tokenizer, self.config.answer_words) for i in range(n)]
@@ -351,8 +406,9 @@ class Simulator:
         return await self._serve(request, "/v1/chat/completions", build)
 
     async def responses(self, request: web.Request) -> web.StreamResponse:
-        def build(seed: int, model: ModelInfo, body: dict[str, Any], prompt: int, cached: int, limit: int,
-                  n: int) -> tuple[dict[str, Any], int]:
+        def build(
+            seed: int, model: ModelInfo, body: dict[str, Any], prompt: int, cached: int, limit: int, n: int
+        ) -> tuple[dict[str, Any], int]:
             text = body.get("text")
             schema = _schema(text.get("format") if isinstance(text, dict) else None, nested=False)
             answer = compose(seed, body.get("max_output_tokens"), schema, model.tokenizer, self.config.answer_words)
@@ -362,8 +418,9 @@ class Simulator:
         return await self._serve(request, "/v1/responses", build)
 
     async def embeddings(self, request: web.Request) -> web.StreamResponse:
-        def build(seed: int, model: ModelInfo, body: dict[str, Any], prompt: int, cached: int, limit: int,
-                  n: int) -> tuple[dict[str, Any], int]:
+        def build(
+            seed: int, model: ModelInfo, body: dict[str, Any], prompt: int, cached: int, limit: int, n: int
+        ) -> tuple[dict[str, Any], int]:
             given = body.get("input", "")
             count = len(given) if isinstance(given, list) and given and not isinstance(given[0], int) else 1
             default = 3072 if model.name.endswith("large") else 1536
@@ -374,7 +431,12 @@ class Simulator:
         return await self._serve(request, "/v1/embeddings", build)
 
     def _model_object(self, info: ModelInfo) -> dict[str, Any]:
-        entry: dict[str, Any] = {"id": info.name, "object": "model", "created": 1744588800, "owned_by": "system"}
+        entry: dict[str, Any] = {
+            "id": info.name,
+            "object": "model",
+            "created": 1744588800,
+            "owned_by": "system",
+        }
         if info.shutdown_date:
             entry["shutdown_date"] = info.shutdown_date
         return entry
@@ -387,8 +449,13 @@ class Simulator:
         try:
             info = self.limits.model(request.match_info["model"])
         except Exception:
-            return self.error(404, f"The model '{request.match_info['model']}' does not exist",
-                              "invalid_request_error", "model_not_found", "model")
+            return self.error(
+                404,
+                f"The model '{request.match_info['model']}' does not exist",
+                "invalid_request_error",
+                "model_not_found",
+                "model",
+            )
         return web.json_response(self._model_object(info), headers=self._base_headers())
 
     async def get_stats(self, request: web.Request) -> web.StreamResponse:
@@ -432,6 +499,7 @@ class SimThread:
 
     def call(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` on the simulator's loop (its state is not thread-safe) and return its result."""
+
         async def run() -> Any:
             return fn()
 
