@@ -1,0 +1,166 @@
+"""The store's state machine and ownership; ingest of good and bad job files."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from runner.errors import ConfigError, InputError, RunLocked, StateConflict
+from runner.jobfile import ingest
+from runner.limits import Limits
+from runner.store import Outcome, Store
+
+from .conftest import chat_line, write_jsonl
+
+
+def snapshot(store: Store) -> list[tuple[object, ...]]:
+    return store.conn.execute("SELECT custom_id, state, body_hash FROM requests ORDER BY id").fetchall()
+
+
+def test_ingest_then_resume_adds_only_appended_lines(tmp_path: Path, store: Store, limits: Limits) -> None:
+    path = write_jsonl(tmp_path / "job.jsonl", [chat_line(f"r{i}") for i in range(5)])
+    store.acquire("job", str(path))
+    assert ingest(store, "job", path, limits).added == 5
+    assert ingest(store, "job", path, limits).added == 0  # same file again: nothing new
+    write_jsonl(path, [chat_line("r5"), chat_line("r6")], mode="a")
+    report = ingest(store, "job", path, limits)
+    assert (report.added, report.lines) == (2, 2)  # only the appended lines were read
+    assert store.counts("job")["pending"] == 7
+
+
+def test_rewritten_file_is_checked_line_by_line(tmp_path: Path, store: Store, limits: Limits) -> None:
+    path = write_jsonl(tmp_path / "job.jsonl", [chat_line(f"r{i}") for i in range(3)])
+    store.acquire("job", str(path))
+    ingest(store, "job", path, limits)
+    write_jsonl(path, [chat_line("new"), chat_line("r0"), chat_line("r1"), chat_line("r2")])  # prepended
+    assert ingest(store, "job", path, limits).added == 1
+
+
+BAD_LINES = [
+    ('{"custom_id": "a", "body": {', "not valid JSON"),
+    ('["a list"]', "expected a JSON object"),
+    ('{"body": {"model": "gpt-4.1-mini", "messages": []}}', "missing custom_id"),
+    ('{"custom_id": "x", "body": {"model": "gpt-9", "messages": []}}', "unknown model 'gpt-9'"),
+    ('{"custom_id": "x", "body": {"messages": []}}', "no model"),
+    ('{"custom_id": "x", "url": "/v1/images", "body": {"model": "gpt-4.1-mini"}}', "unsupported url"),
+    ('{"custom_id": "x", "body": {"model": "gpt-4.1-mini", "messages": [], "stream": true}}', "stream"),
+    (
+        '{"custom_id": "x", "url": "/v1/embeddings", "body": {"model": "gpt-4.1-mini", "input": "a"}}',
+        "does not serve /v1/embeddings",
+    ),
+]
+
+
+@pytest.mark.parametrize(("bad", "problem"), BAD_LINES)
+def test_bad_line_is_named_and_nothing_of_the_pass_is_kept(
+    tmp_path: Path, store: Store, limits: Limits, bad: str, problem: str
+) -> None:
+    path = write_jsonl(tmp_path / "job.jsonl", [chat_line("ok1")])
+    store.acquire("job", str(path))
+    ingest(store, "job", path, limits)
+    before = snapshot(store)
+    with path.open("a") as f:
+        f.write(json.dumps(chat_line("ok2")) + "\n" + bad + "\n")
+    with pytest.raises(InputError) as info:
+        ingest(store, "job", path, limits)
+    assert info.value.line == 3
+    assert problem in str(info.value)
+    assert str(info.value).startswith(f"{path}:3: ")
+    assert snapshot(store) == before  # ok2 was not half-added
+
+
+def test_duplicate_custom_id_in_file_names_both_lines(tmp_path: Path, store: Store, limits: Limits) -> None:
+    path = write_jsonl(tmp_path / "job.jsonl", [chat_line("a"), chat_line("b"), chat_line("a")])
+    store.acquire("job", str(path))
+    with pytest.raises(InputError, match=r"job.jsonl:3: duplicate custom_id 'a' \(also on line 1\)"):
+        ingest(store, "job", path, limits)
+
+
+def test_different_body_for_stored_custom_id_is_an_error(tmp_path: Path, store: Store, limits: Limits) -> None:
+    path = write_jsonl(tmp_path / "job.jsonl", [chat_line("a", "first question")])
+    store.acquire("job", str(path))
+    ingest(store, "job", path, limits)
+    write_jsonl(path, [chat_line("a", "another question")])
+    with pytest.raises(InputError, match="'a' is already stored .* with a different body"):
+        ingest(store, "job", path, limits)
+
+
+def test_request_over_context_window_is_failed_with_reason_not_sent(
+    tmp_path: Path, store: Store, limits: Limits
+) -> None:
+    huge = "word " * 130_000  # ~130k tokens: over gpt-4o-mini's 128,000 context window
+    path = write_jsonl(
+        tmp_path / "job.jsonl",
+        [
+            chat_line("fine"),
+            {
+                **chat_line("big", huge),
+                "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": huge}], "max_tokens": 10},
+            },
+        ],
+    )
+    store.acquire("job", str(path))
+    report = ingest(store, "job", path, limits)
+    assert [(line, cid) for line, cid, _ in report.refused] == [(2, "big")]
+    assert "input limit of 128,000" in report.refused[0][2]
+    counts = store.counts("job")
+    assert (counts["pending"], counts["failed"]) == (1, 1)
+
+
+def test_missing_input_file_is_a_config_error(tmp_path: Path, store: Store, limits: Limits) -> None:
+    with pytest.raises(ConfigError, match="no such input file"):
+        ingest(store, "job", tmp_path / "nope.jsonl", limits)
+
+
+def test_transitions_are_compare_and_set(tmp_path: Path, store: Store, limits: Limits) -> None:
+    path = write_jsonl(tmp_path / "job.jsonl", [chat_line("a"), chat_line("b")])
+    owner = store.acquire("job", str(path))
+    ingest(store, "job", path, limits)
+    (a, b) = store.claim("job", owner, 10)
+    store.record(
+        owner, [Outcome(a.id, a.custom_id, "succeeded", status_code=200, body="{}", model="gpt-4.1-mini", cost=5)]
+    )
+    with pytest.raises(StateConflict):  # a is final: it can never be answered twice
+        store.record(owner, [Outcome(a.id, a.custom_id, "succeeded", status_code=200, body="{}")])
+    with pytest.raises(StateConflict):  # another owner cannot settle b
+        store.record("someone-else", [Outcome(b.id, b.custom_id, "failed")])
+    counts = store.counts("job")
+    assert (counts["succeeded"], counts["in_flight"]) == (1, 1)
+    assert store.total_cost("job") == 5
+
+
+def test_live_owner_locks_the_run_and_dead_owner_is_taken_over(tmp_path: Path, limits: Limits) -> None:
+    now = [1_000_000.0]
+    store = Store(tmp_path / "r.db", clock=lambda: now[0])
+    path = write_jsonl(tmp_path / "job.jsonl", [chat_line("a"), chat_line("b")])
+    owner = store.acquire("job", str(path))
+    ingest(store, "job", path, limits)
+    assert len(store.claim("job", owner, 10)) == 2
+    with pytest.raises(RunLocked):  # this very process is alive and beating
+        store.acquire("job", str(path))
+    now[0] += 60  # no heartbeat for a minute: the owner is considered dead
+    store.acquire("job", str(path))
+    assert store.counts("job")["pending"] == 2  # its leases went back to pending
+
+
+def test_owner_whose_process_is_gone_is_taken_over_at_once(tmp_path: Path, store: Store, limits: Limits) -> None:
+    path = write_jsonl(tmp_path / "job.jsonl", [chat_line("a")])
+    store.acquire("job", str(path))
+    ingest(store, "job", path, limits)
+    dead_pid = 2**22 + 12345
+    assert not _alive(dead_pid)
+    host = store.conn.execute("SELECT owner FROM runs").fetchone()[0].split(":")[0]
+    with store.db.atomic():
+        store.conn.execute("UPDATE runs SET owner=?", (f"{host}:{dead_pid}:x",))
+    store.acquire("job", str(path))  # no RunLocked although the heartbeat is fresh
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
