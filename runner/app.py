@@ -64,12 +64,9 @@ def run_job(
             print(f"{input_path}:{line}: request {custom_id!r} failed, not sent: {reason}", file=err)
         _check_models(store, run, limits, settings.tier)
         executor = SyncExecutor(
-            store, run, owner, limits, settings, Transport(credentials, max_connections=settings.concurrency)
+            store, run, owner, limits, settings, Transport(credentials, settings.request_timeout, settings.concurrency)
         )
-        try:
-            anyio.run(_execute, executor, progress, backend="asyncio")
-        except RunnerError as exc:
-            stopped = exc
+        stopped = anyio.run(_execute, executor, progress, backend="asyncio")
         notices = [n for g in executor.gates.values() for n in g.notices]
     except BaseException:
         store.release(run, owner, "error")
@@ -78,11 +75,11 @@ def run_job(
     return RunOutcome(run, store.counts(run), report, stopped, notices)
 
 
-async def _execute(executor: SyncExecutor, progress: bool | None) -> None:
+async def _execute(executor: SyncExecutor, progress: bool | None) -> RunnerError | None:
     async with executor.transport, Progress(executor.snapshot, progress) as display, anyio.create_task_group() as tg:
         tg.start_soon(display.tick)
         try:
-            await executor.execute()
+            return await executor.execute()
         finally:
             tg.cancel_scope.cancel()
 

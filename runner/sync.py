@@ -46,6 +46,7 @@ class RunSettings:
     max_spend: int | None = None  # picodollars
     deadline: float | None = None  # wall clock (time.time) by which to stop
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    request_timeout: float = 600.0
     lease_seconds: float = 900.0
     heartbeat_seconds: float = 5.0
     flush_seconds: float = 0.05
@@ -130,8 +131,8 @@ class SyncExecutor:
 
     # -- the run ----------------------------------------------------------------------------------------------
 
-    async def execute(self) -> None:
-        """Work until no request is pending; raises a StoppedEarly (or AuthError) when stopping before that."""
+    async def execute(self) -> RunnerError | None:
+        """Work until no request is pending; returns why it stopped before that (StoppedEarly, AuthError), or None."""
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._background)
@@ -140,8 +141,7 @@ class SyncExecutor:
                 tg.cancel_scope.cancel()
         finally:
             self._flush()
-        if self.stop is not None:
-            raise self.stop
+        return self.stop
 
     async def _background(self) -> None:
         last_beat = self.monotonic()

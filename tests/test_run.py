@@ -1,0 +1,223 @@
+"""Whole runs against the simulator on loopback: pacing, storms, faults, quota, kill -9, bad input, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runner.app import export_results, run_job
+from runner.errors import QuotaExhausted
+from runner.limits import Limits
+from runner.retry import RetryPolicy
+from runner.store import Store
+from runner.sync import RunSettings
+from runner.transport import Credentials
+
+from .conftest import ROOT, chat_line, runner_cli, write_jsonl
+
+FAST_RETRY = RetryPolicy(max_attempts=8, max_rate_limited=60, base=0.05, cap=0.5)
+
+
+def settings(**kw: Any) -> RunSettings:
+    kw.setdefault("retry", FAST_RETRY)
+    kw.setdefault("seed", 1)
+    return RunSettings(**kw)
+
+
+def job(tmp_path: Path, n: int, **line: Any) -> Path:
+    return write_jsonl(
+        tmp_path / "job.jsonl", [chat_line(f"req-{i:04d}", f"Question number {i}?", **line) for i in range(n)]
+    )
+
+
+def one_result_each(store: Store, run: str, n: int) -> list[dict[str, Any]]:
+    lines = [json.loads(x) for x in export_results(store, run)]
+    assert sorted(x["custom_id"] for x in lines) == [f"req-{i:04d}" for i in range(n)]
+    return lines
+
+
+def test_steady_pacing_gets_no_429_under_a_one_second_window(
+    tmp_path: Path, store: Store, limits: Limits, start_sim: Any
+) -> None:
+    sim = start_sim(rpm=1_200, tpm=60_000, window=1.0, latency_scale=0.1)  # 20 req/s, 1,000 tokens/s
+    path = job(tmp_path, 90, max_tokens=40)
+    started = time.monotonic()
+    outcome = run_job(store, str(path), limits, settings(rpm=1_200, tpm=60_000), Credentials(sim.base_url, "k"))
+    elapsed = time.monotonic() - started
+    stats = sim.call(lambda: sim.sim.stats.as_dict())
+    assert outcome.exit_code == 0 and outcome.counts["succeeded"] == 90
+    assert stats["rate_limited"] == 0, stats
+    assert stats["requests"] == 90  # not one request wasted
+    used = stats["prompt_tokens"] + stats["output_tokens"]
+    assert used <= 1_000 * (elapsed + 1.0)  # within the limit: the rate plus one window's bucket
+    assert used >= 0.6 * 1_000 * (elapsed - 1.0)  # and not crawling
+    one_result_each(store, "job", 90)
+
+
+def test_a_429_storm_pauses_everyone_and_every_request_ends_answered(
+    tmp_path: Path, store: Store, limits: Limits, start_sim: Any
+) -> None:
+    sim = start_sim(latency_scale=0)
+    sim.call(lambda: sim.sim.script("429", times=25, retry_after=0.3))
+    outcome = run_job(store, str(job(tmp_path, 40)), limits, settings(), Credentials(sim.base_url, "k"))
+    assert outcome.exit_code == 0 and outcome.counts["succeeded"] == 40
+    one_result_each(store, "job", 40)
+    stats = sim.call(lambda: sim.sim.stats.as_dict())
+    assert stats["requests"] <= 40 + 25 + 10  # paused as a whole, not a retry storm
+
+
+def test_random_faults_are_retried_to_completion(tmp_path: Path, store: Store, limits: Limits, start_sim: Any) -> None:
+    sim = start_sim(latency_scale=0, fault_rate=0.25, seed=4, hang_seconds=5)
+    outcome = run_job(
+        store, str(job(tmp_path, 60)), limits, settings(request_timeout=0.5), Credentials(sim.base_url, "k")
+    )
+    stats = sim.call(lambda: sim.sim.stats.as_dict())
+    assert {"reset", "timeout", "500:server_error"} <= set(stats["errors"])
+    assert outcome.exit_code == 0 and outcome.counts["succeeded"] == 60
+    one_result_each(store, "job", 60)
+
+
+def test_quota_stop_keeps_state_and_resume_finishes(
+    tmp_path: Path, store: Store, limits: Limits, start_sim: Any
+) -> None:
+    poor = start_sim(latency_scale=0, quota_usd="0.0002")
+    path = job(tmp_path, 50, max_tokens=100)
+    outcome = run_job(store, str(path), limits, settings(), Credentials(poor.base_url, "k"))
+    assert isinstance(outcome.stopped, QuotaExhausted) and outcome.exit_code == 3
+    done = outcome.counts["succeeded"]
+    assert 0 < done < 50 and outcome.counts["pending"] == 50 - done and outcome.counts["failed"] == 0
+    rich = start_sim(latency_scale=0)
+    again = run_job(store, str(path), limits, settings(), Credentials(rich.base_url, "k"))
+    assert again.exit_code == 0 and again.counts["succeeded"] == 50
+    assert rich.call(lambda: rich.sim.stats.answered) == 50 - done  # nothing answered twice
+    one_result_each(store, "job", 50)
+    assert store.conn.execute("SELECT count(*) FROM spend").fetchone()[0] == 50
+
+
+def test_request_larger_than_tpm_fails_fast_with_reason(
+    tmp_path: Path, store: Store, limits: Limits, start_sim: Any
+) -> None:
+    sim = start_sim(latency_scale=0, tpm=1_000)
+    path = write_jsonl(tmp_path / "job.jsonl", [chat_line("small", max_tokens=20), chat_line("huge", max_tokens=5_000)])
+    outcome = run_job(store, str(path), limits, settings(tpm=1_000), Credentials(sim.base_url, "k"))
+    assert outcome.exit_code == 1 and outcome.counts["failed"] == 1 and outcome.counts["succeeded"] == 1
+    (reason,) = [r for c, r in store.failures("job") if c == "huge"]
+    assert "line 2" in reason and "1,000 tokens per minute" in reason
+    assert sim.call(lambda: sim.sim.stats.requests) == 1  # never sent
+
+
+def test_max_spend_stops_resumably(tmp_path: Path, store: Store, limits: Limits, start_sim: Any) -> None:
+    sim = start_sim(latency_scale=0)
+    outcome = run_job(
+        store,
+        str(job(tmp_path, 60, max_tokens=100)),
+        limits,
+        settings(max_spend=10**12 // 10_000, concurrency=8),
+        Credentials(sim.base_url, "k"),
+    )
+    assert outcome.exit_code == 3 and 0 < outcome.counts["succeeded"] < 60
+
+
+def test_kill_9_mid_run_then_resume_gives_exactly_one_result_each(tmp_path: Path, start_sim: Any) -> None:
+    sim = start_sim(latency_scale=0.3, rpm=600, window=1.0)
+    path = job(tmp_path, 60)
+    db = tmp_path / "kill.db"
+    env = {**os.environ, "OPENAI_API_KEY": "sk-kill-test", "RUNNER_DB": str(db)}
+    args = [sys.executable, "-m", "runner", "run", str(path), "--base-url", sim.base_url, "--rpm", "600"]
+    log = (tmp_path / "child.log").open("wb")
+    child = subprocess.Popen(args, env=env, cwd=ROOT, stdout=log, stderr=log)
+    deadline = time.monotonic() + 60
+    done = 0
+    while time.monotonic() < deadline and done < 10:
+        time.sleep(0.1)
+        if db.exists():
+            try:
+                with sqlite3.connect(db) as conn:
+                    done = conn.execute("SELECT count(*) FROM results").fetchone()[0]
+            except sqlite3.OperationalError:
+                continue
+    assert 10 <= done < 60, "the run should be killed half way"
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    log.close()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM requests WHERE state='in_flight'").fetchone()[0] > 0
+    resumed = runner_cli("run", str(path), "--base-url", sim.base_url, "--rpm", "600", env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    store = Store(db)
+    one_result_each(store, "job", 60)
+    assert store.counts("job")["succeeded"] == 60
+
+
+def test_secret_is_never_written(tmp_path: Path, start_sim: Any) -> None:
+    secret = "sk-proj-THIS-IS-SECRET-123456"
+    sim = start_sim(latency_scale=0, api_key=secret)
+    db, out = tmp_path / "s.db", tmp_path / "results.jsonl"
+    env = {**os.environ, "OPENAI_API_KEY": secret, "RUNNER_DB": str(db)}
+    ran = runner_cli("run", str(job(tmp_path, 5)), "--base-url", sim.base_url, env=env)
+    assert ran.returncode == 0, ran.stderr
+    runner_cli("results", "-o", str(out), env=env)
+    for file in tmp_path.iterdir():
+        assert secret.encode() not in file.read_bytes(), file
+    assert secret not in ran.stderr + ran.stdout
+
+
+def test_refused_key_stops_with_state_kept(tmp_path: Path, start_sim: Any) -> None:
+    sim = start_sim(latency_scale=0, api_key="sk-right")
+    env = {**os.environ, "OPENAI_API_KEY": "sk-wrong", "RUNNER_DB": str(tmp_path / "k.db")}
+    ran = runner_cli("run", str(job(tmp_path, 5)), "--base-url", sim.base_url, env=env)
+    assert ran.returncode == 2 and "refused the key" in ran.stderr
+    status = json.loads(runner_cli("status", "--json", env=env).stdout)
+    assert status["states"]["pending"] == 5
+
+
+@pytest.mark.parametrize(
+    ("args", "content", "message"),
+    [
+        (
+            [],
+            '{"custom_id": "a", "body": {"model": "gpt-4.1-mini", "messages": []}}\n{oops\n',
+            "job.jsonl:2: not valid JSON",
+        ),
+        (
+            [],
+            '{"custom_id": "a", "body": {"model": "gpt-9", "messages": []}}\n',
+            "job.jsonl:1: request 'a': unknown model",
+        ),
+        ([], '{"body": {"model": "gpt-4.1-mini", "messages": []}}\n', "job.jsonl:1: missing custom_id"),
+        (
+            ["--tier", "tier-9"],
+            '{"custom_id": "a", "body": {"model": "gpt-4.1-mini", "messages": []}}\n',
+            "unknown tier 'tier-9'",
+        ),
+        (["--deadline", "soon"], "", "not a duration"),
+    ],
+)
+def test_bad_input_exits_2_with_the_line(tmp_path: Path, args: list[str], content: str, message: str) -> None:
+    path = tmp_path / "job.jsonl"
+    path.write_text(content)
+    env = {**os.environ, "OPENAI_API_KEY": "k", "RUNNER_DB": str(tmp_path / "b.db")}
+    ran = runner_cli("run", str(path), "--base-url", "http://127.0.0.1:9", *args, env=env)
+    assert ran.returncode == 2
+    assert message in ran.stderr
+
+
+def test_broken_tier_limits_exits_2_naming_the_key(tmp_path: Path) -> None:
+    data = json.loads((ROOT / "tier_limits.json").read_text())
+    data["models"]["gpt-4.1-mini"]["limits"]["tier-1"]["rpm"] = -5
+    broken = tmp_path / "tier_limits.json"
+    broken.write_text(json.dumps(data))
+    path = write_jsonl(tmp_path / "job.jsonl", [chat_line("a")])
+    env = {**os.environ, "OPENAI_API_KEY": "k", "RUNNER_DB": str(tmp_path / "b.db")}
+    ran = runner_cli("run", str(path), "--limits", str(broken), "--base-url", "http://127.0.0.1:9", env=env)
+    assert ran.returncode == 2
+    assert "models.gpt-4.1-mini.limits.tier-1.rpm: expected a positive integer, got -5" in ran.stderr
