@@ -78,10 +78,9 @@ def run_job(
 async def _execute(executor: SyncExecutor, progress: bool | None) -> RunnerError | None:
     async with executor.transport, Progress(executor.snapshot, progress) as display, anyio.create_task_group() as tg:
         tg.start_soon(display.tick)
-        try:
-            return await executor.execute()
-        finally:
-            tg.cancel_scope.cancel()
+        stopped = await executor.execute()
+        tg.cancel_scope.cancel()
+    return stopped
 
 
 def _check_models(store: Store, run: str, limits: Limits, tier: str) -> None:

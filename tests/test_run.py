@@ -53,7 +53,7 @@ def test_steady_pacing_gets_no_429_under_a_one_second_window(
     started = time.monotonic()
     outcome = run_job(store, str(path), limits, settings(rpm=1_200, tpm=60_000), Credentials(sim.base_url, "k"))
     elapsed = time.monotonic() - started
-    stats = sim.call(lambda: sim.sim.stats.as_dict())
+    stats = sim.call(sim.sim.stats.as_dict)
     assert outcome.exit_code == 0 and outcome.counts["succeeded"] == 90
     assert stats["rate_limited"] == 0, stats
     assert stats["requests"] == 90  # not one request wasted
@@ -71,7 +71,7 @@ def test_a_429_storm_pauses_everyone_and_every_request_ends_answered(
     outcome = run_job(store, str(job(tmp_path, 40)), limits, settings(), Credentials(sim.base_url, "k"))
     assert outcome.exit_code == 0 and outcome.counts["succeeded"] == 40
     one_result_each(store, "job", 40)
-    stats = sim.call(lambda: sim.sim.stats.as_dict())
+    stats = sim.call(sim.sim.stats.as_dict)
     assert stats["requests"] <= 40 + 25 + 10  # paused as a whole, not a retry storm
 
 
@@ -80,7 +80,7 @@ def test_random_faults_are_retried_to_completion(tmp_path: Path, store: Store, l
     outcome = run_job(
         store, str(job(tmp_path, 60)), limits, settings(request_timeout=0.5), Credentials(sim.base_url, "k")
     )
-    stats = sim.call(lambda: sim.sim.stats.as_dict())
+    stats = sim.call(sim.sim.stats.as_dict)
     assert {"reset", "timeout", "500:server_error"} <= set(stats["errors"])
     assert outcome.exit_code == 0 and outcome.counts["succeeded"] == 60
     one_result_each(store, "job", 60)
