@@ -7,8 +7,9 @@
 | 429 rate_limit_exceeded (requests / tokens)          | retry after Retry-After (else backoff); pause gate  |
 | 429 slow_down                                        | retry with backoff; gate slows down                 |
 | 401, 403                                             | stop the run (AuthError), keep state                |
-| 408, 409, 500, 502, 504, other 5xx                   | retry with exponential backoff and full jitter      |
-| 503                                                  | retry with twice the backoff                        |
+| 408, 409, 500, 502, 504, other 5xx                   | retry with exponential backoff and full jitter,     |
+|                                                      | never sooner than a Retry-After the answer carries  |
+| 503                                                  | the same with twice the backoff                     |
 | timeout, connection error                            | retry with backoff                                  |
 | other 4xx (400 context_length_exceeded, 404, 422...) | fail with the server's message                      |
 
@@ -96,4 +97,7 @@ def decide(failure: Failure, attempt: int, policy: RetryPolicy, rng: random.Rand
     if not retryable or attempt >= policy.max_attempts:
         return Decision(Action.FAIL)
     scale = 2.0 if status == 503 else 1.0
-    return Decision(Action.RETRY, backoff(attempt, policy, rng, scale))
+    delay = backoff(attempt, policy, rng, scale)
+    if failure.retry_after is not None:  # a 503 may say when to come back: never earlier than that
+        delay = max(delay, failure.retry_after * rng.uniform(1.0, 1.1))
+    return Decision(Action.RETRY, delay)

@@ -55,3 +55,8 @@ def test_503_backs_off_longer_than_500() -> None:
     rng = random.Random(5)
     mean = lambda status: sum(decide(Failure(status), 2, POLICY, rng).delay for _ in range(400)) / 400  # noqa: E731
     assert mean(503) > 1.5 * mean(500)
+
+
+def test_retry_after_on_a_5xx_is_honoured_too() -> None:
+    d = decide(Failure(503, "service_unavailable_error", retry_after=5.0), 1, POLICY, random.Random(1))
+    assert d.action is Action.RETRY and d.delay >= 5.0
