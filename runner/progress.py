@@ -35,7 +35,7 @@ def render(s: Snapshot) -> Text:
         f"{_rate(s.requests_per_min, s.rpm_limit)} req/min",
         f"{_rate(s.tokens_per_min, s.tpm_limit)} tok/min",
         fmt_usd(s.spend),
-        f"ETA {format_go(s.eta_seconds)}" if s.eta_seconds is not None else "ETA -",
+        f"ETA {format_go(round(s.eta_seconds))}" if s.eta_seconds is not None else "ETA -",
     ]
     if s.paused_for > 0:
         parts.append(f"paused {s.paused_for:.1f}s (429)")

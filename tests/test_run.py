@@ -221,3 +221,28 @@ def test_broken_tier_limits_exits_2_naming_the_key(tmp_path: Path) -> None:
     ran = runner_cli("run", str(path), "--limits", str(broken), "--base-url", "http://127.0.0.1:9", env=env)
     assert ran.returncode == 2
     assert "models.gpt-4.1-mini.limits.tier-1.rpm: expected a positive integer, got -5" in ran.stderr
+
+
+def test_requests_per_day_are_counted_across_restarts(
+    tmp_path: Path, store: Store, limits: Limits, start_sim: Any
+) -> None:
+    sim = start_sim(latency_scale=0)
+    path = job(tmp_path, 10)
+    first = run_job(store, str(path), limits, settings(rpd=6), Credentials(sim.base_url, "k"))
+    assert first.exit_code == 3 and first.counts["succeeded"] == 6
+    assert "daily limit of 6 requests" in str(first.stopped)
+    again = run_job(store, str(path), limits, settings(rpd=6), Credentials(sim.base_url, "k"))
+    assert again.exit_code == 3 and again.counts["succeeded"] == 6  # the day's count survived the restart
+    assert sim.call(lambda: sim.sim.stats.requests) == 6
+    raised = run_job(store, str(path), limits, settings(rpd=20), Credentials(sim.base_url, "k"))
+    assert raised.exit_code == 0 and raised.counts["succeeded"] == 10
+
+
+def test_deadline_stops_resumably(tmp_path: Path, store: Store, limits: Limits, start_sim: Any) -> None:
+    sim = start_sim(latency_scale=0, rpm=120, window=1.0)  # 2 per second
+    path = job(tmp_path, 30)
+    outcome = run_job(
+        store, str(path), limits, settings(rpm=120, deadline=time.time() + 1.5), Credentials(sim.base_url, "k")
+    )
+    assert outcome.exit_code == 3 and 0 < outcome.counts["succeeded"] < 30
+    assert outcome.counts["pending"] + outcome.counts["succeeded"] == 30
