@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sqlite3
 import sys
@@ -112,10 +113,8 @@ def run_baseline(base_url: str, job: Path, n: int, deadline: float) -> tuple[Sam
 
     with Sampler(base_url, lambda: n - done[0]) as sampler:
         started = time.monotonic()
-        try:
+        with contextlib.suppress(TimeoutError):
             asyncio.run(main())
-        except TimeoutError:
-            pass
         elapsed = time.monotonic() - started
     return sampler, elapsed, done[0]
 
