@@ -26,6 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
+from runner.errors import ConfigError
 from runner.limits import Limits, ModelInfo, load_limits
 from runner.money import from_usd
 from runner.sim.answers import chat_completion, compose, embedding_list, response_object, seed_of
@@ -102,6 +103,11 @@ class Simulator:
         self.buckets: dict[tuple[str, bool], ModelBuckets] = {}
         self.prefixes: collections.OrderedDict[bytes, None] = collections.OrderedDict()
         self.counter = 0
+        self.builders: dict[str, Callable[..., tuple[dict[str, Any], int]]] = {
+            "/v1/chat/completions": self._build_chat,
+            "/v1/responses": self._build_responses,
+            "/v1/embeddings": self._build_embeddings,
+        }
         self.app = web.Application(client_max_size=256 * 1024 * 1024)
         self.app.router.add_post("/v1/chat/completions", self._guarded(self.chat))
         self.app.router.add_post("/v1/responses", self._guarded(self.responses))
@@ -266,49 +272,77 @@ class Simulator:
             return self.error(400, "The body of your request must be a JSON object.", "invalid_request_error")
         return body, raw.decode()
 
-    def _model(self, body: dict[str, Any]) -> ModelInfo | web.Response:
+    # -- the answering pipeline shared by chat, responses and embeddings ------------------------------------
+
+    def problem(self, endpoint: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]] | tuple[ModelInfo, int]:
+        """``(model, prompt tokens)`` for a request that can be answered, else ``(status, error body)``."""
         name = body.get("model")
         if not isinstance(name, str):
-            return self.error(400, "you must provide a model parameter", "invalid_request_error", None, "model")
+            return 400, error_body("you must provide a model parameter", "invalid_request_error", None, "model")
         try:
-            return self.limits.model(name)
-        except Exception:
-            return self.error(
-                404,
+            model = self.limits.model(name)
+        except ConfigError:
+            return 404, error_body(
                 f"The model `{name}` does not exist or you do not have access to it.",
                 "invalid_request_error",
                 "model_not_found",
             )
-
-    # -- the answering pipeline shared by chat, responses and embeddings ------------------------------------
-
-    async def _serve(
-        self, request: web.Request, endpoint: str, build: Callable[..., tuple[dict[str, Any], int]]
-    ) -> web.StreamResponse:
-        parsed = await self._body(request)
-        if isinstance(parsed, web.Response):
-            return parsed
-        body, text = parsed
-        model = self._model(body)
-        if isinstance(model, web.Response):
-            return model
         if endpoint not in model.endpoints:
-            return self.error(400, f"{model.name} does not support {endpoint}.", "invalid_request_error", None, "model")
-        fault = await self._fault(request)
-        if fault is not None:
-            return fault
-        if self.config.quota_usd is not None and self.stats.spend >= from_usd(self.config.quota_usd):
-            return self._quota_error()
+            return 400, error_body(f"{model.name} does not support {endpoint}.", "invalid_request_error", None, "model")
         prompt = count_prompt(endpoint, body, model.tokenizer)
         if prompt > model.input_limit:
-            return self.error(
-                400,
+            return 400, error_body(
                 f"This model's maximum context length is {model.input_limit} tokens. However, your messages "
                 f"resulted in {prompt} tokens. Please reduce the length of the messages.",
                 "invalid_request_error",
                 "context_length_exceeded",
                 "messages",
             )
+        return model, prompt
+
+    def answer(
+        self,
+        endpoint: str,
+        body: dict[str, Any],
+        text: str,
+        model: ModelInfo,
+        prompt: int,
+        service_tier: str = "standard",
+    ) -> tuple[dict[str, Any], int]:
+        """The answer body for a valid request, billed at ``service_tier``; returns it and its output tokens."""
+        seed = seed_of(text)
+        self.counter += 1
+        cached = self._cached(endpoint, body, model, prompt)
+        limit = output_reservation(endpoint, body, self.limits.output_reservation_tokens, model.max_output_tokens)
+        n = body.get("n", 1) if isinstance(body.get("n", 1), int) else 1
+        result, output = self.builders[endpoint](seed, model, body, prompt, cached, limit, n)
+        tier = str(body.get("service_tier")) if service_tier == "standard" else service_tier
+        prices = model.prices.get(tier, model.prices["standard"])
+        self.stats.spend += (prompt - cached) * prices.input + cached * prices.cached_input + output * prices.output
+        self.stats.answered += 1
+        self.stats.prompt_tokens += prompt
+        self.stats.cached_tokens += cached
+        self.stats.output_tokens += output
+        return result, output
+
+    async def _serve(self, request: web.Request, endpoint: str) -> web.StreamResponse:
+        parsed = await self._body(request)
+        if isinstance(parsed, web.Response):
+            return parsed
+        body, text = parsed
+        checked = self.problem(endpoint, body)
+        if isinstance(checked[0], int):
+            status, error = checked
+            assert isinstance(status, int) and isinstance(error, dict)
+            e = error["error"]
+            return self.error(status, e["message"], e["type"], e["code"], e["param"])
+        model, prompt = checked
+        assert isinstance(model, ModelInfo) and isinstance(prompt, int)
+        fault = await self._fault(request)
+        if fault is not None:
+            return fault
+        if self.config.quota_usd is not None and self.stats.spend >= from_usd(self.config.quota_usd):
+            return self._quota_error()
         limit = output_reservation(endpoint, body, self.limits.output_reservation_tokens, model.max_output_tokens)
         n = body.get("n", 1) if isinstance(body.get("n", 1), int) else 1
         reserved = prompt + limit * n
@@ -316,10 +350,7 @@ class Simulator:
         admission = buckets.admit(reserved, self.config.count_rejected)
         if not admission.ok:
             return self._rate_limited(model, buckets, admission, reserved)
-        seed = seed_of(text)
-        self.counter += 1
-        cached = self._cached(endpoint, body, model, prompt)
-        result, output = build(seed=seed, model=model, body=body, prompt=prompt, cached=cached, limit=limit, n=n)
+        result, output = self.answer(endpoint, body, text, model, prompt)
         delay = (
             float(model.first_token_seconds)
             + (output / model.output_tokens_per_second if model.output_tokens_per_second else 0)
@@ -327,12 +358,6 @@ class Simulator:
         if delay > 0:
             await asyncio.sleep(delay)
         buckets.settle(reserved, prompt + output)
-        prices = model.prices.get(str(body.get("service_tier")), model.prices["standard"])
-        self.stats.spend += (prompt - cached) * prices.input + cached * prices.cached_input + output * prices.output
-        self.stats.answered += 1
-        self.stats.prompt_tokens += prompt
-        self.stats.cached_tokens += cached
-        self.stats.output_tokens += output
         headers = {**self._base_headers(), **buckets.headers()}
         return web.Response(body=json.dumps(result).encode(), content_type="application/json", headers=headers)
 
@@ -394,41 +419,41 @@ class Simulator:
     # -- endpoints --------------------------------------------------------------------------------------------
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
-        def build(
-            seed: int, model: ModelInfo, body: dict[str, Any], prompt: int, cached: int, limit: int, n: int
-        ) -> tuple[dict[str, Any], int]:
-            schema = _schema(body.get("response_format"))
-            explicit = body.get("max_completion_tokens", body.get("max_tokens"))
-            choices = [compose(seed + i, explicit, schema, model.tokenizer, self.config.answer_words) for i in range(n)]
-            name = model.snapshot or model.name
-            return chat_completion(seed, self.counter, name, choices, prompt, cached), sum(c.tokens for c in choices)
-
-        return await self._serve(request, "/v1/chat/completions", build)
+        return await self._serve(request, "/v1/chat/completions")
 
     async def responses(self, request: web.Request) -> web.StreamResponse:
-        def build(
-            seed: int, model: ModelInfo, body: dict[str, Any], prompt: int, cached: int, limit: int, n: int
-        ) -> tuple[dict[str, Any], int]:
-            text = body.get("text")
-            schema = _schema(text.get("format") if isinstance(text, dict) else None, nested=False)
-            answer = compose(seed, body.get("max_output_tokens"), schema, model.tokenizer, self.config.answer_words)
-            name = model.snapshot or model.name
-            return response_object(seed, self.counter, name, body, answer, prompt, cached), answer.tokens
-
-        return await self._serve(request, "/v1/responses", build)
+        return await self._serve(request, "/v1/responses")
 
     async def embeddings(self, request: web.Request) -> web.StreamResponse:
-        def build(
-            seed: int, model: ModelInfo, body: dict[str, Any], prompt: int, cached: int, limit: int, n: int
-        ) -> tuple[dict[str, Any], int]:
-            given = body.get("input", "")
-            count = len(given) if isinstance(given, list) and given and not isinstance(given[0], int) else 1
-            default = 3072 if model.name.endswith("large") else 1536
-            dims = body.get("dimensions", default) if isinstance(body.get("dimensions"), int) else default
-            as_b64 = body.get("encoding_format") == "base64"
-            return embedding_list(seed, model.name, count, dims, as_b64, prompt), 0
+        return await self._serve(request, "/v1/embeddings")
 
-        return await self._serve(request, "/v1/embeddings", build)
+    def _build_chat(
+        self, seed: int, model: ModelInfo, body: dict[str, Any], prompt: int, cached: int, limit: int, n: int
+    ) -> tuple[dict[str, Any], int]:
+        schema = _schema(body.get("response_format"))
+        explicit = body.get("max_completion_tokens", body.get("max_tokens"))
+        choices = [compose(seed + i, explicit, schema, model.tokenizer, self.config.answer_words) for i in range(n)]
+        name = model.snapshot or model.name
+        return chat_completion(seed, self.counter, name, choices, prompt, cached), sum(c.tokens for c in choices)
+
+    def _build_responses(
+        self, seed: int, model: ModelInfo, body: dict[str, Any], prompt: int, cached: int, limit: int, n: int
+    ) -> tuple[dict[str, Any], int]:
+        text = body.get("text")
+        schema = _schema(text.get("format") if isinstance(text, dict) else None, nested=False)
+        answer = compose(seed, body.get("max_output_tokens"), schema, model.tokenizer, self.config.answer_words)
+        name = model.snapshot or model.name
+        return response_object(seed, self.counter, name, body, answer, prompt, cached), answer.tokens
+
+    def _build_embeddings(
+        self, seed: int, model: ModelInfo, body: dict[str, Any], prompt: int, cached: int, limit: int, n: int
+    ) -> tuple[dict[str, Any], int]:
+        given = body.get("input", "")
+        count = len(given) if isinstance(given, list) and given and not isinstance(given[0], int) else 1
+        default = 3072 if model.name.endswith("large") else 1536
+        dims = body.get("dimensions", default) if isinstance(body.get("dimensions"), int) else default
+        as_b64 = body.get("encoding_format") == "base64"
+        return embedding_list(seed, model.name, count, dims, as_b64, prompt), 0
 
     def _model_object(self, info: ModelInfo) -> dict[str, Any]:
         entry: dict[str, Any] = {
@@ -448,7 +473,7 @@ class Simulator:
     async def model(self, request: web.Request) -> web.StreamResponse:
         try:
             info = self.limits.model(request.match_info["model"])
-        except Exception:
+        except ConfigError:
             return self.error(
                 404,
                 f"The model '{request.match_info['model']}' does not exist",
