@@ -1,21 +1,538 @@
-"""Files and batches endpoints of the simulator (issue 3). For now: none installed."""
+"""Files and batches endpoints of the simulator, on a fast clock.
+
+Files: ``POST /v1/files`` (multipart, purpose ``batch``), ``GET /v1/files`` (list, ``purpose``, ``after``,
+``limit``), ``GET /v1/files/{id}``, ``GET /v1/files/{id}/content``, ``DELETE /v1/files/{id}``. A batch input over
+200 MB is refused at upload.
+
+Batches: ``POST /v1/batches`` refuses a wrong ``completion_window``, an unknown endpoint or file and metadata over
+16 pairs / 64-char keys / 512-char values with a 400. Everything about the file's content is found while
+``validating`` and reported the way OpenAI does: the batch ends ``failed`` with ``errors.data[{code, line,
+message, param}]`` (``invalid_json_line``, ``duplicate_custom_id``, ``url_mismatch``, ``model_mismatch``,
+``empty_file``, ``too_many_tasks``), or ``token_limit_exceeded`` when the model's unfinished batches would hold
+more input tokens than the tier's batch queue limit.
+
+Life cycle, lazily computed from the clock, ``B = batch_seconds``: validating for 0.1 B, in_progress until 0.8 B
+(lines finish evenly), finalizing until B, then completed. ``batch_expire_seconds`` plays the 24 h window: a
+batch still running then ends ``expired``. Cancel moves it to ``cancelling`` and, 0.1 B later, ``cancelled``.
+Expired and cancelled batches keep the lines finished before that in the output file (billed); the others go to
+the error file with ``batch_expired`` / ``batch_cancelled``. ``batch_line_error_rate`` makes some lines fail with
+a 500 in the error file; a request the model cannot take (unknown model, too long) is a 4xx in the output file.
+Lines are billed at batch prices.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import json
+import random
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
+
+from runner.errors import ConfigError
 
 if TYPE_CHECKING:
     from runner.sim.server import Simulator
+
+__all__ = ["BatchService"]
+
+MAX_FILE_BYTES = 200 * 1024 * 1024
+MAX_REQUESTS = 50_000
+ENDPOINTS = ("/v1/chat/completions", "/v1/responses", "/v1/embeddings", "/v1/completions", "/v1/moderations")
+UNFINISHED = ("validating", "in_progress", "finalizing", "cancelling")
+
+
+@dataclass
+class SimFile:
+    id: str
+    filename: str
+    purpose: str
+    content: bytes
+    created_at: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "file",
+            "bytes": len(self.content),
+            "created_at": self.created_at,
+            "filename": self.filename,
+            "purpose": self.purpose,
+            "status": "processed",
+            "expires_at": None,
+            "status_details": None,
+        }
+
+
+@dataclass
+class SimBatch:
+    id: str
+    endpoint: str
+    input_file_id: str
+    metadata: dict[str, str]
+    created: float
+    status: str = "validating"
+    model: str | None = None
+    lines: list[tuple[str, dict[str, Any], str]] = field(default_factory=list[tuple[str, dict[str, Any], str]])
+    input_tokens: int = 0
+    errors: list[dict[str, Any]] | None = None
+    stamps: dict[str, float] = field(default_factory=dict[str, float])
+    cancel_at: float | None = None
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    counts: dict[str, int] = field(default_factory=lambda: {"total": 0, "completed": 0, "failed": 0})
+    usage: dict[str, Any] | None = None
 
 
 class BatchService:
     def __init__(self, sim: Simulator) -> None:
         self.sim = sim
+        self.files: dict[str, SimFile] = {}
+        self.batches: dict[str, SimBatch] = {}
+        self.rng = random.Random(sim.config.seed + 1)
+        self.created = 0  # batches created, for tests
 
     def install(self, app: web.Application) -> None:
-        return None
+        guard = self.sim._guarded
+        app.router.add_post("/v1/files", guard(self.upload))
+        app.router.add_get("/v1/files", guard(self.list_files))
+        app.router.add_get("/v1/files/{id}", guard(self.get_file))
+        app.router.add_get("/v1/files/{id}/content", guard(self.file_content))
+        app.router.add_delete("/v1/files/{id}", guard(self.delete_file))
+        app.router.add_post("/v1/batches", guard(self.create))
+        app.router.add_get("/v1/batches", guard(self.list_batches))
+        app.router.add_get("/v1/batches/{id}", guard(self.get_batch))
+        app.router.add_post("/v1/batches/{id}/cancel", guard(self.cancel))
 
     async def stop(self) -> None:
         return None
+
+    def now(self) -> float:
+        return self.sim.config.clock()
+
+    def bad(self, message: str, param: str | None = None, status: int = 400) -> web.Response:
+        return self.sim.error(status, message, "invalid_request_error", None, param)
+
+    # -- files -------------------------------------------------------------------------------------------------
+
+    async def upload(self, request: web.Request) -> web.StreamResponse:
+        if not request.content_type.startswith("multipart/"):
+            return self.bad("Expected a multipart/form-data upload.")
+        purpose, filename, content = None, "upload.jsonl", b""
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):
+                continue
+            if part.name == "purpose":
+                purpose = (await part.read()).decode()
+            elif part.name == "file":
+                filename = part.filename or filename
+                content = bytes(await part.read())
+        if purpose is None:
+            return self.bad("Missing required parameter: 'purpose'.", "purpose")
+        if purpose == "batch" and len(content) > MAX_FILE_BYTES:
+            return self.bad(
+                f"File is too large: {len(content)} bytes; batch input files may be at most 200 MB.", "file"
+            )
+        if purpose == "batch" and not filename.endswith(".jsonl"):
+            return self.bad("Invalid file format for Batch API. Must be .jsonl", "file")
+        file = self.add_file(filename, purpose, content)
+        return web.json_response(file.as_dict())
+
+    def add_file(self, filename: str, purpose: str, content: bytes) -> SimFile:
+        file = SimFile(f"file-{uuid.uuid4().hex[:24]}", filename, purpose, content, int(self.now()))
+        self.files[file.id] = file
+        return file
+
+    async def list_files(self, request: web.Request) -> web.StreamResponse:
+        purpose = request.query.get("purpose")
+        items = sorted(
+            (f for f in self.files.values() if purpose in (None, f.purpose)),
+            key=lambda f: (f.created_at, f.id),
+            reverse=request.query.get("order", "desc") == "desc",
+        )
+        return web.json_response(_page([f.as_dict() for f in items], request))
+
+    def _file(self, request: web.Request) -> SimFile | web.Response:
+        file = self.files.get(request.match_info["id"])
+        if file is None:
+            return self.bad(f"No such File object: {request.match_info['id']}", "id", 404)
+        return file
+
+    async def get_file(self, request: web.Request) -> web.StreamResponse:
+        file = self._file(request)
+        return file if isinstance(file, web.Response) else web.json_response(file.as_dict())
+
+    async def file_content(self, request: web.Request) -> web.StreamResponse:
+        file = self._file(request)
+        if isinstance(file, web.Response):
+            return file
+        return web.Response(body=file.content, content_type="application/octet-stream")
+
+    async def delete_file(self, request: web.Request) -> web.StreamResponse:
+        file = self._file(request)
+        if isinstance(file, web.Response):
+            return file
+        del self.files[file.id]
+        return web.json_response({"id": file.id, "object": "file", "deleted": True})
+
+    # -- batches -----------------------------------------------------------------------------------------------
+
+    async def create(self, request: web.Request) -> web.StreamResponse:
+        try:
+            spec = await request.json()
+        except ValueError:
+            return self.bad("We could not parse the JSON body of your request.")
+        if not isinstance(spec, dict):
+            return self.bad("The body of your request must be a JSON object.")
+        if spec.get("completion_window") != "24h":
+            return self.bad(
+                f"Invalid completion_window: {spec.get('completion_window')!r}. Supported: '24h'.", "completion_window"
+            )
+        if spec.get("endpoint") not in ENDPOINTS:
+            return self.bad(f"Invalid endpoint: {spec.get('endpoint')!r}.", "endpoint")
+        if spec.get("input_file_id") not in self.files:
+            return self.bad(f"No such File object: {spec.get('input_file_id')}", "input_file_id", 404)
+        metadata = spec.get("metadata") or {}
+        if (
+            not isinstance(metadata, dict)
+            or len(metadata) > 16
+            or any(
+                not isinstance(k, str) or not isinstance(v, str) or len(k) > 64 or len(v) > 512
+                for k, v in metadata.items()
+            )
+        ):
+            return self.bad(
+                "Invalid metadata: at most 16 string pairs, keys up to 64 and values up to 512 characters.", "metadata"
+            )
+        batch = SimBatch(
+            f"batch_{uuid.uuid4().hex[:24]}", spec["endpoint"], spec["input_file_id"], metadata, self.now()
+        )
+        self.batches[batch.id] = batch
+        self.created += 1
+        return web.json_response(self.view(batch))
+
+    def _batch(self, request: web.Request) -> SimBatch | web.Response:
+        batch = self.batches.get(request.match_info["id"])
+        if batch is None:
+            return self.bad(f"No such batch: {request.match_info['id']}", "id", 404)
+        self.advance(batch)
+        return batch
+
+    async def get_batch(self, request: web.Request) -> web.StreamResponse:
+        batch = self._batch(request)
+        return batch if isinstance(batch, web.Response) else web.json_response(self.view(batch))
+
+    async def list_batches(self, request: web.Request) -> web.StreamResponse:
+        items = sorted(self.batches.values(), key=lambda b: (b.created, b.id), reverse=True)
+        for batch in items:
+            self.advance(batch)
+        return web.json_response(_page([self.view(b) for b in items], request))
+
+    async def cancel(self, request: web.Request) -> web.StreamResponse:
+        batch = self._batch(request)
+        if isinstance(batch, web.Response):
+            return batch
+        if batch.status not in ("validating", "in_progress", "finalizing"):
+            return self.bad(f"Cannot cancel a batch with status {batch.status}.", None, 409)
+        batch.cancel_at = self.now()
+        batch.status = "cancelling"
+        batch.stamps["cancelling_at"] = batch.cancel_at
+        return web.json_response(self.view(batch))
+
+    # -- the life cycle ----------------------------------------------------------------------------------------
+
+    def advance(self, batch: SimBatch) -> None:
+        """Bring ``batch`` to the state the clock says it is in."""
+        if batch.status in ("completed", "failed", "expired", "cancelled"):
+            return
+        cfg, now = self.sim.config, self.now()
+        span = cfg.batch_seconds
+        start = batch.created + 0.1 * span
+        if batch.status == "validating" and batch.cancel_at is None and now >= start:
+            self.validate(batch, start)
+            if batch.status == "failed":
+                return
+        if batch.cancel_at is not None:
+            if now >= batch.cancel_at + 0.1 * span:
+                self.finish(batch, "cancelled", batch.cancel_at + 0.1 * span, self._done_by(batch, batch.cancel_at))
+            return
+        expire_at = batch.created + cfg.batch_expire_seconds
+        if now >= expire_at and now < batch.created + span:
+            self.finish(batch, "expired", expire_at, self._done_by(batch, expire_at))
+        elif now >= batch.created + span:
+            if expire_at < batch.created + span:
+                self.finish(batch, "expired", expire_at, self._done_by(batch, expire_at))
+            else:
+                self.finish(batch, "completed", batch.created + span, len(batch.lines))
+        elif now >= batch.created + 0.8 * span:
+            batch.status = "finalizing"
+            batch.stamps.setdefault("finalizing_at", batch.created + 0.8 * span)
+            batch.counts["completed"] = len(batch.lines)
+
+    def _done_by(self, batch: SimBatch, moment: float) -> int:
+        """Lines finished by ``moment``: evenly through in_progress (0.1 B .. 0.8 B)."""
+        if not batch.lines:
+            return 0
+        span = self.sim.config.batch_seconds
+        fraction = (moment - (batch.created + 0.1 * span)) / (0.7 * span)
+        return max(0, min(len(batch.lines), int(len(batch.lines) * fraction)))
+
+    def validate(self, batch: SimBatch, at: float) -> None:
+        content = self.files[batch.input_file_id].content
+        errors: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        models: set[str] = set()
+        lines: list[tuple[str, dict[str, Any], str]] = []
+        raw_lines = [x for x in content.split(b"\n") if x.strip()]
+        if not raw_lines:
+            errors.append({"code": "empty_file", "message": "The input file is empty.", "param": None, "line": None})
+        if len(raw_lines) > MAX_REQUESTS:
+            errors.append(
+                {
+                    "code": "too_many_tasks",
+                    "message": f"The batch has {len(raw_lines)} requests; the limit is {MAX_REQUESTS}.",
+                    "param": None,
+                    "line": None,
+                }
+            )
+        for number, raw in enumerate(raw_lines, 1):
+            if errors:
+                break
+            try:
+                item = json.loads(raw)
+                assert isinstance(item, dict) and isinstance(item.get("body"), dict)
+            except (ValueError, AssertionError):
+                errors.append(
+                    {
+                        "code": "invalid_json_line",
+                        "message": "This line is not parseable as valid JSON.",
+                        "param": None,
+                        "line": number,
+                    }
+                )
+                break
+            custom_id = str(item.get("custom_id", ""))
+            if custom_id in seen:
+                errors.append(
+                    {
+                        "code": "duplicate_custom_id",
+                        "message": f"The custom_id '{custom_id}' is duplicated in the file.",
+                        "param": "custom_id",
+                        "line": number,
+                    }
+                )
+            elif item.get("url") != batch.endpoint:
+                errors.append(
+                    {
+                        "code": "url_mismatch",
+                        "message": f"The url {item.get('url')!r} does not match the batch endpoint {batch.endpoint!r}.",
+                        "param": "url",
+                        "line": number,
+                    }
+                )
+            else:
+                models.add(str(item["body"].get("model")))
+                if len(models) > 1:
+                    errors.append(
+                        {
+                            "code": "model_mismatch",
+                            "message": "All requests in a batch must use the same model.",
+                            "param": "body.model",
+                            "line": number,
+                        }
+                    )
+            seen.add(custom_id)
+            lines.append((custom_id, item["body"], raw.decode()))
+        batch.stamps["in_progress_at"] = at
+        if errors:
+            batch.status, batch.errors = "failed", errors
+            batch.stamps["failed_at"] = at
+            return
+        batch.lines = lines
+        batch.model = next(iter(models))
+        batch.counts["total"] = len(lines)
+        batch.input_tokens = sum(self._prompt(batch.endpoint, body) for _, body, _ in lines)
+        limit = self._queue_limit(batch.model)
+        queued = sum(
+            b.input_tokens
+            for b in self.batches.values()
+            if b is not batch and b.model == batch.model and b.status in ("in_progress", "finalizing")
+        )
+        if limit is not None and queued + batch.input_tokens > limit:
+            batch.status = "failed"
+            batch.stamps["failed_at"] = at
+            batch.errors = [
+                {
+                    "code": "token_limit_exceeded",
+                    "param": None,
+                    "line": None,
+                    "message": (
+                        f"Enqueued token limit reached for {batch.model} in organization org-sim. "
+                        f"Limit: {limit:,} enqueued tokens. "
+                        "Please try again once some in_progress batches have been completed."
+                    ),
+                }
+            ]
+            batch.input_tokens = 0
+            return
+        batch.status = "in_progress"
+
+    def _prompt(self, endpoint: str, body: dict[str, Any]) -> int:
+        checked = self.sim.problem(endpoint, body)
+        return 0 if isinstance(checked[0], int) else int(checked[1])
+
+    def _queue_limit(self, model_name: str) -> int | None:
+        cfg = self.sim.config
+        if cfg.batch_queue_tokens is not None:
+            return cfg.batch_queue_tokens
+        try:
+            return self.sim.limits.model(model_name).limits_for(cfg.tier).batch_queue_tokens
+        except ConfigError:
+            return None
+
+    def finish(self, batch: SimBatch, status: str, at: float, done: int) -> None:
+        """Write the output and error files: lines up to ``done`` answered (billed), the rest unfinished."""
+        output: list[str] = []
+        failures: list[str] = []
+        usage = {"input_tokens": 0, "cached": 0, "output_tokens": 0}
+        unfinished = {
+            "expired": ("batch_expired", "This request could not be executed before the completion window expired."),
+            "cancelled": ("batch_cancelled", "This request was not executed because the batch was cancelled."),
+        }
+        for index, (custom_id, body, raw) in enumerate(batch.lines):
+            line_id = f"batch_req_{uuid.uuid4().hex[:24]}"
+            if index >= done:
+                code, message = unfinished.get(status, ("batch_failed", "not executed"))
+                failures.append(
+                    json.dumps(
+                        {
+                            "id": line_id,
+                            "custom_id": custom_id,
+                            "response": None,
+                            "error": {"code": code, "message": message},
+                        }
+                    )
+                )
+                continue
+            if self.rng.random() < self.sim.config.batch_line_error_rate:
+                failures.append(
+                    json.dumps(
+                        {
+                            "id": line_id,
+                            "custom_id": custom_id,
+                            "response": {
+                                "status_code": 500,
+                                "request_id": uuid.uuid4().hex,
+                                "body": {
+                                    "error": {
+                                        "message": "The server had an error while processing your request.",
+                                        "type": "server_error",
+                                        "param": None,
+                                        "code": None,
+                                    }
+                                },
+                            },
+                            "error": None,
+                        }
+                    )
+                )
+                continue
+            checked = self.sim.problem(batch.endpoint, body)
+            if isinstance(checked[0], int):
+                status_code, error = checked
+                output.append(
+                    json.dumps(
+                        {
+                            "id": line_id,
+                            "custom_id": custom_id,
+                            "response": {"status_code": status_code, "request_id": uuid.uuid4().hex, "body": error},
+                            "error": None,
+                        }
+                    )
+                )
+                continue
+            model, prompt = checked
+            result, out = self.sim.answer(batch.endpoint, body, raw, model, int(prompt), "batch")
+            cached = result.get("usage", {}).get("prompt_tokens_details", {}).get("cached_tokens", 0) or 0
+            usage["input_tokens"] += int(prompt)
+            usage["cached"] += int(cached)
+            usage["output_tokens"] += out
+            output.append(
+                json.dumps(
+                    {
+                        "id": line_id,
+                        "custom_id": custom_id,
+                        "response": {"status_code": 200, "request_id": uuid.uuid4().hex, "body": result},
+                        "error": None,
+                    }
+                )
+            )
+        name = batch.id
+        if output:
+            batch.output_file_id = self.add_file(
+                f"{name}_output.jsonl", "batch_output", ("\n".join(output) + "\n").encode()
+            ).id
+        if failures:
+            batch.error_file_id = self.add_file(
+                f"{name}_error.jsonl", "batch_output", ("\n".join(failures) + "\n").encode()
+            ).id
+        batch.counts = {"total": len(batch.lines), "completed": len(output), "failed": len(failures)}
+        batch.usage = {
+            "input_tokens": usage["input_tokens"],
+            "input_tokens_details": {"cached_tokens": usage["cached"]},
+            "output_tokens": usage["output_tokens"],
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": usage["input_tokens"] + usage["output_tokens"],
+        }
+        batch.status = status
+        batch.stamps.setdefault("finalizing_at", at)
+        batch.stamps[f"{status}_at"] = at
+
+    def view(self, b: SimBatch) -> dict[str, Any]:
+        stamp = {k: int(v) for k, v in b.stamps.items()}
+        return {
+            "id": b.id,
+            "object": "batch",
+            "endpoint": b.endpoint,
+            "model": b.model,
+            "errors": None if b.errors is None else {"object": "list", "data": b.errors},
+            "input_file_id": b.input_file_id,
+            "completion_window": "24h",
+            "status": b.status,
+            "output_file_id": b.output_file_id,
+            "error_file_id": b.error_file_id,
+            "created_at": int(b.created),
+            "in_progress_at": stamp.get("in_progress_at"),
+            "expires_at": int(b.created + self.sim.config.batch_expire_seconds),
+            "finalizing_at": stamp.get("finalizing_at"),
+            "completed_at": stamp.get("completed_at"),
+            "failed_at": stamp.get("failed_at"),
+            "expired_at": stamp.get("expired_at"),
+            "cancelling_at": stamp.get("cancelling_at"),
+            "cancelled_at": stamp.get("cancelled_at"),
+            "request_counts": dict(b.counts),
+            "metadata": b.metadata,
+            "usage": b.usage,
+        }
+
+
+def _page(items: list[dict[str, Any]], request: web.Request) -> dict[str, Any]:
+    """OpenAI-style cursor pagination: ``after`` an id, ``limit`` items (default 20, at most 100)."""
+    after = request.query.get("after")
+    if after:
+        ids = [i["id"] for i in items]
+        items = items[ids.index(after) + 1 :] if after in ids else []
+    try:
+        limit = max(1, min(100, int(request.query.get("limit", "20"))))
+    except ValueError:
+        limit = 20
+    page = items[:limit]
+    return {
+        "object": "list",
+        "data": page,
+        "first_id": page[0]["id"] if page else None,
+        "last_id": page[-1]["id"] if page else None,
+        "has_more": len(items) > limit,
+    }

@@ -57,6 +57,9 @@ class SimConfig:
     count_rejected: bool = True
     clock: Callable[[], float] = time.time
     batch_seconds: float = 2.0  # how long a batch takes on the simulator's fast clock
+    batch_expire_seconds: float = 86_400.0  # the 24 h completion window, on the same clock
+    batch_line_error_rate: float = 0.0  # share of batch lines answered with a 500 in the error file
+    batch_queue_tokens: int | None = None  # instead of the tier's batch queue limit
 
 
 @dataclass
