@@ -96,3 +96,41 @@ def m001_initial(db: Database) -> None:
             PRIMARY KEY (model, day)
         )"""
     )
+
+
+@migrations()
+def m002_batches(db: Database) -> None:
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.execute("INSERT INTO meta(key, value) VALUES ('store_id', lower(hex(randomblob(6))))")
+    db.execute("ALTER TABLE requests ADD COLUMN resubmits INTEGER NOT NULL DEFAULT 0")
+    db.execute(
+        """
+        CREATE TABLE batches (                            -- one Batch API batch of a run, and its intent log
+            id              INTEGER PRIMARY KEY,
+            run             TEXT NOT NULL REFERENCES runs(name),
+            chunk           INTEGER NOT NULL,             -- sequence number within the run (in the metadata)
+            model           TEXT NOT NULL,
+            endpoint        TEXT NOT NULL,
+            state           TEXT NOT NULL CHECK (state IN
+                            ('packed','uploading','uploaded','creating','submitted','done')),
+            spool_path      TEXT NOT NULL,                -- the JSONL file as uploaded
+            sha256          TEXT NOT NULL,
+            bytes           INTEGER NOT NULL,
+            requests        INTEGER NOT NULL,
+            est_tokens      INTEGER NOT NULL,             -- counted against the batch queue limit
+            input_file_id   TEXT,
+            batch_id        TEXT,
+            status          TEXT,                         -- the API's status, last seen
+            output_file_id  TEXT,
+            error_file_id   TEXT,
+            counts          TEXT,                         -- request_counts, JSON
+            note            TEXT,                         -- why it ended as it did
+            polls           INTEGER NOT NULL DEFAULT 0,
+            next_poll_at    REAL NOT NULL DEFAULT 0,
+            created_at      REAL NOT NULL,
+            updated_at      REAL NOT NULL,
+            UNIQUE (run, chunk)
+        )"""
+    )
+    db.execute("CREATE INDEX batches_open ON batches(run, state)")
+    db.execute("CREATE INDEX requests_batch ON requests(batch_id)")

@@ -295,7 +295,7 @@ class Store:
                         (o.kind, o.error_message, now, o.request_id, owner),
                     ).rowcount
                     if changed:
-                        self._insert_result(o, mode, now)
+                        self.insert_result(o, mode, now)
                 if changed != 1:
                     raise StateConflict(f"request {o.custom_id!r}: not in flight for this process (-> {o.kind})")
 
@@ -314,11 +314,12 @@ class Store:
             ).fetchone()
             if row is None:
                 raise StateConflict(f"request {custom_id!r} of run {run!r} is not pending")
-            self._insert_result(
+            self.insert_result(
                 Outcome(row[0], custom_id, "failed", error_code=code, error_message=message), "sync", now
             )
 
-    def _insert_result(self, o: Outcome, mode: str, now: float) -> None:
+    def insert_result(self, o: Outcome, mode: str, now: float) -> None:
+        """Write the result (and spend, if billed) of ``o``; call inside a transaction that moved its state."""
         run = self.conn.execute("SELECT run FROM requests WHERE id=?", (o.request_id,)).fetchone()[0]
         self.conn.execute(
             "INSERT INTO results(request_id, run, custom_id, outcome, status_code, response_id, body,"
