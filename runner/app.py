@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,10 @@ from typing import Any, TextIO
 
 import anyio
 
-from runner.errors import ConfigError, RunnerError
+from runner.batch import BatchExecutor, BatchSettings
+from runner.batch_api import BatchAPI
+from runner.batchbook import BatchBook
+from runner.errors import ConfigError, RunnerError, StoppedEarly
 from runner.jobfile import IngestReport, ingest
 from runner.limits import Limits
 from runner.money import usd
@@ -42,6 +46,19 @@ class RunOutcome:
         return 1 if self.counts["failed"] else 0
 
 
+def choose_mode(mode: str, settings: RunSettings, clock: float) -> str:
+    """``auto``: the Batch API (half price) unless a deadline closer than its 24 h window is set."""
+    if mode != "auto":
+        return mode
+    if settings.deadline is not None and settings.deadline - clock < 24 * 3600:
+        return "sync"
+    return "batch"
+
+
+def spool_dir(store: Store, run: str) -> Path:
+    return Path(store.path + ".spool") / run
+
+
 def run_job(
     store: Store,
     input_path: str,
@@ -52,8 +69,13 @@ def run_job(
     default_model: str | None = None,
     progress: bool | None = None,
     err: TextIO = sys.stderr,
+    mode: str = "sync",
+    batch: BatchSettings | None = None,
 ) -> RunOutcome:
-    """Ingest ``input_path`` into run ``name`` (default: the file's stem) and work it to the end or a stop."""
+    """Ingest ``input_path`` into run ``name`` (default: the file's stem) and work it to the end or a stop.
+
+    ``mode``: sync, batch or auto. A run may change mode between invocations; its results stay one per custom_id.
+    """
     limits.tier(settings.tier)
     run = name or Path(input_path).stem
     owner = store.acquire(run, str(Path(input_path).resolve()))
@@ -63,11 +85,39 @@ def run_job(
         for line, custom_id, reason in report.refused:
             print(f"{input_path}:{line}: request {custom_id!r} failed, not sent: {reason}", file=err)
         _check_models(store, run, limits, settings.tier)
-        executor = SyncExecutor(
-            store, run, owner, limits, settings, Transport(credentials, settings.request_timeout, settings.concurrency)
+        chosen = choose_mode(mode, settings, time.time())
+        batches = BatchExecutor(
+            store,
+            run,
+            owner,
+            limits,
+            settings,
+            batch or BatchSettings(),
+            BatchAPI(credentials, seed=settings.seed),
+            spool_dir(store, run),
         )
-        stopped = anyio.run(_execute, executor, progress, backend="asyncio")
-        notices = [n for g in executor.gates.values() for n in g.notices]
+        if chosen == "batch":
+            stopped = anyio.run(_execute_batch, batches, progress, backend="asyncio")
+            notices = list(batches.notices)
+        else:
+            if BatchBook(store).rows(run, ["uploading", "creating", "submitted"]):
+                anyio.run(_collect_batches, batches, backend="asyncio")
+            executor = SyncExecutor(
+                store,
+                run,
+                owner,
+                limits,
+                settings,
+                Transport(credentials, settings.request_timeout, settings.concurrency),
+            )
+            stopped = anyio.run(_execute, executor, progress, backend="asyncio")
+            notices = [n for g in executor.gates.values() for n in g.notices] + batches.notices
+            still = store.counts(run)["batched"]
+            if stopped is None and still:
+                stopped = StoppedEarly(
+                    f"{still:,} requests are in batches still running: re-run with --mode batch "
+                    "to collect them, or `runner batches --cancel` to take them back"
+                )
     except BaseException:
         store.release(run, owner, "error")
         raise
@@ -81,6 +131,19 @@ async def _execute(executor: SyncExecutor, progress: bool | None) -> RunnerError
         stopped = await executor.execute()
         tg.cancel_scope.cancel()
     return stopped
+
+
+async def _execute_batch(executor: BatchExecutor, progress: bool | None) -> RunnerError | None:
+    async with executor.api, Progress(executor.snapshot, progress) as display, anyio.create_task_group() as tg:
+        tg.start_soon(display.tick)
+        stopped = await executor.execute()
+        tg.cancel_scope.cancel()
+    return stopped
+
+
+async def _collect_batches(executor: BatchExecutor) -> None:
+    async with executor.api:
+        await executor.poll_once()
 
 
 def _check_models(store: Store, run: str, limits: Limits, tier: str) -> None:
@@ -118,6 +181,67 @@ def status_report(store: Store, name: str | None) -> dict[str, Any]:
         "last_stop": info.get("stop_reason"),
         "first_failures": [{"custom_id": c, "reason": r} for c, r in store.failures(run)],
     }
+
+
+def batches_report(store: Store, name: str | None, limits: Limits, tier: str | None = None) -> dict[str, Any]:
+    """A run's batches (status, counts, age) and the wave plan for what is still pending."""
+    run = _run_name(store, name)
+    now = time.time()
+    rows = [
+        {
+            "chunk": r.chunk,
+            "model": r.model,
+            "requests": r.requests,
+            "state": r.state,
+            "status": r.status,
+            "batch_id": r.batch_id,
+            "counts": json.loads(r.counts) if r.counts else None,
+            "note": r.note,
+            "age_seconds": round(now - r.created_at),
+        }
+        for r in BatchBook(store).rows(run)
+    ]
+    plan = []
+    for model, tokens, requests in store.conn.execute(
+        "SELECT model, sum(prompt_tokens + output_tokens * n), count(*) FROM requests WHERE run=? AND state='pending'"
+        " GROUP BY model",
+        (run,),
+    ):
+        limit = limits.model(model).limits_for(tier).batch_queue_tokens if tier else None
+        waves = None if not limit else max(1, -(-int(tokens) // limit))
+        plan.append(
+            {
+                "model": model,
+                "pending_requests": requests,
+                "pending_tokens": int(tokens),
+                "queue_limit": limit,
+                "waves": waves,
+            }
+        )
+    return {"run": run, "batches": rows, "plan": plan}
+
+
+def manage_batches(
+    store: Store, name: str | None, limits: Limits, settings: RunSettings, credentials: Credentials, action: str
+) -> int:
+    """``cancel`` the run's running batches or ``reconcile`` (collect finished ones); returns batches touched."""
+    run = _run_name(store, name)
+    owner = store.acquire(run, None)
+    try:
+        executor = BatchExecutor(
+            store, run, owner, limits, settings, BatchSettings(), BatchAPI(credentials), spool_dir(store, run)
+        )
+
+        async def go() -> int:
+            async with executor.api:
+                if action == "cancel":
+                    return await executor.cancel_all()
+                await executor.poll_once()
+                return len(BatchBook(store).rows(run, ["done"]))
+
+        return anyio.run(go, backend="asyncio")
+    finally:
+        store.release(run, owner)
 
 
 def spend_report(store: Store, name: str | None = None) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from runner import app
+from runner.batch import BatchSettings
 from runner.durations import parse_duration
 from runner.errors import RunnerError
 from runner.limits import load_limits
@@ -70,6 +71,12 @@ def cli() -> None:
 @click.option("--rpm", type=click.IntRange(min=1), default=None, help="Requests per minute instead of the tier's.")
 @click.option("--tpm", type=click.IntRange(min=1), default=None, help="Tokens per minute instead of the tier's.")
 @click.option("--rpd", type=click.IntRange(min=1), default=None, help="Requests per day instead of the tier's.")
+@click.option(
+    "--batch-queue-tokens",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Batch queue limit (enqueued tokens per model) instead of the tier's.",
+)
 @click.option("--max-spend", default=None, help="Stop (resumably) once this many USD are spent, e.g. 12.50.")
 @click.option("--deadline", default=None, help="Stop (resumably) after this long, e.g. 90m or 2h.")
 @click.option(
@@ -87,6 +94,13 @@ def cli() -> None:
     help="Fraction of each limit left unused.",
 )
 @click.option("--base-url", default=None, help="API base URL (default: $OPENAI_BASE_URL or OpenAI).")
+@click.option(
+    "--poll-every",
+    type=click.FloatRange(min=0.01),
+    default=10.0,
+    show_default=True,
+    help="Batch mode: seconds before the first poll of a batch (backs off to 5 minutes).",
+)
 @click.option("--progress/--no-progress", default=None, help="Live progress on stderr (default: when a TTY).")
 def run(
     input_path: str,
@@ -99,16 +113,16 @@ def run(
     rpm: int | None,
     tpm: int | None,
     rpd: int | None,
+    batch_queue_tokens: int | None,
     max_spend: str | None,
     deadline: str | None,
     concurrency: int,
     headroom: float,
     base_url: str | None,
+    poll_every: float,
     progress: bool | None,
 ) -> None:
-    """Run (or resume) the requests in INPUT.jsonl."""
-    if mode == "batch":
-        raise click.UsageError("--mode batch is not available yet; use --mode sync")
+    """Run (or resume) the requests in INPUT.jsonl: sync (paced), batch (Batch API, half price) or auto."""
     limits = load_limits(limits_path)
     seconds = _duration(deadline)
     settings = RunSettings(
@@ -116,13 +130,25 @@ def run(
         rpm=rpm,
         tpm=tpm,
         rpd=rpd,
+        batch_queue_tokens=batch_queue_tokens,
         headroom=headroom,
         concurrency=concurrency,
         max_spend=_usd(max_spend),
         deadline=None if seconds is None else time.time() + seconds,
     )
     store = _store(db)
-    outcome = app.run_job(store, input_path, limits, settings, Credentials.from_env(base_url), name, model, progress)
+    outcome = app.run_job(
+        store,
+        input_path,
+        limits,
+        settings,
+        Credentials.from_env(base_url),
+        name,
+        model,
+        progress,
+        mode=mode,
+        batch=BatchSettings(poll_min=poll_every),
+    )
     _finish(outcome, store)
 
 
@@ -161,6 +187,52 @@ def status(db: str | None, name: str | None, as_json: bool) -> None:
     click.echo(f"spent ${report['spend_usd']}" + ("; a process is working on it" if report["working"] else ""))
     for failure in report["first_failures"]:
         click.echo(f"  failed {failure['custom_id']}: {failure['reason']}")
+
+
+@cli.command()
+@db_option
+@name_option
+@limits_option
+@click.option("--tier", default="tier-1", show_default=True, help="Tier whose batch queue limit plans the waves.")
+@click.option("--cancel", "action", flag_value="cancel", help="Cancel the run's running batches.")
+@click.option("--reconcile", "action", flag_value="reconcile", help="Collect the run's finished batches now.")
+@click.option("--base-url", default=None, help="API base URL (default: $OPENAI_BASE_URL or OpenAI).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def batches(
+    db: str | None,
+    name: str | None,
+    limits_path: str | None,
+    tier: str,
+    action: str | None,
+    base_url: str | None,
+    as_json: bool,
+) -> None:
+    """A run's Batch API batches (status, counts, age) and the wave plan; --cancel or --reconcile them."""
+    store = _store(db)
+    limits = load_limits(limits_path)
+    if action:
+        touched = app.manage_batches(
+            store, name, limits, RunSettings(tier=tier), Credentials.from_env(base_url), action
+        )
+        click.echo(f"{action}: {touched} batches", err=True)
+    report = app.batches_report(store, name, limits, tier)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    for b in report["batches"]:
+        counts = b["counts"] or {}
+        click.echo(
+            f"chunk {b['chunk']:>4} {b['model']:<14} {b['requests']:>7,} requests  {b['state']:<9} "
+            f"{(b['status'] or '-'):<11} done {counts.get('completed', 0):,} failed {counts.get('failed', 0):,}"
+            f"  age {b['age_seconds']:,}s  {b['batch_id'] or ''} {b['note'] or ''}".rstrip()
+        )
+    for p in report["plan"]:
+        waves = f"{p['waves']} wave(s) under the queue limit of {p['queue_limit']:,}" if p["waves"] else "no limit"
+        click.echo(
+            f"pending {p['model']}: {p['pending_requests']:,} requests, ~{p['pending_tokens']:,} tokens: {waves}"
+        )
+    if not report["batches"] and not report["plan"]:
+        click.echo("no batches and nothing pending")
 
 
 @cli.command()

@@ -39,6 +39,8 @@ def render(s: Snapshot) -> Text:
     ]
     if s.paused_for > 0:
         parts.append(f"paused {s.paused_for:.1f}s (429)")
+    if s.detail:
+        parts.append(s.detail)
     return Text(" · ".join(parts))
 
 

@@ -40,6 +40,7 @@ class RunSettings:
     rpm: int | None = None
     tpm: int | None = None
     rpd: int | None = None
+    batch_queue_tokens: int | None = None  # instead of the tier's batch queue limit
     headroom: float = 0.03
     burst_seconds: float = 1.0
     concurrency: int = 2048
@@ -73,6 +74,7 @@ class Snapshot:
     eta_seconds: float | None
     paused_for: float
     notices: tuple[str, ...]
+    detail: str = ""
 
 
 class SyncExecutor:
