@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import time
 from collections.abc import Callable
@@ -43,6 +44,7 @@ from runner.sync import RunSettings, Snapshot
 __all__ = ["BatchExecutor", "BatchSettings"]
 
 FINAL = ("completed", "failed", "expired", "cancelled")
+_LIMIT_HINT = re.compile(r"Limit: ([\d,]+) enqueued tokens")
 
 
 @dataclass
@@ -76,6 +78,7 @@ class BatchExecutor:
         self.settings, self.batch, self.api, self.spool, self.clock = settings, batch, api, spool, clock
         self.book = BatchBook(store)
         self.blocked_until = 0.0
+        self.learned: dict[str, int] = {}  # queue limits the server showed to be lower than configured
         self.notices: list[str] = []
         self._snapshot: Snapshot | None = None
         self._snapshot_at = 0.0
@@ -116,7 +119,23 @@ class BatchExecutor:
 
     def queue_limit(self, model: str) -> int | None:
         own = self.settings.batch_queue_tokens
-        return own if own is not None else self.limits.model(model).limits_for(self.settings.tier).batch_queue_tokens
+        limit = own if own is not None else self.limits.model(model).limits_for(self.settings.tier).batch_queue_tokens
+        learned = self.learned.get(model)
+        return learned if limit is None or (learned is not None and learned < limit) else limit
+
+    def _learn_queue_limit(self, row: BatchRow, errors: list[Any]) -> None:
+        """After token_limit_exceeded: if the batch was alone in the queue, the server's limit is lower than ours.
+        Take the limit the error states ("Limit: N enqueued tokens") as a hint, else halve the batch."""
+        alone = self.book.queued_tokens(row.model) - row.est_tokens <= 0
+        if not alone:
+            return
+        hints = [int(m.group(1).replace(",", "")) for e in errors if (m := _LIMIT_HINT.search(str(e.message or "")))]
+        learned = min(hints) if hints else row.est_tokens // 2
+        if learned < (self.queue_limit(row.model) or learned + 1):
+            self.learned[row.model] = max(1, learned)
+            self.notices.append(
+                f"{row.model}: the server's batch queue limit is lower than configured; packing to {learned:,} tokens"
+            )
 
     def _budget(self, model: str) -> int | None:
         limit = self.queue_limit(model)
@@ -228,6 +247,7 @@ class BatchExecutor:
         errors = list(batch.errors.data or []) if batch.errors else []
         error_codes = [e.code for e in errors]
         if batch.status == "failed" and "token_limit_exceeded" in error_codes:
+            self._learn_queue_limit(row, errors)
             requeue = [(rid, False, "batch queue full (token_limit_exceeded): waiting") for rid, _, _ in members]
             self.blocked_until = self.clock() + self.batch.queue_wait
             note = "token_limit_exceeded: requeued, waiting for the queue to drain"
@@ -365,6 +385,7 @@ class BatchExecutor:
 
     async def reconcile(self) -> None:
         """Settle intents a killed process left behind, and delete this run's orphaned uploads."""
+        self.book.poll_now(self.run)
         for row in self.book.rows(self.run, ["uploading"]):
             found = await self.api.find_file(self.filename(row), row.bytes)
             if found:

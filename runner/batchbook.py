@@ -147,6 +147,11 @@ class BatchBook:
                 (status, json.dumps(counts) if counts else None, next_poll_at, self.store.clock(), row.id),
             )
 
+    def poll_now(self, run: str) -> None:
+        """Make every submitted batch of ``run`` due for a poll (a restart looks at once)."""
+        with self.store.db.atomic():
+            self.conn.execute("UPDATE batches SET next_poll_at=0 WHERE run=? AND state='submitted'", (run,))
+
     def members(self, row: BatchRow) -> list[tuple[int, str, int]]:
         """``(request id, custom_id, resubmits)`` of the requests still batched in ``row``, in file order."""
         return [

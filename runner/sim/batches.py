@@ -272,12 +272,13 @@ class BatchService:
             batch.counts["completed"] = len(batch.lines)
 
     def _done_by(self, batch: SimBatch, moment: float) -> int:
-        """Lines finished by ``moment``: evenly through in_progress (0.1 B .. 0.8 B)."""
+        """Lines finished by ``moment``: line k of n finishes at the middle of its share of in_progress
+        (0.1 B .. 0.8 B), so even a one-line batch finishes half way through."""
         if not batch.lines:
             return 0
         span = self.sim.config.batch_seconds
         fraction = (moment - (batch.created + 0.1 * span)) / (0.7 * span)
-        return max(0, min(len(batch.lines), int(len(batch.lines) * fraction)))
+        return max(0, min(len(batch.lines), int(len(batch.lines) * fraction + 0.5)))
 
     def validate(self, batch: SimBatch, at: float) -> None:
         content = self.files[batch.input_file_id].content

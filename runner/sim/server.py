@@ -312,8 +312,10 @@ class Simulator:
         prompt: int,
         service_tier: str = "standard",
     ) -> tuple[dict[str, Any], int]:
-        """The answer body for a valid request, billed at ``service_tier``; returns it and its output tokens."""
-        seed = seed_of(text)
+        """The answer body for a valid request, billed at ``service_tier``; returns it and its output tokens.
+
+        The seed is the body's canonical JSON: the same request gets the same answer in sync and batch mode."""
+        seed = seed_of(json.dumps(body, sort_keys=True, separators=(",", ":")))
         self.counter += 1
         cached = self._cached(endpoint, body, model, prompt)
         limit = output_reservation(endpoint, body, self.limits.output_reservation_tokens, model.max_output_tokens)
