@@ -24,15 +24,15 @@ import os
 import re
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 from openai.types import Batch
 
-from runner.batch_api import BatchAPI
+from runner.batch_api import BatchAPI, BatchAPIError
 from runner.batchbook import BatchBook, BatchRow
 from runner.errors import BudgetReached, DeadlineReached, RunnerError
 from runner.limits import Limits
@@ -44,6 +44,7 @@ from runner.sync import RunSettings, Snapshot
 __all__ = ["BatchExecutor", "BatchSettings"]
 
 FINAL = ("completed", "failed", "expired", "cancelled")
+T = TypeVar("T")
 _LIMIT_HINT = re.compile(r"Limit: ([\d,]+) enqueued tokens")
 
 
@@ -387,7 +388,7 @@ class BatchExecutor:
         """Settle intents a killed process left behind, and delete this run's orphaned uploads."""
         self.book.poll_now(self.run)
         for row in self.book.rows(self.run, ["uploading"]):
-            found = await self.api.find_file(self.filename(row), row.bytes)
+            found = await self._listing(self.api.find_file(self.filename(row), row.bytes), None)
             if found:
                 self.book.move(row, "uploaded", input_file_id=found)
             else:
@@ -401,10 +402,21 @@ class BatchExecutor:
                 self.book.move(row, "uploaded")
         used = {r.input_file_id for r in self.book.rows(self.run, ["uploaded", "creating", "submitted"])}
         prefix = f"runner-{self.book.store_id}-{self.run}-"
-        for file_id, _name in await self.api.files_named(prefix):
+        for file_id, _name in await self._listing(self.api.files_named(prefix), []):
             if file_id not in used:
                 await self.api.delete_file(file_id)
                 self.notices.append(f"deleted orphaned upload {file_id}")
+
+    async def _listing(self, call: Awaitable[T], fallback: T) -> T:
+        """A file listing, or ``fallback`` where the server has none (some OpenAI-compatible servers)."""
+        try:
+            return await call
+        except BatchAPIError as exc:
+            if exc.status not in (404, 405):
+                raise
+            if not any("cannot list files" in n for n in self.notices):
+                self.notices.append(f"the server cannot list files ({exc}); orphaned uploads are not cleaned up")
+            return fallback
 
     async def poll_once(self) -> None:
         """Collect whatever batches of the run have finished (used before a sync run and by ``runner batches``)."""

@@ -19,11 +19,11 @@ import openai
 from aiolimiter import AsyncLimiter
 from openai.types import Batch
 
-from runner.errors import AuthError, QuotaExhausted
+from runner.errors import AuthError, QuotaExhausted, RunnerError
 from runner.retry import Action, Failure, RetryPolicy, decide
 from runner.transport import Credentials
 
-__all__ = ["BatchAPI"]
+__all__ = ["BatchAPI", "BatchAPIError"]
 
 T = TypeVar("T")
 
@@ -165,7 +165,7 @@ class BatchAPI:
         await self.call(f"download {file_id}", go)
 
 
-class BatchAPIError(Exception):
+class BatchAPIError(RunnerError):
     """A control-plane call failed for good (a 4xx other than rate limits, or retries exhausted)."""
 
     def __init__(self, problem: str, status: int) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from runner.app import run_job
+from runner.app import export_results, run_job
 from runner.limits import Limits
 from runner.retry import RetryPolicy
 from runner.store import Store
@@ -144,3 +144,28 @@ def test_llmock_grades_our_retry_behaviour_as_resilient(
 
 if os.environ.get("RUNNER_SKIP_LLMOCK"):
     pytestmark = pytest.mark.skip("RUNNER_SKIP_LLMOCK set")
+
+
+def test_batch_round_trip_through_llmock(
+    tmp_path: Path, store: Store, limits: Limits, llmock: Callable[..., str]
+) -> None:
+    from runner.batch import BatchSettings
+
+    root = llmock()
+    path = write_jsonl(tmp_path / "job.jsonl", [chat_line(f"b{i}", f"Question {i}?") for i in range(8)])
+    outcome = run_job(
+        store,
+        str(path),
+        limits,
+        RunSettings(seed=1),
+        Credentials(root + "/v1", "sk-llmock"),
+        mode="batch",
+        batch=BatchSettings(poll_min=0.05, poll_max=0.5),
+    )
+    assert outcome.exit_code == 0 and outcome.counts["succeeded"] == 8
+    lines = [json.loads(x) for x in export_results(store, "job")]
+    assert sorted(x["custom_id"] for x in lines) == [f"b{i}" for i in range(8)]
+    assert all(x["response"]["status_code"] == 200 for x in lines)
+    assert {r["service_tier"] for r in store.spend_by()} == {"batch"}
+    batches = get(root + "/v1/batches")["data"]
+    assert len(batches) == 1 and batches[0]["metadata"]["runner_chunk"] == "1"

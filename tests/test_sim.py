@@ -5,43 +5,15 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
-import yaml
-from openapi_core import Config, OpenAPI
+from openapi_core import OpenAPI
 from openapi_core.testing import MockRequest, MockResponse
 
 from runner.sim.server import SimThread
 from runner.tokens import count_prompt
-
-SPEC = Path(__file__).resolve().parents[2] / "shared" / "openai-openapi" / "openapi.yaml"
-
-
-@pytest.fixture(scope="session")
-def openapi() -> OpenAPI:
-    if not SPEC.is_file():
-        pytest.skip(f"{SPEC} not present")
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    with SPEC.open() as f:
-        spec = yaml.load(f, Loader=loader)
-    # The published spec fails strict spec validation (repeated "required" entries), and its discriminators
-    # without a mapping name schemas that do not exist ("message"): validate answers with plain oneOf instead.
-    _drop_unmapped_discriminators(spec)
-    return OpenAPI.from_dict(spec, config=Config(spec_validator_cls=None))
-
-
-def _drop_unmapped_discriminators(node: Any) -> None:
-    if isinstance(node, dict):
-        if isinstance(node.get("discriminator"), dict) and "mapping" not in node["discriminator"]:
-            del node["discriminator"]
-        for value in node.values():
-            _drop_unmapped_discriminators(value)
-    elif isinstance(node, list):
-        for value in node:
-            _drop_unmapped_discriminators(value)
 
 
 def call(
