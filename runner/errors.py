@@ -12,6 +12,7 @@ Every error a user can cause or must act on is a ``RunnerError``; its ``exit_cod
     │   ├── QuotaExhausted   (3)     insufficient_quota: out of credit or over a spend limit
     │   ├── BudgetReached    (3)     --max-spend reached
     │   └── DeadlineReached  (3)     --deadline passed
+    ├── BatchAPIError        (2)     the Batch API refused a call for good (runner.batch_api)
     └── StateConflict        (70)    a store transition matched no row: a bug or a race, never ignored
 """
 
