@@ -86,6 +86,7 @@ def run_job(
             print(f"{input_path}:{line}: request {custom_id!r} failed, not sent: {reason}", file=err)
         _check_models(store, run, limits, settings.tier)
         chosen = choose_mode(mode, settings, time.time())
+        store.set_settings(run, settings.tier, chosen)
         batches = BatchExecutor(
             store,
             run,
@@ -167,10 +168,15 @@ def _run_name(store: Store, name: str | None) -> str:
     raise ConfigError(f"{store.path} holds several runs ({', '.join(names)}): pass --name")
 
 
-def status_report(store: Store, name: str | None) -> dict[str, Any]:
+def status_report(store: Store, name: str | None, limits: Limits | None = None) -> dict[str, Any]:
     run = _run_name(store, name)
     info = store.run(run) or {}
     counts = store.counts(run)
+    batches: dict[str, int] = {}
+    for row in BatchBook(store).rows(run):
+        key = row.status or row.state
+        batches[key] = batches.get(key, 0) + 1
+    plan = batches_report(store, run, limits, info.get("tier"))["plan"] if limits and batches else []
     return {
         "run": run,
         "input": info.get("input_path"),
@@ -179,6 +185,10 @@ def status_report(store: Store, name: str | None) -> dict[str, Any]:
         "spend_usd": str(usd(store.total_cost(run))),
         "working": bool(info.get("owner")),
         "last_stop": info.get("stop_reason"),
+        "tier": info.get("tier"),
+        "mode": info.get("mode"),
+        "batches": batches,
+        "wave_plan": plan,
         "first_failures": [{"custom_id": c, "reason": r} for c, r in store.failures(run)],
     }
 

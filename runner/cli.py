@@ -175,16 +175,25 @@ def _finish(outcome: app.RunOutcome, store: Store) -> None:
 @cli.command()
 @db_option
 @name_option
+@limits_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status(db: str | None, name: str | None, as_json: bool) -> None:
-    """Where a run stands: requests by state, spend, first failures."""
-    report = app.status_report(_store(db), name)
+def status(db: str | None, name: str | None, limits_path: str | None, as_json: bool) -> None:
+    """Where a run stands: requests by state, spend, batches and the wave plan, first failures."""
+    report = app.status_report(_store(db), name, load_limits(limits_path))
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
     states = ", ".join(f"{k} {v:,}" for k, v in report["states"].items() if v)
     click.echo(f"run {report['run']} ({report['input']}): {report['total']:,} requests: {states or 'none'}")
     click.echo(f"spent ${report['spend_usd']}" + ("; a process is working on it" if report["working"] else ""))
+    if report["batches"]:
+        click.echo("batches: " + ", ".join(f"{n} {s}" for s, n in sorted(report["batches"].items())))
+    for p in report["wave_plan"]:
+        if p["waves"]:
+            click.echo(
+                f"wave plan {p['model']}: {p['pending_requests']:,} pending, ~{p['pending_tokens']:,} tokens = "
+                f"{p['waves']} more wave(s) under the queue limit of {p['queue_limit']:,}"
+            )
     for failure in report["first_failures"]:
         click.echo(f"  failed {failure['custom_id']}: {failure['reason']}")
 

@@ -134,3 +134,9 @@ def m002_batches(db: Database) -> None:
     )
     db.execute("CREATE INDEX batches_open ON batches(run, state)")
     db.execute("CREATE INDEX requests_batch ON requests(batch_id)")
+
+
+@migrations()
+def m003_run_settings(db: Database) -> None:
+    db.execute("ALTER TABLE runs ADD COLUMN tier TEXT")  # as last run, for status and the wave plan
+    db.execute("ALTER TABLE runs ADD COLUMN mode TEXT")

@@ -195,6 +195,10 @@ class Store:
             )
         return n
 
+    def set_settings(self, name: str, tier: str, mode: str) -> None:
+        with self.db.atomic():
+            self.conn.execute("UPDATE runs SET tier=?, mode=? WHERE name=?", (tier, mode, name))
+
     def set_ingested(self, name: str, nbytes: int, sha256: str, lines: int) -> None:
         with self.db.atomic():
             self.conn.execute(

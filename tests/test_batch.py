@@ -436,3 +436,32 @@ def test_simulator_batch_and_file_objects_match_openapi(start_sim: Any, openapi:
     )
     check("delete", f"/files/{file_id}", client.files.with_raw_response.delete(file_id).http_response.content)
     client.close()
+
+
+def test_status_and_batches_show_batch_states_and_the_wave_plan(tmp_path: Path, start_sim: Any) -> None:
+    sim = start_sim(latency_scale=0, batch_seconds=60)
+    path = job(tmp_path, 12)
+    env = {**os.environ, "OPENAI_API_KEY": "k", "RUNNER_DB": str(tmp_path / "s.db")}
+    ran = runner_cli(
+        "run",
+        str(path),
+        "--mode",
+        "batch",
+        "--base-url",
+        sim.base_url,
+        "--poll-every",
+        "0.05",
+        "--batch-queue-tokens",
+        str(4 * reserved(path)),
+        "--deadline",
+        "1s",
+        env=env,
+    )
+    assert ran.returncode == 3 and "deadline" in ran.stderr
+    status = json.loads(runner_cli("status", "--json", env=env).stdout)
+    assert status["mode"] == "batch" and status["states"]["batched"] == 4 and status["states"]["pending"] == 8
+    assert sum(status["batches"].values()) == 1
+    shown = runner_cli("status", env=env).stdout
+    assert "batches: 1 " in shown and "wave plan gpt-4.1-mini: 8 pending" in shown
+    listed = runner_cli("batches", env=env).stdout
+    assert "chunk    1" in listed and "submitted" in listed
