@@ -10,6 +10,7 @@ import json
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -98,7 +99,7 @@ def run_job(
             spool_dir(store, run),
         )
         if chosen == "batch":
-            stopped = anyio.run(_execute_batch, batches, progress, backend="asyncio")
+            stopped = anyio.run(_execute, batches, batches.api, progress, backend="asyncio")
             notices = list(batches.notices)
         else:
             if BatchBook(store).rows(run, ["uploading", "creating", "submitted"]):
@@ -111,7 +112,7 @@ def run_job(
                 settings,
                 Transport(credentials, settings.request_timeout, settings.concurrency),
             )
-            stopped = anyio.run(_execute, executor, progress, backend="asyncio")
+            stopped = anyio.run(_execute, executor, executor.transport, progress, backend="asyncio")
             notices = [n for g in executor.gates.values() for n in g.notices] + batches.notices
             still = store.counts(run)["batched"]
             if stopped is None and still:
@@ -126,16 +127,11 @@ def run_job(
     return RunOutcome(run, store.counts(run), report, stopped, notices)
 
 
-async def _execute(executor: SyncExecutor, progress: bool | None) -> RunnerError | None:
-    async with executor.transport, Progress(executor.snapshot, progress) as display, anyio.create_task_group() as tg:
-        tg.start_soon(display.tick)
-        stopped = await executor.execute()
-        tg.cancel_scope.cancel()
-    return stopped
-
-
-async def _execute_batch(executor: BatchExecutor, progress: bool | None) -> RunnerError | None:
-    async with executor.api, Progress(executor.snapshot, progress) as display, anyio.create_task_group() as tg:
+async def _execute(
+    executor: SyncExecutor | BatchExecutor, connection: AbstractAsyncContextManager[Any], progress: bool | None
+) -> RunnerError | None:
+    """Open ``connection`` (the executor's transport or API client), show progress, run to the end or a stop."""
+    async with connection, Progress(executor.snapshot, progress) as display, anyio.create_task_group() as tg:
         tg.start_soon(display.tick)
         stopped = await executor.execute()
         tg.cancel_scope.cancel()

@@ -46,6 +46,22 @@ def reserved(path: Path) -> int:
     return max(count_prompt("/v1/chat/completions", b, "o200k_base") + b["max_tokens"] for b in bodies)
 
 
+def batch_cli_args(path: Path, sim: Any, queue_requests: int) -> list[str]:
+    """``runner run`` in batch mode against ``sim``, with a queue that holds ``queue_requests`` of the job."""
+    return [
+        "run",
+        str(path),
+        "--mode",
+        "batch",
+        "--base-url",
+        sim.base_url,
+        "--poll-every",
+        "0.05",
+        "--batch-queue-tokens",
+        str(queue_requests * reserved(path)),
+    ]
+
+
 def run_batch(store: Store, path: Path, limits: Limits, sim: Any, batch: BatchSettings = FAST, **kw: Any) -> Any:
     return run_job(store, str(path), limits, settings(**kw), Credentials(sim.base_url, "k"), mode="batch", batch=batch)
 
@@ -370,18 +386,7 @@ def test_kill_9_at_each_point_never_duplicates_a_batch_or_loses_a_line(
     sim = start_sim(latency_scale=0, batch_seconds=0.3)
     path = job(tmp_path, 12)
     env = {**os.environ, "OPENAI_API_KEY": "k", "RUNNER_DB": str(tmp_path / "crash.db")}
-    args = [
-        "run",
-        str(path),
-        "--mode",
-        "batch",
-        "--base-url",
-        sim.base_url,
-        "--poll-every",
-        "0.05",
-        "--batch-queue-tokens",
-        str(6 * reserved(path)),
-    ]
+    args = batch_cli_args(path, sim, 6)
     crashed = runner_cli(*args, env={**env, "RUNNER_CRASH_AT": point})
     assert crashed.returncode == -9, crashed.stderr
     resumed = runner_cli(*args, env=env)
@@ -442,21 +447,7 @@ def test_status_and_batches_show_batch_states_and_the_wave_plan(tmp_path: Path, 
     sim = start_sim(latency_scale=0, batch_seconds=60)
     path = job(tmp_path, 12)
     env = {**os.environ, "OPENAI_API_KEY": "k", "RUNNER_DB": str(tmp_path / "s.db")}
-    ran = runner_cli(
-        "run",
-        str(path),
-        "--mode",
-        "batch",
-        "--base-url",
-        sim.base_url,
-        "--poll-every",
-        "0.05",
-        "--batch-queue-tokens",
-        str(4 * reserved(path)),
-        "--deadline",
-        "1s",
-        env=env,
-    )
+    ran = runner_cli(*batch_cli_args(path, sim, 4), "--deadline", "1s", env=env)
     assert ran.returncode == 3 and "deadline" in ran.stderr
     status = json.loads(runner_cli("status", "--json", env=env).stdout)
     assert status["mode"] == "batch" and status["states"]["batched"] == 4 and status["states"]["pending"] == 8

@@ -76,7 +76,7 @@ def test_a_429_storm_pauses_everyone_and_every_request_ends_answered(
 
 
 def test_random_faults_are_retried_to_completion(tmp_path: Path, store: Store, limits: Limits, start_sim: Any) -> None:
-    sim = start_sim(latency_scale=0, fault_rate=0.25, seed=4, hang_seconds=5)
+    sim = start_sim(latency_scale=0, fault_rate=0.25, seed=4, hang_seconds=1.5)
     outcome = run_job(
         store, str(job(tmp_path, 60)), limits, settings(request_timeout=0.5), Credentials(sim.base_url, "k")
     )
