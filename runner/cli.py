@@ -346,6 +346,7 @@ def demo(db: str | None, tier: str, progress: bool | None) -> None:
     from runner.demo import run_demo
 
     outcome, store = run_demo(db, tier, progress)
+    click.echo(f"see the answers: runner results --db {store.path} --name demo | head -3", err=True)
     _finish(outcome, store)
 
 

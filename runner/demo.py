@@ -6,10 +6,10 @@ latency, so the demo shows the gate pacing a job that a naive client would get 4
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
 from runner.app import RunOutcome, run_job
+from runner.errors import ConfigError
 from runner.limits import load_limits
 from runner.sim.server import SimConfig, SimThread
 from runner.store import Store
@@ -20,11 +20,11 @@ __all__ = ["demo_job", "run_demo"]
 
 
 def demo_job() -> Path:
-    """jobs/demo.jsonl of the checkout, else the copy shipped in the package."""
-    beside = Path(__file__).resolve().parent.parent / "jobs" / "demo.jsonl"
-    if beside.is_file():
-        return beside
-    return Path(str(resources.files("runner.data").joinpath("demo.jsonl")))
+    """jobs/demo.jsonl of the checkout (the README installs runner editable from it)."""
+    job = Path(__file__).resolve().parent.parent / "jobs" / "demo.jsonl"
+    if not job.is_file():
+        raise ConfigError(f"{job} not found: run the demo from a checkout (pip install -e .)")
+    return job
 
 
 def run_demo(db: str | None, tier: str, progress: bool | None) -> tuple[RunOutcome, Store]:

@@ -148,3 +148,14 @@ def test_cost_is_exact_in_picodollars(limits: Limits) -> None:
     # 1,000 prompt tokens of which 512 cached, 100 out: 488*0.40 + 512*0.10 + 100*1.60 per 1M
     assert usd(cost(prices, Usage(1000, 512, 100))) == Decimal("0.0004064")
     assert price_per_token(Decimal("0.0125")) == 12_500
+
+
+def test_auto_mode_takes_the_batch_api_unless_the_deadline_is_closer_than_its_window() -> None:
+    from runner.app import choose_mode
+    from runner.sync import RunSettings
+
+    now = 1_000_000.0
+    assert choose_mode("auto", RunSettings(), now) == "batch"
+    assert choose_mode("auto", RunSettings(deadline=now + 3600), now) == "sync"
+    assert choose_mode("auto", RunSettings(deadline=now + 30 * 3600), now) == "batch"
+    assert choose_mode("sync", RunSettings(), now) == "sync"
