@@ -456,3 +456,20 @@ def test_status_and_batches_show_batch_states_and_the_wave_plan(tmp_path: Path, 
     assert "batches: 1 " in shown and "wave plan gpt-4.1-mini: 8 pending" in shown
     listed = runner_cli("batches", env=env).stdout
     assert "chunk    1" in listed and "submitted" in listed
+
+
+def test_orphaned_uploads_of_the_run_are_deleted_and_others_left_alone(
+    tmp_path: Path, store: Store, limits: Limits, start_sim: Any
+) -> None:
+    sim = start_sim(latency_scale=0, batch_seconds=0.3)
+    path = job(tmp_path, 4)
+    assert run_batch(store, path, limits, sim).exit_code == 0
+    store_id = BatchBook(store).store_id
+    client = openai.OpenAI(base_url=sim.base_url, api_key="k", max_retries=0)
+    orphan = client.files.create(file=(f"runner-{store_id}-job-00009-deadbeef0000.jsonl", b"{}\n"), purpose="batch")
+    foreign = client.files.create(file=("runner-otherdb-job-00009-deadbeef0000.jsonl", b"{}\n"), purpose="batch")
+    mine = client.files.create(file=("my-own-file.jsonl", b"{}\n"), purpose="batch")
+    manage_batches(store, "job", limits, settings(), Credentials(sim.base_url, "k"), "reconcile")
+    left = {f.id for f in client.files.list(purpose="batch")}
+    assert orphan.id not in left and {foreign.id, mine.id} <= left
+    client.close()
