@@ -319,8 +319,8 @@ def sim(
     duration: float | None,
 ) -> None:
     """Serve the OpenAI simulator on loopback (point OPENAI_BASE_URL at it)."""
+    from runner.sim import SimConfig
     from runner.sim.serve import serve
-    from runner.sim.server import SimConfig
 
     config = SimConfig(
         tier=tier,

@@ -11,7 +11,7 @@ from pathlib import Path
 from runner.app import RunOutcome, run_job
 from runner.errors import ConfigError
 from runner.limits import load_limits
-from runner.sim.server import SimConfig, SimThread
+from runner.sim import SimConfig, SimThread
 from runner.store import Store
 from runner.sync import RunSettings
 from runner.transport import Credentials

@@ -14,7 +14,7 @@ import yaml
 from openapi_core import Config, OpenAPI
 
 from runner.limits import Limits, load_limits
-from runner.sim.server import SimConfig, SimThread
+from runner.sim import SimConfig, SimThread
 from runner.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent

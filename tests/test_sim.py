@@ -12,7 +12,7 @@ import pytest
 from openapi_core import OpenAPI
 from openapi_core.testing import MockRequest, MockResponse
 
-from runner.sim.server import SimThread
+from runner.sim import SimThread
 from runner.tokens import count_prompt
 
 

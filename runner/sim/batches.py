@@ -1,10 +1,6 @@
-"""Files and batches endpoints of the simulator, on a fast clock.
+"""Batches endpoints of the simulator, on a fast clock (files: ``runner.sim.files``).
 
-Files: ``POST /v1/files`` (multipart, purpose ``batch``), ``GET /v1/files`` (list, ``purpose``, ``after``,
-``limit``), ``GET /v1/files/{id}``, ``GET /v1/files/{id}/content``, ``DELETE /v1/files/{id}``. A batch input over
-200 MB is refused at upload.
-
-Batches: ``POST /v1/batches`` refuses a wrong ``completion_window``, an unknown endpoint or file and metadata over
+``POST /v1/batches`` refuses a wrong ``completion_window``, an unknown endpoint or file and metadata over
 16 pairs / 64-char keys / 512-char values with a 400. Everything about the file's content is found while
 ``validating`` and reported the way OpenAI does: the batch ends ``failed`` with ``errors.data[{code, line,
 message, param}]`` (``invalid_json_line``, ``duplicate_custom_id``, ``url_mismatch``, ``model_mismatch``,
@@ -28,41 +24,19 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 
 from runner.errors import ConfigError
+from runner.sim.files import FileService, page
 
 if TYPE_CHECKING:
     from runner.sim.server import Simulator
 
 __all__ = ["BatchService"]
 
-MAX_FILE_BYTES = 200 * 1024 * 1024
 MAX_REQUESTS = 50_000
 ENDPOINTS = ("/v1/chat/completions", "/v1/responses", "/v1/embeddings", "/v1/completions", "/v1/moderations")
 UNFINISHED = ("validating", "in_progress", "finalizing", "cancelling")
-
-
-@dataclass
-class SimFile:
-    id: str
-    filename: str
-    purpose: str
-    content: bytes
-    created_at: int
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "object": "file",
-            "bytes": len(self.content),
-            "created_at": self.created_at,
-            "filename": self.filename,
-            "purpose": self.purpose,
-            "status": "processed",
-            "expires_at": None,
-            "status_details": None,
-        }
 
 
 @dataclass
@@ -88,18 +62,15 @@ class SimBatch:
 class BatchService:
     def __init__(self, sim: Simulator) -> None:
         self.sim = sim
-        self.files: dict[str, SimFile] = {}
+        self.file_service = FileService(sim, self.now)
+        self.files = self.file_service.files
         self.batches: dict[str, SimBatch] = {}
         self.rng = random.Random(sim.config.seed + 1)
         self.created = 0  # batches created, for tests
 
     def install(self, app: web.Application) -> None:
         guard = self.sim._guarded
-        app.router.add_post("/v1/files", guard(self.upload))
-        app.router.add_get("/v1/files", guard(self.list_files))
-        app.router.add_get("/v1/files/{id}", guard(self.get_file))
-        app.router.add_get("/v1/files/{id}/content", guard(self.file_content))
-        app.router.add_delete("/v1/files/{id}", guard(self.delete_file))
+        self.file_service.install(app)
         app.router.add_post("/v1/batches", guard(self.create))
         app.router.add_get("/v1/batches", guard(self.list_batches))
         app.router.add_get("/v1/batches/{id}", guard(self.get_batch))
@@ -113,69 +84,6 @@ class BatchService:
 
     def bad(self, message: str, param: str | None = None, status: int = 400) -> web.Response:
         return self.sim.error(status, message, "invalid_request_error", None, param)
-
-    # -- files -------------------------------------------------------------------------------------------------
-
-    async def upload(self, request: web.Request) -> web.StreamResponse:
-        if not request.content_type.startswith("multipart/"):
-            return self.bad("Expected a multipart/form-data upload.")
-        purpose, filename, content = None, "upload.jsonl", b""
-        reader = await request.multipart()
-        while (part := await reader.next()) is not None:
-            if not isinstance(part, BodyPartReader):
-                continue
-            if part.name == "purpose":
-                purpose = (await part.read()).decode()
-            elif part.name == "file":
-                filename = part.filename or filename
-                content = bytes(await part.read())
-        if purpose is None:
-            return self.bad("Missing required parameter: 'purpose'.", "purpose")
-        if purpose == "batch" and len(content) > MAX_FILE_BYTES:
-            return self.bad(
-                f"File is too large: {len(content)} bytes; batch input files may be at most 200 MB.", "file"
-            )
-        if purpose == "batch" and not filename.endswith(".jsonl"):
-            return self.bad("Invalid file format for Batch API. Must be .jsonl", "file")
-        file = self.add_file(filename, purpose, content)
-        return web.json_response(file.as_dict())
-
-    def add_file(self, filename: str, purpose: str, content: bytes) -> SimFile:
-        file = SimFile(f"file-{uuid.uuid4().hex[:24]}", filename, purpose, content, int(self.now()))
-        self.files[file.id] = file
-        return file
-
-    async def list_files(self, request: web.Request) -> web.StreamResponse:
-        purpose = request.query.get("purpose")
-        items = sorted(
-            (f for f in self.files.values() if purpose in (None, f.purpose)),
-            key=lambda f: (f.created_at, f.id),
-            reverse=request.query.get("order", "desc") == "desc",
-        )
-        return web.json_response(_page([f.as_dict() for f in items], request))
-
-    def _file(self, request: web.Request) -> SimFile | web.Response:
-        file = self.files.get(request.match_info["id"])
-        if file is None:
-            return self.bad(f"No such File object: {request.match_info['id']}", "id", 404)
-        return file
-
-    async def get_file(self, request: web.Request) -> web.StreamResponse:
-        file = self._file(request)
-        return file if isinstance(file, web.Response) else web.json_response(file.as_dict())
-
-    async def file_content(self, request: web.Request) -> web.StreamResponse:
-        file = self._file(request)
-        if isinstance(file, web.Response):
-            return file
-        return web.Response(body=file.content, content_type="application/octet-stream")
-
-    async def delete_file(self, request: web.Request) -> web.StreamResponse:
-        file = self._file(request)
-        if isinstance(file, web.Response):
-            return file
-        del self.files[file.id]
-        return web.json_response({"id": file.id, "object": "file", "deleted": True})
 
     # -- batches -----------------------------------------------------------------------------------------------
 
@@ -228,7 +136,7 @@ class BatchService:
         items = sorted(self.batches.values(), key=lambda b: (b.created, b.id), reverse=True)
         for batch in items:
             self.advance(batch)
-        return web.json_response(_page([self.view(b) for b in items], request))
+        return web.json_response(page([self.view(b) for b in items], request))
 
     async def cancel(self, request: web.Request) -> web.StreamResponse:
         batch = self._batch(request)
@@ -472,11 +380,11 @@ class BatchService:
             )
         name = batch.id
         if output:
-            batch.output_file_id = self.add_file(
+            batch.output_file_id = self.file_service.add_file(
                 f"{name}_output.jsonl", "batch_output", ("\n".join(output) + "\n").encode()
             ).id
         if failures:
-            batch.error_file_id = self.add_file(
+            batch.error_file_id = self.file_service.add_file(
                 f"{name}_error.jsonl", "batch_output", ("\n".join(failures) + "\n").encode()
             ).id
         batch.counts = {"total": len(batch.lines), "completed": len(output), "failed": len(failures)}
@@ -517,23 +425,3 @@ class BatchService:
             "metadata": b.metadata,
             "usage": b.usage,
         }
-
-
-def _page(items: list[dict[str, Any]], request: web.Request) -> dict[str, Any]:
-    """OpenAI-style cursor pagination: ``after`` an id, ``limit`` items (default 20, at most 100)."""
-    after = request.query.get("after")
-    if after:
-        ids = [i["id"] for i in items]
-        items = items[ids.index(after) + 1 :] if after in ids else []
-    try:
-        limit = max(1, min(100, int(request.query.get("limit", "20"))))
-    except ValueError:
-        limit = 20
-    page = items[:limit]
-    return {
-        "object": "list",
-        "data": page,
-        "first_id": page[0]["id"] if page else None,
-        "last_id": page[-1]["id"] if page else None,
-        "has_more": len(items) > limit,
-    }

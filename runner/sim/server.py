@@ -16,77 +16,24 @@ import collections
 import hashlib
 import json
 import random
-import threading
-import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 from aiohttp import web
 
 from runner.errors import ConfigError
-from runner.limits import Limits, ModelInfo, load_limits
+from runner.limits import ModelInfo, load_limits
 from runner.money import from_usd
 from runner.sim.answers import chat_completion, compose, embedding_list, response_object, seed_of
 from runner.sim.buckets import ModelBuckets
+from runner.sim.config import SimConfig, SimStats
 from runner.tokens import count_prompt, encoding, output_reservation
 
-__all__ = ["SimConfig", "SimThread", "Simulator"]
+__all__ = ["SimConfig", "Simulator", "error_body"]
 
 FAULT_KINDS = ("500", "503", "reset", "timeout")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@dataclass
-class SimConfig:
-    tier: str = "tier-1"
-    limits: Limits | None = None
-    rpm: int | None = None
-    tpm: int | None = None
-    rpd: int | None = None
-    window: float = 60.0  # seconds over which a minute's limit is enforced
-    latency_scale: float = 1.0  # 0: answer at once
-    answer_words: tuple[int, int] = (20, 120)
-    fault_rate: float = 0.0
-    seed: int = 0
-    quota_usd: Decimal | None = None
-    api_key: str | None = None  # when set, other keys get 401
-    hang_seconds: float = 30.0
-    count_rejected: bool = True
-    clock: Callable[[], float] = time.time
-    batch_seconds: float = 2.0  # how long a batch takes on the simulator's fast clock
-    batch_expire_seconds: float = 86_400.0  # the 24 h completion window, on the same clock
-    batch_line_error_rate: float = 0.0  # share of batch lines answered with a 500 in the error file
-    batch_queue_tokens: int | None = None  # instead of the tier's batch queue limit
-
-
-@dataclass
-class SimStats:
-    requests: int = 0
-    answered: int = 0
-    rate_limited: int = 0
-    errors: collections.Counter[str] = field(default_factory=collections.Counter[str])
-    prompt_tokens: int = 0
-    cached_tokens: int = 0
-    output_tokens: int = 0
-    spend: int = 0  # picodollars
-    in_flight: int = 0
-    max_in_flight: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "requests": self.requests,
-            "answered": self.answered,
-            "rate_limited": self.rate_limited,
-            "errors": dict(self.errors),
-            "prompt_tokens": self.prompt_tokens,
-            "cached_tokens": self.cached_tokens,
-            "output_tokens": self.output_tokens,
-            "spend_picodollars": self.spend,
-            "max_in_flight": self.max_in_flight,
-        }
 
 
 def error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
@@ -505,32 +452,3 @@ def _schema(fmt: Any, nested: bool = True) -> dict[str, Any] | None:
     holder = fmt.get("json_schema", {}) if nested else fmt
     schema = holder.get("schema") if isinstance(holder, dict) else None
     return schema if isinstance(schema, dict) else {}
-
-
-class SimThread:
-    """A simulator serving from its own thread and event loop: for tests and for ``runner demo``."""
-
-    def __init__(self, config: SimConfig | None = None) -> None:
-        self.sim = Simulator(config)
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="runner-sim", daemon=True)
-        self.base_url = ""
-
-    def __enter__(self) -> SimThread:
-        self.thread.start()
-        self.base_url = asyncio.run_coroutine_threadsafe(self.sim.start(), self.loop).result(timeout=30)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.sim.stop(), self.loop).result(timeout=30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=30)
-        self.loop.close()
-
-    def call(self, fn: Callable[[], Any]) -> Any:
-        """Run ``fn`` on the simulator's loop (its state is not thread-safe) and return its result."""
-
-        async def run() -> Any:
-            return fn()
-
-        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout=30)

@@ -1,0 +1,64 @@
+"""What a simulator is told (``SimConfig``) and what it counts (``SimStats``)."""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from runner.limits import Limits
+
+__all__ = ["SimConfig", "SimStats"]
+
+
+@dataclass
+class SimConfig:
+    tier: str = "tier-1"
+    limits: Limits | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    rpd: int | None = None
+    window: float = 60.0  # seconds over which a minute's limit is enforced
+    latency_scale: float = 1.0  # 0: answer at once
+    answer_words: tuple[int, int] = (20, 120)
+    fault_rate: float = 0.0
+    seed: int = 0
+    quota_usd: Decimal | None = None
+    api_key: str | None = None  # when set, other keys get 401
+    hang_seconds: float = 30.0
+    count_rejected: bool = True
+    clock: Callable[[], float] = time.time
+    batch_seconds: float = 2.0  # how long a batch takes on the simulator's fast clock
+    batch_expire_seconds: float = 86_400.0  # the 24 h completion window, on the same clock
+    batch_line_error_rate: float = 0.0  # share of batch lines answered with a 500 in the error file
+    batch_queue_tokens: int | None = None  # instead of the tier's batch queue limit
+
+
+@dataclass
+class SimStats:
+    requests: int = 0
+    answered: int = 0
+    rate_limited: int = 0
+    errors: collections.Counter[str] = field(default_factory=collections.Counter[str])
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    output_tokens: int = 0
+    spend: int = 0  # picodollars
+    in_flight: int = 0
+    max_in_flight: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "answered": self.answered,
+            "rate_limited": self.rate_limited,
+            "errors": dict(self.errors),
+            "prompt_tokens": self.prompt_tokens,
+            "cached_tokens": self.cached_tokens,
+            "output_tokens": self.output_tokens,
+            "spend_picodollars": self.spend,
+            "max_in_flight": self.max_in_flight,
+        }
