@@ -246,8 +246,22 @@ class SyncExecutor:
             self.slot_freed.set()
 
     def _after_success(self, request: Claimed, model: ModelInfo, gate: Gate, reserved: int, reply: Reply) -> None:
-        text = reply.body.decode()
-        data = json.loads(text)
+        try:
+            text = reply.body.decode()
+            data = json.loads(text)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):  # a 200 that is not an API answer (a proxy's page, a cut body): try again
+            gate.settle(reserved, 0)
+            self._after_failure(
+                request,
+                gate,
+                reserved,
+                Failure(kind="connection"),
+                None,
+                f"a 200 answer that is not a JSON object: {reply.body[:80]!r}",
+            )
+            return
         usage = usage_of(data)
         gate.settle(reserved, usage.total)
         gate.observe(reply.headers)

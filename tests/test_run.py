@@ -246,3 +246,43 @@ def test_deadline_stops_resumably(tmp_path: Path, store: Store, limits: Limits, 
     )
     assert outcome.exit_code == 3 and 0 < outcome.counts["succeeded"] < 30
     assert outcome.counts["pending"] + outcome.counts["succeeded"] == 30
+
+
+def test_a_200_that_is_not_json_is_retried_not_a_crash(
+    tmp_path: Path, store: Store, limits: Limits, start_sim: Any
+) -> None:
+    sim = start_sim(latency_scale=0)
+    sim.call(lambda: sim.sim.script("garbage", times=3))
+    outcome = run_job(store, str(job(tmp_path, 5)), limits, settings(), Credentials(sim.base_url, "k"))
+    assert outcome.exit_code == 0 and outcome.counts["succeeded"] == 5
+    one_result_each(store, "job", 5)
+
+
+def test_ctrl_c_stops_resumably_then_resume_finishes(tmp_path: Path, start_sim: Any) -> None:
+    sim = start_sim(latency_scale=0.2, rpm=600, window=1.0)
+    path = job(tmp_path, 60)
+    db = tmp_path / "int.db"
+    env = {**os.environ, "OPENAI_API_KEY": "k", "RUNNER_DB": str(db)}
+    args = [sys.executable, "-m", "runner", "run", str(path), "--base-url", sim.base_url, "--rpm", "600"]
+    child = subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (db.exists() and _results(db) >= 10):
+        time.sleep(0.1)
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=30)
+    assert child.returncode == 3, err
+    assert "re-run the same command to resume" in err
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM requests WHERE state='in_flight'").fetchone()[0] == 0
+        assert conn.execute("SELECT owner FROM runs").fetchone()[0] is None  # released, not left locked
+    resumed = runner_cli("run", str(path), "--base-url", sim.base_url, "--rpm", "600", env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    one_result_each(Store(db), "job", 60)
+
+
+def _results(db: Path) -> int:
+    try:
+        with sqlite3.connect(db) as conn:
+            return int(conn.execute("SELECT count(*) FROM results").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0

@@ -93,7 +93,7 @@ class Simulator:
             await self.runner.cleanup()
 
     def script(self, kind: str, times: int = 1, **params: Any) -> None:
-        """Queue a fault for the next ``times`` requests: 500, 503, reset, timeout, 429, slow_down, quota."""
+        """Queue a fault for the next ``times`` requests: 500, 503, reset, timeout, 429, slow_down, quota, garbage."""
         for _ in range(times):
             self.scripted.append({"kind": kind, **params})
 
@@ -193,6 +193,8 @@ class Simulator:
                 "rate_limit_exceeded",
                 headers={"retry-after": str(max(1, round(wait))), "retry-after-ms": str(round(wait * 1000))},
             )
+        if kind == "garbage":  # a 200 that is not an API answer, as a misbehaving proxy sends
+            return web.Response(status=200, text="<html>502 Bad Gateway</html>", content_type="text/html")
         if kind == "quota":
             return self._quota_error()
         self.stats.errors[kind] += 1
