@@ -378,6 +378,7 @@ class BatchExecutor:
                 paused_for=0.0,
                 notices=tuple(self.notices),
                 detail=f"batches: {detail}",
+                mode="batch",
             )
             self._snapshot_at = now
         return self._snapshot

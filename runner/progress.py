@@ -30,13 +30,16 @@ def render(s: Snapshot) -> Text:
     parts = [f"{finished:,}/{s.total:,} done"]
     if s.failed:
         parts.append(f"{s.failed:,} failed")
-    parts += [
-        f"{s.in_flight:,} in flight",
-        f"{_rate(s.requests_per_min, s.rpm_limit)} req/min",
-        f"{_rate(s.tokens_per_min, s.tpm_limit)} tok/min",
-        fmt_usd(s.spend),
-        f"ETA {format_go(round(s.eta_seconds))}" if s.eta_seconds is not None else "ETA -",
-    ]
+    if s.mode == "batch":
+        parts += [f"{s.in_flight:,} in batches", fmt_usd(s.spend)]
+    else:
+        parts += [
+            f"{s.in_flight:,} in flight",
+            f"{_rate(s.requests_per_min, s.rpm_limit)} req/min",
+            f"{_rate(s.tokens_per_min, s.tpm_limit)} tok/min",
+            fmt_usd(s.spend),
+            f"ETA {format_go(round(s.eta_seconds))}" if s.eta_seconds is not None else "ETA -",
+        ]
     if s.paused_for > 0:
         parts.append(f"paused {s.paused_for:.1f}s (429)")
     if s.detail:

@@ -75,6 +75,7 @@ class Snapshot:
     paused_for: float
     notices: tuple[str, ...]
     detail: str = ""
+    mode: str = "sync"
 
 
 class SyncExecutor:

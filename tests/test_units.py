@@ -159,3 +159,15 @@ def test_auto_mode_takes_the_batch_api_unless_the_deadline_is_closer_than_its_wi
     assert choose_mode("auto", RunSettings(deadline=now + 3600), now) == "sync"
     assert choose_mode("auto", RunSettings(deadline=now + 30 * 3600), now) == "batch"
     assert choose_mode("sync", RunSettings(), now) == "sync"
+
+
+def test_progress_line_shows_rates_against_limits_in_sync_and_batch_states_in_batch() -> None:
+    from runner.progress import render
+    from runner.sync import Snapshot
+
+    sync = Snapshot(78, 2, 150, 8, 477.0, 118_800.0, 500, 200_000, 10**10, 25.4, 0.0, ())
+    text = render(sync).plain
+    assert "80/150 done" in text and "2 failed" in text and "477 of 500 req/min" in text
+    assert "118.8k of 200k tok/min" in text and "$0.010000" in text and "ETA 25s" in text
+    batch = Snapshot(12, 0, 30, 12, 0.0, 0.0, None, None, 0, None, 0.0, (), "batches: 1 in_progress", "batch")
+    assert render(batch).plain == "12/30 done · 12 in batches · $0.000000 · batches: 1 in_progress"
