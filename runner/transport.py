@@ -1,7 +1,7 @@
 """HTTP to the API for the sync hot path: aiohttp, one pooled session, the request body sent as stored.
 
 Why not the openai SDK here: the runner sends bodies it already holds as JSON and stores answers as JSON, so the
-SDK's request models and response parsing are pure cost; bench/transport.py measures the difference on this
+SDK's request models and response parsing are pure cost; bench/throughput.py measures the difference on this
 machine. The SDK (with ``DefaultAioHttpClient`` and ``max_retries=0``) serves the Batch API control plane.
 
 Credentials follow the SDK's environment: ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``OPENAI_ORG_ID``,
