@@ -28,11 +28,11 @@ from runner.money import from_usd
 from runner.sim.answers import chat_completion, compose, embedding_list, response_object, seed_of
 from runner.sim.buckets import ModelBuckets
 from runner.sim.config import SimConfig, SimStats
+from runner.sim.faults import FAULT_KINDS, inject, quota_error
 from runner.tokens import count_prompt, encoding, output_reservation
 
 __all__ = ["SimConfig", "Simulator", "error_body"]
 
-FAULT_KINDS = ("500", "503", "reset", "timeout")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -160,59 +160,10 @@ class Simulator:
         fault = self.scripted.popleft() if self.scripted else None
         if fault is None and self.config.fault_rate and self.rng.random() < self.config.fault_rate:
             fault = {"kind": self.rng.choice(FAULT_KINDS)}
-        if fault is None:
-            return None
-        kind = fault["kind"]
-        if kind == "500":
-            return self.error(
-                500,
-                "The server had an error while processing your request. Sorry about that!",
-                "server_error",
-            )
-        if kind == "503":
-            return self.error(
-                503,
-                "The server is overloaded or not ready yet.",
-                "service_unavailable_error",
-                "server_is_overloaded",
-            )
-        if kind == "slow_down":
-            return self.error(
-                429,
-                "Please reduce your rate of requests.",
-                "rate_limit_error",
-                "slow_down",
-                headers={"retry-after": "1"},
-            )
-        if kind == "429":
-            wait = float(fault.get("retry_after", 1.0))
-            return self.error(
-                429,
-                f"Rate limit reached for requests. Please try again in {wait:g}s.",
-                "requests",
-                "rate_limit_exceeded",
-                headers={"retry-after": str(max(1, round(wait))), "retry-after-ms": str(round(wait * 1000))},
-            )
-        if kind == "garbage":  # a 200 that is not an API answer, as a misbehaving proxy sends
-            return web.Response(status=200, text="<html>502 Bad Gateway</html>", content_type="text/html")
-        if kind == "quota":
-            return self._quota_error()
-        self.stats.errors[kind] += 1
-        if kind == "timeout":
-            await asyncio.sleep(float(fault.get("seconds", self.config.hang_seconds)))
-        transport = request.transport
-        if transport is not None:
-            transport.abort()
-        raise ConnectionResetError(kind)
+        return None if fault is None else await inject(self, request, fault)
 
     def _quota_error(self) -> web.Response:
-        return self.error(
-            429,
-            "You exceeded your current quota, please check your plan and billing details. For more "
-            "information on this error, read the docs: https://platform.openai.com/docs/guides/error-codes/api-errors.",
-            "insufficient_quota",
-            "insufficient_quota",
-        )
+        return quota_error(self)
 
     async def _body(self, request: web.Request) -> tuple[dict[str, Any], str] | web.Response:
         raw = await request.read()
