@@ -2,12 +2,12 @@
 
 The simulator runs in its own process at tier-2 numbers for gpt-4.1-mini (5,000 RPM, 2,000,000 TPM) with
 realistic latency (0.6 s to first token + 90 tokens/s). Utilisation = tokens the simulator billed per minute
-while work was still pending, over TPM; rejected = 429 rate-limit answers over all requests it received.
+while requests were still waiting to be admitted (so the limit binds), over TPM; rejected = 429 rate-limit answers over all requests it received.
 
 Baseline in the same run: the usual hand-written client, aiolimiter's AsyncLimiter(rpm, 60) and
 AsyncLimiter(tpm, 60) charged with prompt + max_tokens, retrying a 429 after its Retry-After.
 
-    python bench/utilisation.py [--requests 3000]
+    python bench/utilisation.py [--requests 5000]
 """
 
 from __future__ import annotations
@@ -76,9 +76,9 @@ def run_runner(base_url: str, job: Path, tmp: str, n: int) -> tuple[Sampler, flo
     db = Path(tmp) / "util.db"
     store = Store(db)
 
-    def pending() -> int:
+    def pending() -> int:  # requests the gate has not admitted yet: while there are any, the limit binds
         with sqlite3.connect(db) as conn:
-            return n - int(conn.execute("SELECT count(*) FROM results").fetchone()[0])
+            return int(conn.execute("SELECT count(*) FROM requests WHERE state='pending'").fetchone()[0])
 
     settings = RunSettings(tier="tier-2", rpm=RPM, tpm=TPM, rpd=1_000_000_000)
     with Sampler(base_url, pending) as sampler:
@@ -121,7 +121,7 @@ def run_baseline(base_url: str, job: Path, n: int, deadline: float) -> tuple[Sam
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--requests", type=int, default=5000)
     args = parser.parse_args()
     n = args.requests
     with tempfile.TemporaryDirectory() as tmp:

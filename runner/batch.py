@@ -89,6 +89,7 @@ class BatchExecutor:
     async def execute(self) -> RunnerError | None:
         """Work until every request is final; returns why it stopped before that, or None."""
         await self.reconcile()
+        self._fail_unqueueable()
         while True:
             self.store.heartbeat(self.run, self.owner, self.settings.lease_seconds)
             if self.settings.deadline is not None and self.clock() >= self.settings.deadline:
@@ -96,7 +97,6 @@ class BatchExecutor:
             if self.settings.max_spend is not None and self.store.total_cost(self.run) >= self.settings.max_spend:
                 return BudgetReached("--max-spend reached; raise it and re-run to continue")
             if self.clock() >= self.blocked_until:
-                self._fail_unqueueable()
                 pack(self.book, self.run, self.spool, self._budget, self.batch.count_output, now=self.clock)
             for row in self.book.rows(self.run, ["packed"]):
                 await self.upload(row)
@@ -127,35 +127,40 @@ class BatchExecutor:
     def _learn_queue_limit(self, row: BatchRow, errors: list[Any]) -> None:
         """After token_limit_exceeded: if the batch was alone in the queue, the server's limit is lower than ours.
         Take the limit the error states ("Limit: N enqueued tokens") as a hint, else halve the batch."""
-        alone = self.book.queued_tokens(row.model) - row.est_tokens <= 0
+        alone = self.book.queued_tokens(row.model, self.run) - row.est_tokens <= 0
         if not alone:
             return
         hints = [int(m.group(1).replace(",", "")) for e in errors if (m := _LIMIT_HINT.search(str(e.message or "")))]
         learned = min(hints) if hints else row.est_tokens // 2
         if learned < (self.queue_limit(row.model) or learned + 1):
             self.learned[row.model] = max(1, learned)
+            self._fail_unqueueable()
             self.notices.append(
                 f"{row.model}: the server's batch queue limit is lower than configured; packing to {learned:,} tokens"
             )
 
     def _budget(self, model: str) -> int | None:
         limit = self.queue_limit(model)
-        return None if limit is None else limit - self.book.queued_tokens(model)
+        return None if limit is None else limit - self.book.queued_tokens(model, self.run)
 
     def _fail_unqueueable(self) -> None:
         """A request whose estimate alone exceeds the queue limit could never be enqueued: fail it."""
         extra = "output_tokens * n" if self.batch.count_output else "0"
-        rows = (
-            self.store.conn.execute(
-                f"SELECT custom_id, line, model, prompt_tokens + {extra} FROM requests WHERE run=? AND state='pending'",
-                (self.run,),
-            ).fetchall()
-            if self._any_limit_small()
-            else []
-        )
-        for custom_id, line, model, est in rows:
+        models = [
+            m
+            for (m,) in self.store.conn.execute(
+                "SELECT DISTINCT model FROM requests WHERE run=? AND state='pending'", (self.run,)
+            )
+        ]
+        for model in models:
             limit = self.queue_limit(model)
-            if limit is not None and est > limit:
+            if limit is None:
+                continue
+            for custom_id, line, est in self.store.conn.execute(
+                f"SELECT custom_id, line, prompt_tokens + {extra} AS est FROM requests WHERE run=? AND model=?"
+                " AND state='pending' AND est > ?",
+                (self.run, model, limit),
+            ).fetchall():
                 self.store.fail_pending(
                     self.run,
                     custom_id,
@@ -163,16 +168,6 @@ class BatchExecutor:
                     f"line {line}: needs {est:,} tokens, over {model}'s batch queue limit of "
                     f"{limit:,} at {self.settings.tier}",
                 )
-
-    def _any_limit_small(self) -> bool:
-        models = [
-            m
-            for (m,) in self.store.conn.execute(
-                "SELECT DISTINCT model FROM requests WHERE run=? AND state='pending'", (self.run,)
-            )
-        ]
-        limits = [self.queue_limit(m) for m in models]
-        return any(limit is not None and limit < 1_000_000_000 for limit in limits)
 
     # -- one batch through its life ---------------------------------------------------------------------------
 

@@ -78,11 +78,16 @@ class BatchBook:
     def get(self, row_id: int) -> BatchRow:
         return BatchRow(*self.conn.execute("SELECT * FROM batches WHERE id=?", (row_id,)).fetchone())
 
-    def queued_tokens(self, model: str) -> int:
-        """Estimated tokens of every unfinished batch of ``model`` in this database (all runs share the queue)."""
+    def queued_tokens(self, model: str, run: str | None = None) -> int:
+        """Estimated tokens of the unfinished batches of ``model`` in this database: all of ``run``'s, and other
+        runs' from the last 25 hours (the queue is the organisation's; older batches ended on the server, even
+        if their run has not been resumed to collect them)."""
         marks = ",".join("?" * len(QUEUED))
+        since = self.store.clock() - 25 * 3600
         row = self.conn.execute(
-            f"SELECT coalesce(sum(est_tokens), 0) FROM batches WHERE model=? AND state IN ({marks})", (model, *QUEUED)
+            f"SELECT coalesce(sum(est_tokens), 0) FROM batches WHERE model=? AND state IN ({marks})"
+            " AND (run=? OR created_at>?)",
+            (model, *QUEUED, run, since),
         ).fetchone()
         return int(row[0])
 

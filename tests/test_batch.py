@@ -473,3 +473,18 @@ def test_orphaned_uploads_of_the_run_are_deleted_and_others_left_alone(
     left = {f.id for f in client.files.list(purpose="batch")}
     assert orphan.id not in left and {foreign.id, mine.id} <= left
     client.close()
+
+
+def test_request_larger_than_the_queue_limit_fails_with_reason(
+    tmp_path: Path, store: Store, limits: Limits, start_sim: Any
+) -> None:
+    sim = start_sim(latency_scale=0, batch_seconds=0.2)
+    path = write_jsonl(
+        tmp_path / "job.jsonl",
+        [chat_line("small-1", max_tokens=20), chat_line("huge", max_tokens=900), chat_line("small-2", max_tokens=20)],
+    )
+    outcome = run_batch(store, path, limits, sim, batch_queue_tokens=100)
+    assert outcome.exit_code == 1 and outcome.counts["succeeded"] == 2 and outcome.counts["failed"] == 1
+    ((custom_id, reason),) = store.failures("job")
+    assert custom_id == "huge" and "line 2" in reason and "batch queue limit of 100" in reason
+    assert all(len(b.lines) < 3 for b in server_batches(sim))
