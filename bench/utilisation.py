@@ -2,7 +2,8 @@
 
 The simulator runs in its own process at tier-2 numbers for gpt-4.1-mini (5,000 RPM, 2,000,000 TPM) with
 realistic latency (0.6 s to first token + 90 tokens/s). Utilisation = tokens the simulator billed per minute
-while requests were still waiting to be admitted (so the limit binds), over TPM; rejected = 429 rate-limit answers over all requests it received.
+while requests were still waiting to be admitted (so the limit binds), over TPM; rejected = 429 rate-limit
+answers over all requests it received.
 
 Baseline in the same run: the usual hand-written client, aiolimiter's AsyncLimiter(rpm, 60) and
 AsyncLimiter(tpm, 60) charged with prompt + max_tokens, retrying a 429 after its Retry-After.
