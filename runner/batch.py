@@ -272,10 +272,8 @@ class BatchExecutor:
         crash_point("recording")
         counts = batch.request_counts.model_dump() if batch.request_counts else None
         self.book.collect(row, outcomes, requeue, batch.status, note, counts)
-        for suffix in (".out", ".err"):
+        for suffix in ("", ".out", ".err"):  # settled: requeued requests go into new files
             Path(row.spool_path + suffix).unlink(missing_ok=True)
-        if not requeue:
-            Path(row.spool_path).unlink(missing_ok=True)
         if batch.status in ("completed", "expired", "cancelled"):
             self.blocked_until = 0.0  # the queue drained a little: packing may resume
 

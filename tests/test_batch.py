@@ -316,6 +316,7 @@ def test_expired_batches_keep_finished_lines_and_requeue_the_rest(
     answered = sim.call(lambda: sim.sim.stats.answered)
     assert answered == 40, "no line answered twice"
     results(store)
+    assert not list((tmp_path / "runner.db.spool" / "job").iterdir()), "settled batch files are removed"
 
 
 def test_resubmission_cap_fails_requests_with_the_reason(
