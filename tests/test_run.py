@@ -127,28 +127,34 @@ def test_max_spend_stops_resumably(tmp_path: Path, store: Store, limits: Limits,
     assert outcome.exit_code == 3 and 0 < outcome.counts["succeeded"] < 60
 
 
+def signal_mid_run(tmp_path: Path, sim: Any, sig: int, n: int = 60) -> tuple[Path, Path, dict[str, str], int, str]:
+    """Start ``runner run`` on an n-request job, send ``sig`` once 10 results are stored; returns the job, the
+    database, the environment, the exit code and stderr."""
+    path, db = job(tmp_path, n), tmp_path / "signal.db"
+    env = {**os.environ, "OPENAI_API_KEY": "sk-signal-test", "RUNNER_DB": str(db)}
+    args = [sys.executable, "-m", "runner", "run", str(path), "--base-url", sim.base_url, "--rpm", "600"]
+    child = subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and _results(db) < 10:
+        time.sleep(0.1)
+    assert 10 <= _results(db) < n, "the run should be stopped half way"
+    child.send_signal(sig)
+    _, err = child.communicate(timeout=30)
+    return path, db, env, child.returncode, err
+
+
+def _results(db: Path) -> int:
+    try:
+        with sqlite3.connect(db) as conn:
+            return int(conn.execute("SELECT count(*) FROM results").fetchone()[0])
+    except sqlite3.OperationalError:  # not created yet
+        return 0
+
+
 def test_kill_9_mid_run_then_resume_gives_exactly_one_result_each(tmp_path: Path, start_sim: Any) -> None:
     sim = start_sim(latency_scale=0.3, rpm=600, window=1.0)
-    path = job(tmp_path, 60)
-    db = tmp_path / "kill.db"
-    env = {**os.environ, "OPENAI_API_KEY": "sk-kill-test", "RUNNER_DB": str(db)}
-    args = [sys.executable, "-m", "runner", "run", str(path), "--base-url", sim.base_url, "--rpm", "600"]
-    log = (tmp_path / "child.log").open("wb")
-    child = subprocess.Popen(args, env=env, cwd=ROOT, stdout=log, stderr=log)
-    deadline = time.monotonic() + 60
-    done = 0
-    while time.monotonic() < deadline and done < 10:
-        time.sleep(0.1)
-        if db.exists():
-            try:
-                with sqlite3.connect(db) as conn:
-                    done = conn.execute("SELECT count(*) FROM results").fetchone()[0]
-            except sqlite3.OperationalError:
-                continue
-    assert 10 <= done < 60, "the run should be killed half way"
-    child.send_signal(signal.SIGKILL)
-    child.wait(timeout=30)
-    log.close()
+    path, db, env, code, _ = signal_mid_run(tmp_path, sim, signal.SIGKILL)
+    assert code == -signal.SIGKILL
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM requests WHERE state='in_flight'").fetchone()[0] > 0
     resumed = runner_cli("run", str(path), "--base-url", sim.base_url, "--rpm", "600", env=env)
@@ -260,17 +266,8 @@ def test_a_200_that_is_not_json_is_retried_not_a_crash(
 
 def test_ctrl_c_stops_resumably_then_resume_finishes(tmp_path: Path, start_sim: Any) -> None:
     sim = start_sim(latency_scale=0.2, rpm=600, window=1.0)
-    path = job(tmp_path, 60)
-    db = tmp_path / "int.db"
-    env = {**os.environ, "OPENAI_API_KEY": "k", "RUNNER_DB": str(db)}
-    args = [sys.executable, "-m", "runner", "run", str(path), "--base-url", sim.base_url, "--rpm", "600"]
-    child = subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (db.exists() and _results(db) >= 10):
-        time.sleep(0.1)
-    child.send_signal(signal.SIGINT)
-    _, err = child.communicate(timeout=30)
-    assert child.returncode == 3, err
+    path, db, env, code, err = signal_mid_run(tmp_path, sim, signal.SIGINT)
+    assert code == 3, err
     assert "re-run the same command to resume" in err
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM requests WHERE state='in_flight'").fetchone()[0] == 0
@@ -278,11 +275,3 @@ def test_ctrl_c_stops_resumably_then_resume_finishes(tmp_path: Path, start_sim: 
     resumed = runner_cli("run", str(path), "--base-url", sim.base_url, "--rpm", "600", env=env)
     assert resumed.returncode == 0, resumed.stderr
     one_result_each(Store(db), "job", 60)
-
-
-def _results(db: Path) -> int:
-    try:
-        with sqlite3.connect(db) as conn:
-            return int(conn.execute("SELECT count(*) FROM results").fetchone()[0])
-    except sqlite3.OperationalError:
-        return 0
