@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ __all__ = ["MAX_BYTES", "MAX_REQUESTS", "Packed", "pack"]
 
 MAX_REQUESTS = 50_000
 MAX_BYTES = 200 * 1024 * 1024 - 1  # "under 200 MB"
+MAX_EMBEDDING_INPUTS = 50_000  # an embeddings batch holds at most this many inputs, over all its requests
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ def pack(
     max_requests: int = MAX_REQUESTS,
     max_bytes: int = MAX_BYTES,
     now: Callable[[], float] = time.time,
+    max_inputs: int = MAX_EMBEDDING_INPUTS,
 ) -> list[Packed]:
     """Pack what fits now; ``budget(model)`` is the queue tokens still free for ``model`` (None: no limit)."""
     conn = book.conn
@@ -57,8 +60,9 @@ def pack(
         while remaining is None or remaining > 0:
             chunk = book.next_chunk(run)
             path = spool / f"{run}-{chunk:05d}.jsonl"
+            inputs = max_inputs if endpoint == "/v1/embeddings" else None
             written = _write(
-                conn, run, model, endpoint, due, after, path, remaining, count_output, max_requests, max_bytes
+                conn, run, model, endpoint, due, after, path, remaining, count_output, max_requests, max_bytes, inputs
             )
             if written is None:
                 path.unlink(missing_ok=True)
@@ -73,7 +77,7 @@ def pack(
 
 
 def _write(
-    conn: object,
+    conn: sqlite3.Connection,
     run: str,
     model: str,
     endpoint: str,
@@ -84,10 +88,8 @@ def _write(
     count_output: bool,
     max_requests: int,
     max_bytes: int,
+    max_inputs: int | None,
 ) -> tuple[int, int, int, str, int, int] | None:
-    import sqlite3
-
-    assert isinstance(conn, sqlite3.Connection)
     cursor = conn.execute(
         "SELECT id, custom_id, body, prompt_tokens, output_tokens, n FROM requests NOT INDEXED"
         " WHERE id>? AND run=? AND model=? AND endpoint=? AND state='pending' AND not_before<=? ORDER BY id",
@@ -95,7 +97,7 @@ def _write(
     )
     head = f',"method":"POST","url":"{endpoint}","body":'.encode()
     digest = hashlib.sha256()
-    count = nbytes = tokens = 0
+    count = nbytes = tokens = inputs = 0
     first = last = 0
     try:
         with path.open("wb", buffering=1 << 20) as f:
@@ -106,6 +108,12 @@ def _write(
                     break
                 if remaining is not None and tokens + est > remaining:
                     break
+                if max_inputs is not None:
+                    given = json.loads(body).get("input")
+                    size = len(given) if isinstance(given, list) and given and not isinstance(given[0], int) else 1
+                    if count and inputs + size > max_inputs:
+                        break
+                    inputs += size
                 f.write(line)
                 digest.update(line)
                 count += 1

@@ -489,3 +489,19 @@ def test_request_larger_than_the_queue_limit_fails_with_reason(
     ((custom_id, reason),) = store.failures("job")
     assert custom_id == "huge" and "line 2" in reason and "batch queue limit of 100" in reason
     assert all(len(b.lines) < 3 for b in server_batches(sim))
+
+
+def test_embeddings_batches_hold_at_most_the_input_limit(tmp_path: Path, store: Store, limits: Limits) -> None:
+    items = [
+        {
+            "custom_id": f"e{i}",
+            "url": "/v1/embeddings",
+            "body": {"model": "text-embedding-3-small", "input": [f"text {i}-{k}" for k in range(4)]},
+        }
+        for i in range(5)
+    ]
+    path = write_jsonl(tmp_path / "job.jsonl", items)
+    store.acquire("job", str(path))
+    ingest(store, "job", path, limits)
+    packed = pack(BatchBook(store), "job", tmp_path / "spool", lambda m: None, max_inputs=10)
+    assert [p.requests for p in packed] == [2, 2, 1]  # 8, 8 and 4 inputs: never over 10
