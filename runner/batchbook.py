@@ -188,7 +188,7 @@ class BatchBook:
                 ).rowcount
                 if changed != 1:
                     raise StateConflict(f"request {o.custom_id!r}: not batched in chunk {row.chunk}")
-                self.store.insert_result(o, "batch", now)
+                self.store.insert_result(o, row.run, "batch", now)
             for request_id, counted, reason in requeue:
                 changed = self.conn.execute(
                     "UPDATE requests SET state='pending', batch_id=NULL, last_error=?, updated_at=?,"

@@ -284,6 +284,9 @@ class Store:
         items = list(outcomes)
         if not items:
             return
+        # an owner holds one run; an unknown owner matches no row below and raises StateConflict
+        owned = self.conn.execute("SELECT name FROM runs WHERE owner=?", (owner,)).fetchone()
+        run = "" if owned is None else str(owned[0])
         with self.db.atomic():
             for o in items:
                 if o.kind == "retry":
@@ -299,7 +302,7 @@ class Store:
                         (o.kind, o.error_message, now, o.request_id, owner),
                     ).rowcount
                     if changed:
-                        self.insert_result(o, mode, now)
+                        self.insert_result(o, run, mode, now)
                 if changed != 1:
                     raise StateConflict(f"request {o.custom_id!r}: not in flight for this process (-> {o.kind})")
 
@@ -319,12 +322,12 @@ class Store:
             if row is None:
                 raise StateConflict(f"request {custom_id!r} of run {run!r} is not pending")
             self.insert_result(
-                Outcome(row[0], custom_id, "failed", error_code=code, error_message=message), "sync", now
+                Outcome(row[0], custom_id, "failed", error_code=code, error_message=message), run, "sync", now
             )
 
-    def insert_result(self, o: Outcome, mode: str, now: float) -> None:
-        """Write the result (and spend, if billed) of ``o``; call inside a transaction that moved its state."""
-        run = self.conn.execute("SELECT run FROM requests WHERE id=?", (o.request_id,)).fetchone()[0]
+    def insert_result(self, o: Outcome, run: str, mode: str, now: float) -> None:
+        """Write the result (and spend, if billed) of ``o`` in ``run``; call inside the transaction that moved its
+        state."""
         self.conn.execute(
             "INSERT INTO results(request_id, run, custom_id, outcome, status_code, response_id, body,"
             " error_code, error_message, mode, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
