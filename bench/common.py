@@ -1,4 +1,5 @@
-"""Helpers for the benchmarks: a simulator in its own process on a free loopback port, job files."""
+"""Helpers for the benchmarks: a simulator in its own process on a free loopback port, its counters sampled over
+time, job files."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +51,66 @@ def stats(root: str) -> dict[str, Any]:
     with urllib.request.urlopen(root.removesuffix("/v1") + "/_sim/stats", timeout=10) as r:
         result: dict[str, Any] = json.loads(r.read())
         return result
+
+
+@dataclass(frozen=True)
+class Steady:
+    """What the simulator counted while a client had work waiting."""
+
+    tokens_per_minute: float
+    requests_per_minute: float
+    seconds: float
+    requests: int  # all the simulator received over the run
+    rejected: int  # rate-limit 429s over the run
+
+
+class Sampler:
+    """Samples a simulator's counters every ``every`` seconds, from a thread, until stopped."""
+
+    def __init__(self, base_url: str, every: float = 0.5) -> None:
+        self.base_url, self.every = base_url, every
+        self.samples: list[dict[str, Any]] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+
+    def loop(self) -> None:
+        while not self.stop.wait(self.every):
+            try:
+                self.samples.append(stats(self.base_url))
+            except OSError:
+                return
+
+    def __enter__(self) -> Sampler:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+    def steady(self, warmup: float = 10.0) -> Steady:
+        """Rates from ``warmup`` seconds after the first request until the client sent its last one (the limit
+        binds while requests wait), and the run's totals."""
+        started = [s for s in self.samples if s["requests"] > 0]
+        last = self.samples[-1]
+        if not started:
+            return Steady(0.0, 0.0, 0.0, 0, 0)
+        t0 = started[0]["time"] + warmup
+        arriving = [s for a, s in zip(self.samples, self.samples[1:], strict=False) if s["requests"] > a["requests"]]
+        t1 = arriving[-1]["time"] if arriving else last["time"]
+        window = [s for s in self.samples if t0 <= s["time"] <= t1]
+        if len(window) < 2:
+            window = [*started[:1], arriving[-1] if arriving else last]
+        a, b = window[0], window[-1]
+        seconds = max(1e-9, b["time"] - a["time"])
+        tokens = (b["prompt_tokens"] + b["output_tokens"]) - (a["prompt_tokens"] + a["output_tokens"])
+        return Steady(
+            tokens / seconds * 60,
+            (b["answered"] - a["answered"]) / seconds * 60,
+            seconds,
+            int(last["requests"]),
+            int(last["rate_limited"]),
+        )
 
 
 def write_job(path: Path, n: int, words: int = 8, max_tokens: int = 16, prefix: str = "r") -> Path:

@@ -22,8 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from runner.batchbook import BatchBook
-from runner.packing import pack
+from runner.batch.packing import pack
 from runner.store import RequestRow, Store
 
 
@@ -75,7 +74,7 @@ def child(kind: str, db: Path, spool: Path) -> None:
     started = time.perf_counter()
     if kind == "runner":
         store = Store(db)
-        packed = pack(BatchBook(store), "big", spool, lambda model: None)
+        packed = pack(store, "big", spool, lambda model: None)
         files, count = len(packed), sum(p.requests for p in packed)
     else:
         import sqlite3

@@ -24,11 +24,11 @@ import openai
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import sim_process, stats, write_job
-from runner.app import run_job
+from runner.commands import run_job
 from runner.jobfile import ingest
 from runner.limits import load_limits
+from runner.settings import RunSettings
 from runner.store import Store
-from runner.sync import RunSettings
 from runner.transport import Credentials
 
 UNLIMITED = ["--rpm", "100000000", "--tpm", "100000000000", "--rpd", "1000000000", "--latency-scale", "0"]

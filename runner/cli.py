@@ -1,4 +1,5 @@
-"""The ``runner`` command: parses arguments, delegates to ``runner.app``, prints, exits with design.md's codes.
+"""The ``runner`` command: parses arguments, delegates to ``runner.commands``, prints ``runner.render``'s lines, exits
+with design.md's codes.
 
 0 all answered · 1 some requests failed permanently · 2 usage or configuration error · 3 stopped early, resumable.
 """
@@ -14,14 +15,14 @@ from typing import Any
 
 import click
 
-from runner import app
-from runner.batch import BatchSettings
+from runner import commands, render
 from runner.durations import parse_duration
 from runner.errors import RunnerError
 from runner.limits import load_limits
-from runner.money import fmt_usd, from_usd
+from runner.logs import configure
+from runner.money import from_usd
+from runner.settings import BatchSettings, RunSettings
 from runner.store import Store, default_db_path
-from runner.sync import RunSettings
 from runner.transport import Credentials
 
 __all__ = ["main"]
@@ -29,6 +30,9 @@ __all__ = ["main"]
 db_option = click.option("--db", default=None, help="SQLite database (default: $RUNNER_DB or ./runner.db).")
 name_option = click.option("--name", default=None, help="Run name (default: the only run in the database).")
 limits_option = click.option("--limits", "limits_path", default=None, help="tier_limits.json to use.")
+verbose_option = click.option(
+    "-v", "--verbose", is_flag=True, help="Log every request, retry, pause and batch on stderr."
+)
 
 
 def _store(db: str | None) -> Store:
@@ -82,14 +86,13 @@ def cli() -> None:
 @click.option(
     "--concurrency",
     type=click.IntRange(min=1),
-    default=2048,
-    show_default=True,
-    help="Most requests in flight at once (the runner sizes it from rate x latency below this).",
+    default=None,
+    help="Most requests in flight at once (default: the tier's rate x the latency, by Little's law).",
 )
 @click.option(
     "--headroom",
     type=click.FloatRange(0, 0.9),
-    default=0.03,
+    default=0.02,
     show_default=True,
     help="Fraction of each limit left unused.",
 )
@@ -102,6 +105,7 @@ def cli() -> None:
     help="Batch mode: seconds before the first poll of a batch (backs off to 5 minutes).",
 )
 @click.option("--progress/--no-progress", default=None, help="Live progress on stderr (default: when a TTY).")
+@verbose_option
 def run(
     input_path: str,
     name: str | None,
@@ -116,13 +120,17 @@ def run(
     batch_queue_tokens: int | None,
     max_spend: str | None,
     deadline: str | None,
-    concurrency: int,
+    concurrency: int | None,
     headroom: float,
     base_url: str | None,
     poll_every: float,
     progress: bool | None,
+    verbose: bool,
 ) -> None:
     """Run (or resume) the requests in INPUT.jsonl: sync (paced), batch (Batch API, half price) or auto."""
+    configure(verbose)
+    if mode != "sync":
+        import runner.batch.api  # noqa: F401  (the openai SDK takes a second: before the deadline counts)
     limits = load_limits(limits_path)
     seconds = _duration(deadline)
     settings = RunSettings(
@@ -137,38 +145,33 @@ def run(
         deadline=None if seconds is None else time.time() + seconds,
     )
     store = _store(db)
-    outcome = app.run_job(
+    outcome = commands.run_job(
         store,
         input_path,
         limits,
         settings,
         Credentials.from_env(base_url),
-        name,
-        model,
-        progress,
+        name=name,
+        default_model=model,
         mode=mode,
         batch=BatchSettings(poll_min=poll_every),
+        progress=progress,
     )
     _finish(outcome, store)
 
 
-def _finish(outcome: app.RunOutcome, store: Store) -> None:
-    counts = outcome.counts
-    total = sum(counts.values())
-    line = (
-        f"run {outcome.name}: {counts['succeeded']:,} succeeded, {counts['failed']:,} failed, "
-        f"{counts['pending'] + counts['in_flight'] + counts['batched']:,} pending of {total:,}; "
-        f"spent {fmt_usd(store.total_cost(outcome.name))}"
+def _finish(outcome: commands.RunOutcome, store: Store) -> None:
+    lines = render.run_summary(
+        outcome.name,
+        outcome.counts,
+        store.total_cost(outcome.name),
+        outcome.notices,
+        None if outcome.stopped is None else str(outcome.stopped),
+        store.failures(outcome.name, 3),
+        store.path,
     )
-    click.echo(line, err=True)
-    for notice in dict.fromkeys(outcome.notices):
-        click.echo(f"note: {notice}", err=True)
-    if outcome.stopped is not None:
-        click.echo(f"stopped: {outcome.stopped}", err=True)
-    elif counts["failed"]:
-        for custom_id, reason in store.failures(outcome.name, 3):
-            click.echo(f"  failed {custom_id}: {reason}", err=True)
-        click.echo(f"see every failure: runner results --db {store.path} --name {outcome.name}", err=True)
+    for line in lines:
+        click.echo(line, err=True)
     sys.exit(outcome.exit_code)
 
 
@@ -179,23 +182,12 @@ def _finish(outcome: app.RunOutcome, store: Store) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(db: str | None, name: str | None, limits_path: str | None, as_json: bool) -> None:
     """Where a run stands: requests by state, spend, batches and the wave plan, first failures."""
-    report = app.status_report(_store(db), name, load_limits(limits_path))
+    report = commands.status_report(_store(db), name, load_limits(limits_path))
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    states = ", ".join(f"{k} {v:,}" for k, v in report["states"].items() if v)
-    click.echo(f"run {report['run']} ({report['input']}): {report['total']:,} requests: {states or 'none'}")
-    click.echo(f"spent ${report['spend_usd']}" + ("; a process is working on it" if report["working"] else ""))
-    if report["batches"]:
-        click.echo("batches: " + ", ".join(f"{n} {s}" for s, n in sorted(report["batches"].items())))
-    for p in report["wave_plan"]:
-        if p["waves"]:
-            click.echo(
-                f"wave plan {p['model']}: {p['pending_requests']:,} pending, ~{p['pending_tokens']:,} tokens = "
-                f"{p['waves']} more wave(s) under the queue limit of {p['queue_limit']:,}"
-            )
-    for failure in report["first_failures"]:
-        click.echo(f"  failed {failure['custom_id']}: {failure['reason']}")
+    for line in render.status_lines(report):
+        click.echo(line)
 
 
 @cli.command()
@@ -220,28 +212,31 @@ def batches(
     store = _store(db)
     limits = load_limits(limits_path)
     if action:
-        touched = app.manage_batches(
+        touched = commands.manage_batches(
             store, name, limits, RunSettings(tier=tier), Credentials.from_env(base_url), action
         )
         click.echo(f"{action}: {touched} batches", err=True)
-    report = app.batches_report(store, name, limits, tier)
+    report = commands.batches_report(store, name, limits, tier)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    for b in report["batches"]:
-        counts = b["counts"] or {}
+    for line in render.batches_lines(report):
+        click.echo(line)
+
+
+@cli.command()
+@db_option
+@name_option
+@click.option("--custom-id", "custom_ids", multiple=True, help="Cancel only this request (repeatable).")
+def cancel(db: str | None, name: str | None, custom_ids: tuple[str, ...]) -> None:
+    """Withdraw a run's pending requests (all, or --custom-id ones): they end cancelled and are never sent."""
+    counts = commands.cancel_requests(_store(db), name, list(custom_ids) or None)
+    click.echo(f"cancelled {counts['cancelled']:,} pending requests", err=True)
+    if counts["batched"]:
         click.echo(
-            f"chunk {b['chunk']:>4} {b['model']:<14} {b['requests']:>7,} requests  {b['state']:<9} "
-            f"{(b['status'] or '-'):<11} done {counts.get('completed', 0):,} failed {counts.get('failed', 0):,}"
-            f"  age {b['age_seconds']:,}s  {b['batch_id'] or ''} {b['note'] or ''}".rstrip()
+            f"{counts['batched']:,} are inside running batches: `runner batches --cancel` takes them back first",
+            err=True,
         )
-    for p in report["plan"]:
-        waves = f"{p['waves']} wave(s) under the queue limit of {p['queue_limit']:,}" if p["waves"] else "no limit"
-        click.echo(
-            f"pending {p['model']}: {p['pending_requests']:,} requests, ~{p['pending_tokens']:,} tokens: {waves}"
-        )
-    if not report["batches"] and not report["plan"]:
-        click.echo("no batches and nothing pending")
 
 
 @cli.command()
@@ -251,7 +246,7 @@ def batches(
 def results(db: str | None, name: str | None, output: str | None) -> None:
     """Results as OpenAI batch-output JSONL: one line per finished custom_id."""
     store = _store(db)
-    lines = app.export_results(store, name)
+    lines = commands.export_results(store, name)
     if output is None:
         for line in lines:
             click.echo(line)
@@ -270,17 +265,12 @@ def results(db: str | None, name: str | None, output: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def spend(db: str | None, name: str | None, as_json: bool) -> None:
     """Money spent, by run, model and service tier, from the recorded usage of every billed response."""
-    report = app.spend_report(_store(db), name)
+    report = commands.spend_report(_store(db), name)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    for r in report["rows"]:
-        click.echo(
-            f"{r['run']:<24} {r['model']:<16} {r['service_tier']:<9} {r['responses']:>9,} responses "
-            f"{r['prompt_tokens']:>12,} in ({r['cached_tokens']:,} cached) {r['output_tokens']:>11,} out "
-            f"${r['cost_usd']}"
-        )
-    click.echo(f"total ${report['total_usd']}")
+    for line in render.spend_lines(report):
+        click.echo(line)
 
 
 @cli.command()
@@ -298,7 +288,39 @@ def spend(db: str | None, name: str | None, as_json: bool) -> None:
     show_default=True,
     help="Seconds over which a minute's limit is enforced (e.g. 1 for per-second enforcement).",
 )
+@click.option(
+    "--headers",
+    "header_reading",
+    type=click.Choice(["minute", "bucket", "window", "none"]),
+    default="minute",
+    show_default=True,
+    help="What x-ratelimit-* report: per-minute units, the enforcing bucket's level, a clock minute's count, none.",
+)
+@click.option(
+    "--header-time",
+    type=click.Choice(["answered", "sent"]),
+    default="answered",
+    show_default=True,
+    help="When the headers are read: at the answer or at the request's admission.",
+)
+@click.option(
+    "--background-load",
+    type=click.FloatRange(0, 0.95),
+    default=0.0,
+    show_default=True,
+    help="Share of every limit another client of the organisation uses (seen only in headers and 429s).",
+)
+@click.option(
+    "--admission",
+    type=click.Choice(["reserve", "larger", "no-refund"]),
+    default="reserve",
+    show_default=True,
+    help="Tokens counted at admission: prompt + max output refunded at the answer; the larger of max output and "
+    "characters/4; or bytes/4 + max output, never refunded.",
+)
 @click.option("--latency-scale", type=float, default=1.0, show_default=True, help="0 answers at once.")
+@click.option("--first-token", type=float, default=None, help="Seconds to the first token (default: the model's).")
+@click.option("--tokens-per-second", type=float, default=None, help="Output speed (default: the model's; 0: instant).")
 @click.option("--fault-rate", type=float, default=0.0, show_default=True, help="Share of requests given a fault.")
 @click.option("--quota-usd", default=None, help="Answer insufficient_quota once this much is billed.")
 @click.option("--api-key", default=None, help="Require this key (401 otherwise).")
@@ -312,7 +334,13 @@ def sim(
     tpm: int | None,
     rpd: int | None,
     window: float,
+    header_reading: str,
+    header_time: str,
+    background_load: float,
+    admission: str,
     latency_scale: float,
+    first_token: float | None,
+    tokens_per_second: float | None,
     fault_rate: float,
     quota_usd: str | None,
     api_key: str | None,
@@ -329,7 +357,13 @@ def sim(
         tpm=tpm,
         rpd=rpd,
         window=window,
+        headers=header_reading,
+        header_time=header_time,
+        background=background_load,
+        admission=admission,
         latency_scale=latency_scale,
+        first_token_seconds=first_token,
+        tokens_per_second=tokens_per_second,
         fault_rate=fault_rate,
         quota_usd=None if quota_usd is None else Decimal(quota_usd),
         api_key=api_key,
@@ -341,10 +375,12 @@ def sim(
 @db_option
 @click.option("--tier", default="tier-1", show_default=True)
 @click.option("--progress/--no-progress", default=None)
-def demo(db: str | None, tier: str, progress: bool | None) -> None:
+@verbose_option
+def demo(db: str | None, tier: str, progress: bool | None, verbose: bool) -> None:
     """Run the bundled extraction job against an in-process simulator. No API key needed."""
     from runner.demo import run_demo
 
+    configure(verbose)
     outcome, store = run_demo(db, tier, progress)
     click.echo(f"see the answers: runner results --db {store.path} --name demo | head -3", err=True)
     _finish(outcome, store)

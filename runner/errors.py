@@ -12,7 +12,7 @@ Every error a user can cause or must act on is a ``RunnerError``; its ``exit_cod
     │   ├── QuotaExhausted   (3)     insufficient_quota: out of credit or over a spend limit
     │   ├── BudgetReached    (3)     --max-spend reached
     │   └── DeadlineReached  (3)     --deadline passed
-    ├── BatchAPIError        (2)     the Batch API refused a call for good (runner.batch_api)
+    ├── BatchAPIError        (2)     the Batch API refused a call for good (runner.batch.api)
     └── StateConflict        (70)    a store transition matched no row: a bug or a race, never ignored
 """
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 __all__ = [
     "AuthError",
+    "BatchAPIError",
     "BudgetReached",
     "ConfigError",
     "DeadlineReached",
@@ -74,6 +75,15 @@ class BudgetReached(StoppedEarly):
 
 class DeadlineReached(StoppedEarly):
     """Raised when --deadline passes with requests still pending."""
+
+
+class BatchAPIError(RunnerError):
+    """Raised when a Batch API control-plane call fails for good (a 4xx other than rate limits, or retries
+    exhausted); ``status`` is the HTTP status (0: no answer)."""
+
+    def __init__(self, problem: str, status: int) -> None:
+        self.status = status
+        super().__init__(problem)
 
 
 class StateConflict(RunnerError):

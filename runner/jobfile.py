@@ -22,14 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runner.endpoints import ENDPOINTS
 from runner.errors import ConfigError, InputError
 from runner.limits import Limits
 from runner.store import RequestRow, Store, dumps
 from runner.tokens import estimate
 
-__all__ = ["ENDPOINTS", "IngestReport", "ingest"]
+__all__ = ["IngestReport", "ingest"]
 
-ENDPOINTS = ("/v1/chat/completions", "/v1/responses", "/v1/embeddings")
 CHUNK = 2000
 
 
@@ -47,8 +47,8 @@ def ingest(store: Store, run: str, path: str | Path, limits: Limits, default_mod
         raise ConfigError(f"{path}: no such input file")
     info = store.run(run) or {}
     report = IngestReport()
-    watermark = store.conn.execute("SELECT coalesce(max(id), 0) FROM requests").fetchone()[0]
-    with path.open("rb") as f, store.db.atomic():
+    watermark = store.last_request_id()
+    with path.open("rb") as f, store.transaction():
         digest, line_no = _resume_point(f, info)
         pending: list[RequestRow] = []
         refusals: dict[str, str] = {}
@@ -162,5 +162,5 @@ def _store(store: Store, run: str, path: str, rows: list[RequestRow], watermark:
             )
     for custom_id, reason in refusals.items():
         if (store.request_id(run, custom_id) or 0) > watermark:
-            store.fail_pending(run, custom_id, "request_too_large", reason)
+            store.refuse(run, custom_id, "request_too_large", reason)
     return inserted

@@ -5,7 +5,7 @@ The file is data the user owns (tiers get renamed, limits change): nothing here 
 e.g. ``tier_limits.json: models.gpt-4.1-mini.limits.tier-1.tpm: expected a positive integer, got "lots"``.
 
 Where the file is looked for, first hit wins: the explicit path, ``$RUNNER_TIER_LIMITS``, ``./tier_limits.json``,
-then the copy beside the installed package (the repository's own).
+then the copy shipped inside the package (``runner/data``, the repository's own file).
 """
 
 from __future__ import annotations
@@ -14,13 +14,14 @@ import json
 import os
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from runner.errors import ConfigError
 from runner.money import from_usd, price_per_token
 
-__all__ = ["Limits", "ModelInfo", "Prices", "RateLimits", "Tier", "find_limits_file", "load_limits"]
+__all__ = ["Limits", "ModelInfo", "Prices", "RateLimits", "Tier", "find_limits_file", "load_limits", "packaged"]
 
 TOKENIZERS = ("o200k_base", "cl100k_base")
 SERVICE_TIERS = ("standard", "batch", "fast", "flex")
@@ -90,6 +91,11 @@ class ModelInfo:
             raise ConfigError(f"{self.name} has no {what} for tier {tier!r} in tier_limits.json (has: {known})")
         return table[tier]
 
+    def expected_seconds(self, output_tokens: int) -> float:
+        """Typical time to answer a request of ``output_tokens``: first token + tokens at the typical speed."""
+        speed = self.output_tokens_per_second
+        return float(self.first_token_seconds) + (output_tokens / speed if speed else 0.0)
+
     @property
     def input_limit(self) -> int:
         return self.max_input_tokens or self.context_window
@@ -120,16 +126,25 @@ class Limits:
 
 
 def find_limits_file(explicit: str | None = None) -> Path:
-    candidates = [explicit, os.environ.get("RUNNER_TIER_LIMITS"), "tier_limits.json"]
-    for candidate in candidates:
-        if candidate and Path(candidate).is_file():
-            return Path(candidate)
-    if explicit:
-        raise ConfigError(f"{explicit}: no such file")
-    beside_package = Path(__file__).resolve().parent.parent / "tier_limits.json"
-    if beside_package.is_file():
-        return beside_package
-    raise ConfigError("tier_limits.json not found: pass --limits PATH or set RUNNER_TIER_LIMITS")
+    """The limits file to read: ``explicit`` (``--limits``), else ``$RUNNER_TIER_LIMITS``, else ``./tier_limits.json``,
+    else the copy shipped inside the package. A file named explicitly or by the variable must exist."""
+    for given, source in ((explicit, "--limits"), (os.environ.get("RUNNER_TIER_LIMITS"), "RUNNER_TIER_LIMITS")):
+        if given:
+            if not Path(given).is_file():
+                raise ConfigError(f"{given}: no such limits file (named by {source})")
+            return Path(given)
+    local = Path("tier_limits.json")
+    if local.is_file():
+        return local
+    return packaged("tier_limits.json")
+
+
+def packaged(name: str) -> Path:
+    """A data file shipped inside the package (runner/data), wherever the package is installed."""
+    path = Path(str(resources.files("runner").joinpath("data", name)))
+    if not path.is_file():
+        raise ConfigError(f"{name} is missing from the installed package ({path}); reinstall runner")
+    return path
 
 
 def load_limits(path: str | Path | None = None) -> Limits:

@@ -5,9 +5,9 @@ Cost = (prompt - cached) * input + cached * cached_input + output * output (reas
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
+from runner.endpoints import Usage, endpoint
 from runner.limits import ModelInfo, Prices
 
 __all__ = ["Usage", "cost", "price_table", "usage_of"]
@@ -24,35 +24,9 @@ _SERVICE_TIERS = {
 }
 
 
-@dataclass(frozen=True)
-class Usage:
-    prompt_tokens: int = 0
-    cached_tokens: int = 0
-    output_tokens: int = 0
-
-    @property
-    def total(self) -> int:
-        return self.prompt_tokens + self.output_tokens
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def usage_of(body: dict[str, Any]) -> Usage:
-    """Usage of a chat completion, a Responses API response or an embeddings list."""
-    usage = body.get("usage")
-    if not isinstance(usage, dict):
-        return Usage()
-    if "input_tokens" in usage:  # Responses API
-        details = usage.get("input_tokens_details") or {}
-        return Usage(_int(usage["input_tokens"]), _int(details.get("cached_tokens")), _int(usage.get("output_tokens")))
-    details = usage.get("prompt_tokens_details") or {}
-    return Usage(
-        _int(usage.get("prompt_tokens")),
-        _int(details.get("cached_tokens")),
-        _int(usage.get("completion_tokens")),
-    )
+def usage_of(body: dict[str, Any], path: str) -> Usage:
+    """Usage of an answer from endpoint ``path`` (chat completion, Responses API response, embeddings list)."""
+    return endpoint(path).read_usage(body)
 
 
 def price_table(model: ModelInfo, body: dict[str, Any], mode: str = "sync") -> tuple[str, Prices]:

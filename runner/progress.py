@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import TracebackType
 
 import anyio
@@ -13,9 +14,28 @@ from rich.text import Text
 
 from runner.durations import format_go
 from runner.money import fmt_usd
-from runner.sync import Snapshot
 
-__all__ = ["Progress", "render"]
+__all__ = ["Progress", "Snapshot", "render"]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Live figures of a run, as an executor sees them: for the progress line and the log."""
+
+    done: int
+    failed: int
+    total: int
+    in_flight: int
+    requests_per_min: float
+    tokens_per_min: float
+    rpm_limit: int | None
+    tpm_limit: int | None
+    spend: int  # picodollars
+    eta_seconds: float | None
+    paused_for: float
+    notices: tuple[str, ...]
+    detail: str = ""
+    mode: str = "sync"
 
 
 def _rate(value: float, limit: int | None) -> str:

@@ -14,15 +14,32 @@
 | other 4xx (400 context_length_exceeded, 404, 422...) | fail with the server's message                      |
 
 Rate-limit retries have their own, larger budget (``max_rate_limited``): a 429 says "later", not "broken".
+
+A Batch API line without an answer (``decide_line``): missing, expired, cancelled, 408, 409, 429 or 5xx go back
+to pending for another batch, at most ``max_resubmits`` times; other statuses fail with the server's answer.
 """
 
 from __future__ import annotations
 
+import math
 import random
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-__all__ = ["Action", "Decision", "Failure", "RetryPolicy", "decide"]
+from runner.durations import parse_duration
+
+__all__ = [
+    "Action",
+    "Decision",
+    "Failure",
+    "RateLimitDetail",
+    "RetryPolicy",
+    "decide",
+    "rate_limit_detail",
+    "retry_after_seconds",
+]
 
 QUOTA_CODES = frozenset(
     {
@@ -69,6 +86,7 @@ class Decision:
     delay: float = 0.0
     pause_gate: bool = False
     slow_down: bool = False
+    exhausted: bool = False  # FAIL because the attempts of a retryable failure ran out
 
 
 def backoff(attempt: int, policy: RetryPolicy, rng: random.Random, scale: float = 1.0) -> float:
@@ -95,9 +113,62 @@ def decide(failure: Failure, attempt: int, policy: RetryPolicy, rng: random.Rand
         return Decision(Action.RETRY, backoff(attempt, policy, rng), pause_gate=True)
     retryable = failure.kind in ("timeout", "connection") or status in (408, 409) or status >= 500
     if not retryable or attempt >= policy.max_attempts:
-        return Decision(Action.FAIL)
+        return Decision(Action.FAIL, exhausted=retryable)
     scale = 2.0 if status == 503 else 1.0
     delay = backoff(attempt, policy, rng, scale)
     if failure.retry_after is not None:  # a 503 may say when to come back: never earlier than that
         delay = max(delay, failure.retry_after * rng.uniform(1.0, 1.1))
     return Decision(Action.RETRY, delay)
+
+
+def decide_line(status: int | None, resubmits: int, max_resubmits: int) -> Decision:
+    """A batch line that did not answer 200: ``status`` None when it is missing or got no HTTP answer (expired,
+    cancelled, batch failed). RETRY means back to pending for another batch; FAIL keeps the server's answer."""
+    retryable = status is None or status in (408, 409, 429) or status >= 500
+    if not retryable:
+        return Decision(Action.FAIL)
+    if resubmits < max_resubmits:
+        return Decision(Action.RETRY)
+    return Decision(Action.FAIL, exhausted=True)
+
+
+def retry_after_seconds(headers: Mapping[str, str], message: str = "") -> float | None:
+    """Retry-After as seconds: ``retry-after-ms``, else ``retry-after``, else the "try again in 1.146s" hint."""
+    for key, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(key)
+        if value:
+            try:
+                seconds = float(value) * scale
+            except ValueError:
+                continue
+            if math.isfinite(seconds) and seconds >= 0:
+                return seconds
+    marker = "try again in "
+    if marker in message:
+        hint = message.split(marker, 1)[1].split(" ", 1)[0].rstrip(".")
+        try:
+            return parse_duration(hint)
+        except ValueError:
+            return None
+    return None
+
+
+@dataclass(frozen=True)
+class RateLimitDetail:
+    """What a rate-limit 429's message says: "Limit 90000, Used 89560, Requested 500"."""
+
+    limit: int
+    used: int
+    requested: int
+
+
+_DETAIL = re.compile(r"Limit:? ([\d,]+), Used:? ([\d,]+), Requested:? ([\d,]+)")
+
+
+def rate_limit_detail(message: str) -> RateLimitDetail | None:
+    """The numbers of a rate-limit 429's message, if it has them (OpenAI's wording)."""
+    match = _DETAIL.search(message)
+    if match is None:
+        return None
+    limit, used, requested = (int(g.replace(",", "")) for g in match.groups())
+    return RateLimitDetail(limit, used, requested)

@@ -1,12 +1,14 @@
 """The sync executor: claim pending requests, pass each through its model's gate, send, record.
 
-One dispatcher claims due requests in small batches (lease), waits for an in-flight slot and the gate, and
-starts one task per request. Each task sends, classifies the answer with the retry table and queues an
-``Outcome``; a writer commits outcomes in groups (state, result and spend of each in one transaction). The
-in-flight bound follows Little's law: admitted rate x observed latency x 1.5, between 8 and ``concurrency``.
+One dispatcher claims due requests in small batches (lease), waits for an in-flight slot and the gate, and starts
+one task per request. Each task sends, classifies the answer with the retry table and queues an ``Outcome``; a
+writer commits outcomes in groups (state, result and spend of each in one transaction). The in-flight bound
+follows Little's law from the first second (``_bound``), at most ``concurrency`` when the user sets it and what
+the process may hold open.
 
 The run stops early, resumably, on insufficient_quota, a refused key, --max-spend, --deadline, the daily request
-limit, or cancellation; requests in flight then go back to pending.
+limit, or cancellation; requests in flight then go back to pending. Time is injected (``clock``, ``monotonic``,
+``sleep``).
 """
 
 from __future__ import annotations
@@ -17,68 +19,30 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from types import TracebackType
 from typing import Any
 
 import anyio
 
 from runner.errors import AuthError, BudgetReached, DeadlineReached, QuotaExhausted, RunnerError, StoppedEarly
-from runner.limits import Limits, ModelInfo, RateLimits
+from runner.gate import Ticket
+from runner.gates import Gates, Pacing
+from runner.limits import Limits, ModelInfo
+from runner.logs import log
 from runner.pricing import cost, price_table, usage_of
-from runner.ratelimit import Gate, retry_after_seconds
-from runner.retry import Action, Failure, RetryPolicy, decide
-from runner.store import Claimed, Outcome, Store
-from runner.transport import Reply, Transport, TransportError
+from runner.progress import Snapshot
+from runner.retry import Action, Decision, Failure, decide, rate_limit_detail, retry_after_seconds
+from runner.settings import RunSettings
+from runner.store import Claimed, Move, Outcome, Store
+from runner.transport import Credentials, Reply, Transport, TransportError, open_files_allowed
 
-__all__ = ["RunSettings", "Snapshot", "SyncExecutor"]
-
-
-@dataclass
-class RunSettings:
-    tier: str = "tier-1"
-    rpm: int | None = None
-    tpm: int | None = None
-    rpd: int | None = None
-    batch_queue_tokens: int | None = None  # instead of the tier's batch queue limit
-    headroom: float = 0.03
-    burst_seconds: float = 1.0
-    concurrency: int = 2048
-    max_spend: int | None = None  # picodollars
-    deadline: float | None = None  # wall clock (time.time) by which to stop
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    request_timeout: float = 600.0
-    lease_seconds: float = 900.0
-    heartbeat_seconds: float = 5.0
-    flush_seconds: float = 0.05
-    seed: int | None = None
-
-    @property
-    def explicit_limits(self) -> bool:
-        return any(v is not None for v in (self.rpm, self.tpm, self.rpd))
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """Live figures for the progress display."""
-
-    done: int
-    failed: int
-    total: int
-    in_flight: int
-    requests_per_min: float
-    tokens_per_min: float
-    rpm_limit: int | None
-    tpm_limit: int | None
-    spend: int
-    eta_seconds: float | None
-    paused_for: float
-    notices: tuple[str, ...]
-    detail: str = ""
-    mode: str = "sync"
+__all__ = ["SyncExecutor"]
 
 
 class SyncExecutor:
+    """``async with SyncExecutor(...) as executor: await executor.execute()``; it holds its own connection pool."""
+
     def __init__(
         self,
         store: Store,
@@ -86,21 +50,25 @@ class SyncExecutor:
         owner: str,
         limits: Limits,
         settings: RunSettings,
-        transport: Transport,
+        credentials: Credentials,
+        gates: Gates | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
         self.store, self.run, self.owner, self.limits = store, run, owner, limits
-        self.settings, self.transport = settings, transport
-        self.clock, self.monotonic = clock, monotonic
+        self.settings, self.credentials = settings, credentials
+        self.clock, self.monotonic, self.sleep = clock, monotonic, sleep
+        self.gates = gates or Gates(settings, clock=monotonic)
+        self.transport = Transport(credentials, settings.request_timeout, settings.concurrency)
         self.rng = random.Random(settings.seed)
-        self.gates: dict[tuple[str, bool], Gate] = {}
-        self.rate_limits: dict[tuple[str, bool], RateLimits] = {}
         self.outcomes: list[Outcome] = []
         self.daily: dict[tuple[str, str], list[int]] = {}
         self.in_flight = 0
-        self.max_in_flight = 8
-        self.latency = 1.0
+        self.sent_at: dict[int, float] = {}  # request id -> when it was sent (monotonic)
+        self.latency = 0.0  # moving average of answers' seconds
+        self.expected = 0.0  # what tier_limits.json's speeds expect of the requests sent
+        self.ceiling = open_files_allowed() - 256  # each request in flight holds a connection
         self.stop: RunnerError | None = None
         self.slot_freed = anyio.Event()
         self.recent: deque[tuple[float, int]] = deque()  # (monotonic, tokens) of answers in the last minute
@@ -111,26 +79,17 @@ class SyncExecutor:
         self.spend = store.total_cost(run)
         self.started = monotonic()
         self.done_at_start = self.done + self.failed
-        self.notices: list[str] = []
 
-    # -- gates ------------------------------------------------------------------------------------------------
+    async def __aenter__(self) -> SyncExecutor:
+        await self.transport.__aenter__()
+        return self
 
-    def gate_for(self, model: ModelInfo, prompt_tokens: int) -> tuple[Gate, RateLimits]:
-        raw = model.limits_for(self.settings.tier, prompt_tokens)
-        key = (model.name, raw is not model.limits.get(self.settings.tier))
-        if key not in self.gates:
-            s = self.settings
-            own = raw.override(s.rpm, s.tpm, s.rpd)
-            self.rate_limits[key] = own
-            self.gates[key] = Gate(
-                own.rpm,
-                own.tpm,
-                headroom=s.headroom,
-                burst_seconds=s.burst_seconds,
-                explicit=s.explicit_limits,
-                clock=self.monotonic,
-            )
-        return self.gates[key], self.rate_limits[key]
+    async def __aexit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        await self.transport.__aexit__(t, e, tb)
+
+    @property
+    def notices(self) -> list[str]:
+        return list(dict.fromkeys(self.gates.notices))
 
     # -- the run ----------------------------------------------------------------------------------------------
 
@@ -149,7 +108,7 @@ class SyncExecutor:
     async def _background(self) -> None:
         last_beat = self.monotonic()
         while True:
-            await anyio.sleep(self.settings.flush_seconds)
+            await self.sleep(self.settings.flush_seconds)
             self._flush()
             if self.monotonic() - last_beat >= self.settings.heartbeat_seconds:
                 self.store.heartbeat(self.run, self.owner, self.settings.lease_seconds)
@@ -160,7 +119,7 @@ class SyncExecutor:
             if self.settings.deadline is not None and self.clock() >= self.settings.deadline:
                 self.stop = DeadlineReached("deadline reached with requests still pending; re-run to continue")
                 break
-            free = self.max_in_flight - self.in_flight
+            free = self._bound() - self.in_flight
             if free <= 0:
                 await self._wait_for_slot(1.0)
                 continue
@@ -171,7 +130,7 @@ class SyncExecutor:
                     due = self.store.next_due(self.run)
                     if due is None:
                         return
-                    await anyio.sleep(min(max(due - self.clock(), 0.01), 1.0))
+                    await self.sleep(min(max(due - self.clock(), 0.01), 1.0))
                 else:
                     await self._wait_for_slot(0.5)
                 continue
@@ -182,8 +141,20 @@ class SyncExecutor:
                 await self._admit(request, senders)
 
     def _claim_size(self) -> int:
-        rpm = min((g.rpm for g in self.gates.values() if g.rpm), default=600)
+        rpm = min((g.rpm for g in self.gates.gates.values() if g.rpm), default=600)
         return max(1, min(256, math.ceil(rpm / 60 * 0.25)))
+
+    def _bound(self) -> int:
+        """Most requests in flight, from Little's law: the gates' request rate x latency x 1.5, plus slack.
+
+        The latency is the larger of what answers took (moving average), what the model is expected to take
+        (tier_limits.json speeds) and how long the oldest request in flight has waited: before the first answer
+        the bound grows with time, so it never holds back what the gate admits."""
+        rate = self.gates.request_rate or 10.0
+        oldest = self.monotonic() - min(self.sent_at.values()) if self.sent_at else 0.0
+        latency = max(self.latency, self.expected, oldest)
+        wanted = math.ceil(rate * latency * 1.5) + 16
+        return min(wanted, self.settings.concurrency or wanted, self.ceiling)
 
     async def _wait_for_slot(self, seconds: float) -> None:
         with anyio.move_on_after(seconds):
@@ -192,13 +163,13 @@ class SyncExecutor:
 
     def _put_back(self, requests: list[Claimed]) -> None:
         self.outcomes.extend(
-            Outcome(r.id, r.custom_id, "retry", error_message="not sent: run stopping") for r in requests
+            Outcome(r.id, r.custom_id, Move.RELEASE, error_message="not sent: run stopping") for r in requests
         )
 
     async def _admit(self, request: Claimed, senders: anyio.abc.TaskGroup) -> None:
         model = self.limits.model(request.model)
         reserved = request.prompt_tokens + request.output_tokens * request.n
-        gate, limits = self.gate_for(model, request.prompt_tokens)
+        gate, limits = self.gates.gate_for(model, request.prompt_tokens)
         if limits.tpm is not None and reserved > limits.tpm:
             self._fail(
                 request,
@@ -219,66 +190,67 @@ class SyncExecutor:
                     "re-run after 00:00 UTC to continue"
                 )
                 return
-        await gate.acquire(reserved)
+        self.expected = 0.9 * self.expected + 0.1 * model.expected_seconds(request.output_tokens)
+        ticket = await gate.acquire(reserved)
         counter = self.daily.setdefault((model.name, day), [0, 0])
         counter[0] += 1
         counter[1] += reserved
         self.in_flight += 1
-        senders.start_soon(self._send, request, model, gate, reserved)
+        self.sent_at[request.id] = self.monotonic()
+        senders.start_soon(self._send, request, model, gate, ticket)
 
     def _fail(self, request: Claimed, code: str, message: str) -> None:
-        self.outcomes.append(Outcome(request.id, request.custom_id, "failed", error_code=code, error_message=message))
+        self.outcomes.append(Outcome(request.id, request.custom_id, Move.FAIL, error_code=code, error_message=message))
         self.failed += 1
 
-    async def _send(self, request: Claimed, model: ModelInfo, gate: Gate, reserved: int) -> None:
+    async def _send(self, request: Claimed, model: ModelInfo, gate: Pacing, ticket: Ticket) -> None:
         try:
             try:
                 reply = await self.transport.post(request.endpoint, request.body.encode())
             except TransportError as exc:
-                gate.settle(reserved, 0)
-                self._after_failure(request, gate, reserved, Failure(kind=exc.kind), None, str(exc))
+                gate.settle(ticket, 0)
+                self._after_failure(request, gate, Failure(kind=exc.kind), None, str(exc))
                 return
+            self.latency = 0.9 * self.latency + 0.1 * reply.seconds if self.latency else reply.seconds
             if reply.status == 200:
-                self._after_success(request, model, gate, reserved, reply)
+                self._after_success(request, model, gate, ticket, reply)
             else:
-                self._after_error(request, gate, reserved, reply)
+                self._after_error(request, gate, ticket, reply)
         finally:
             self.in_flight -= 1
+            self.sent_at.pop(request.id, None)
             self.slot_freed.set()
 
-    def _after_success(self, request: Claimed, model: ModelInfo, gate: Gate, reserved: int, reply: Reply) -> None:
+    def _after_success(self, request: Claimed, model: ModelInfo, gate: Pacing, ticket: Ticket, reply: Reply) -> None:
         try:
             text = reply.body.decode()
             data = json.loads(text)
         except ValueError:
             data = None
         if not isinstance(data, dict):  # a 200 that is not an API answer (a proxy's page, a cut body): try again
-            gate.settle(reserved, 0)
+            gate.settle(ticket, 0)
             self._after_failure(
                 request,
                 gate,
-                reserved,
                 Failure(kind="connection"),
                 None,
                 f"a 200 answer that is not a JSON object: {reply.body[:80]!r}",
             )
             return
-        usage = usage_of(data)
-        gate.settle(reserved, usage.total)
-        gate.observe(reply.headers)
+        usage = usage_of(data, request.endpoint)
+        gate.settle(ticket, usage.total)
+        gate.observe(reply.headers, ticket)
         tier_name, prices = price_table(model, data)
         price = cost(prices, usage)
         self.spend += price
         self.done += 1
-        now = self.monotonic()
-        self.recent.append((now, usage.total))
-        self.latency = 0.9 * self.latency + 0.1 * reply.seconds
-        self._resize()
+        self.recent.append((self.monotonic(), usage.total))
+        log.info("%s -> 200 %.1fs", request.custom_id, reply.seconds)
         self.outcomes.append(
             Outcome(
                 request.id,
                 request.custom_id,
-                "succeeded",
+                Move.ANSWER,
                 status_code=200,
                 response_id=reply.headers.get("x-request-id"),
                 body=text,
@@ -293,9 +265,7 @@ class SyncExecutor:
         if self.settings.max_spend is not None and self.spend >= self.settings.max_spend and self.stop is None:
             self.stop = BudgetReached("--max-spend reached; raise it and re-run to continue")
 
-    def _after_error(self, request: Claimed, gate: Gate, reserved: int, reply: Reply) -> None:
-        gate.settle(reserved, 0)
-        gate.observe(reply.headers)
+    def _after_error(self, request: Claimed, gate: Pacing, ticket: Ticket, reply: Reply) -> None:
         error: dict[str, Any] = {}
         try:
             parsed = json.loads(reply.body)
@@ -310,37 +280,54 @@ class SyncExecutor:
             type=error.get("type"),
             code=error.get("code"),
             retry_after=retry_after_seconds(reply.headers, message),
-            reserved_tokens=reserved,
+            reserved_tokens=ticket.reserved,
             server_tpm=int(tpm_header) if tpm_header and tpm_header.isdigit() else None,
         )
-        self._after_failure(request, gate, reserved, failure, reply, message)
+        decision = decide(failure, request.attempts, self.settings.retry, self.rng)
+        if decision.pause_gate:  # a rate limit although the gate let it through: the gate learns and pauses
+            detail = rate_limit_detail(message)
+            dimension = failure.type if failure.type in ("requests", "tokens") else None
+            limit, used = (detail.limit, detail.used) if detail else (None, None)
+            gate.rejected(ticket, reply.headers, dimension, failure.retry_after, limit, used)
+            log.info("gate %s paused %.1fs (429 %s)", request.model, failure.retry_after or 1.0, dimension or "")
+        else:
+            gate.settle(ticket, 0)
+            gate.observe(reply.headers, ticket)
+        self._after_failure(request, gate, failure, reply, message, decision)
 
     def _after_failure(
-        self, request: Claimed, gate: Gate, reserved: int, failure: Failure, reply: Reply | None, message: str
+        self,
+        request: Claimed,
+        gate: Pacing,
+        failure: Failure,
+        reply: Reply | None,
+        message: str,
+        decision: Decision | None = None,
     ) -> None:
-        decision = decide(failure, request.attempts, self.settings.retry, self.rng)
+        decision = decision or decide(failure, request.attempts, self.settings.retry, self.rng)
         label = f"{failure.status or failure.kind} {failure.code or failure.type or ''}".strip()
         if decision.action is Action.RETRY:
-            if decision.pause_gate:
-                gate.pause(decision.delay)
             if decision.slow_down:
                 gate.slow_down()
+            log.info("%s retry in %.1fs (%s, %d/%d)", request.custom_id, decision.delay, label, request.attempts,
+                     self.settings.retry.max_attempts)  # fmt: skip
             self.outcomes.append(
                 Outcome(
                     request.id,
                     request.custom_id,
-                    "retry",
+                    Move.RETRY,
                     not_before=self.clock() + decision.delay,
                     error_message=f"{label}: {message}"[:500],
                 )
             )
             return
         if decision.action is Action.FAIL:
+            log.info("%s failed (%s)", request.custom_id, label)
             self.outcomes.append(
                 Outcome(
                     request.id,
                     request.custom_id,
-                    "failed",
+                    Move.FAIL,
                     status_code=reply.status if reply else None,
                     response_id=reply.headers.get("x-request-id") if reply else None,
                     body=reply.body.decode(errors="replace") if reply else None,
@@ -357,19 +344,10 @@ class SyncExecutor:
             else:
                 self.stop = AuthError(f"the API refused the key ({failure.status}): {message}")
 
-    def _resize(self) -> None:
-        """In-flight bound from Little's law: admitted rate x latency x 1.5 (8 .. --concurrency)."""
-        rate = 0.0
-        for gate in self.gates.values():
-            by_requests = (gate.rpm or 0) / 60
-            rate = max(rate, by_requests)
-        wanted = math.ceil(rate * self.latency * 1.5) + 8 if rate else self.settings.concurrency
-        self.max_in_flight = max(8, min(self.settings.concurrency, wanted))
-
     def _flush(self) -> None:
         if self.outcomes:
             batch, self.outcomes = self.outcomes, []
-            self.store.record(self.owner, batch)
+            self.store.record(self.owner, self.run, batch)
         if self.daily:
             daily, self.daily = self.daily, {}
             for (model, day), (requests, tokens) in daily.items():
@@ -382,25 +360,20 @@ class SyncExecutor:
         while self.recent and now - self.recent[0][0] > 60:
             self.recent.popleft()
         span = min(60.0, max(now - self.started, 1e-3))
-        rpm = len(self.recent) * 60 / span
-        tpm = sum(t for _, t in self.recent) * 60 / span
         finished = self.done + self.failed
-        remaining = self.total - finished
         rate = (finished - self.done_at_start) / max(now - self.started, 1e-3)
-        eta = remaining / rate if rate > 0 else None
-        gate = next(iter(self.gates.values()), None)
-        notices = tuple(n for g in self.gates.values() for n in g.notices)
+        gate = self.gates.first()
         return Snapshot(
             self.done,
             self.failed,
             self.total,
             self.in_flight,
-            rpm,
-            tpm,
+            len(self.recent) * 60 / span,
+            sum(t for _, t in self.recent) * 60 / span,
             gate.rpm if gate else None,
             gate.tpm if gate else None,
             self.spend,
-            eta,
+            (self.total - finished) / rate if rate > 0 else None,
             gate.statistics().paused_for if gate else 0.0,
-            notices,
+            tuple(self.notices),
         )

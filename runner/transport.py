@@ -11,6 +11,7 @@ Credentials follow the SDK's environment: ``OPENAI_API_KEY``, ``OPENAI_BASE_URL`
 from __future__ import annotations
 
 import os
+import resource
 import time
 from dataclasses import dataclass
 from types import TracebackType
@@ -21,7 +22,7 @@ from multidict import CIMultiDictProxy
 
 from runner.errors import ConfigError
 
-__all__ = ["DEFAULT_BASE_URL", "Credentials", "Reply", "Transport", "TransportError"]
+__all__ = ["DEFAULT_BASE_URL", "Credentials", "Reply", "Transport", "TransportError", "open_files_allowed"]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -75,8 +76,25 @@ class TransportError(Exception):
         super().__init__(f"{kind}: {detail}")
 
 
+def open_files_allowed() -> int:
+    """How many files (connections) this process may hold open, raising the soft limit to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return hard if soft == resource.RLIM_INFINITY else soft
+
+
 class Transport:
-    def __init__(self, credentials: Credentials, timeout: float = 600.0, max_connections: int = 1024) -> None:
+    """One pooled aiohttp session. ``max_connections`` None: no pool limit (the executor bounds what is in flight,
+    by Little's law)."""
+
+    def __init__(self, credentials: Credentials, timeout: float = 600.0, max_connections: int | None = None) -> None:
         self.credentials = credentials
         self.timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 30.0))
         self.max_connections = max_connections
@@ -84,8 +102,8 @@ class Transport:
 
     async def __aenter__(self) -> Transport:
         connector = aiohttp.TCPConnector(
-            limit=self.max_connections,
-            limit_per_host=self.max_connections,
+            limit=self.max_connections or 0,
+            limit_per_host=self.max_connections or 0,
             ttl_dns_cache=300,
             enable_cleanup_closed=True,
         )

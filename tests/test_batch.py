@@ -13,15 +13,13 @@ from typing import Any
 import openai
 import pytest
 
-from runner.app import export_results, manage_batches, run_job
-from runner.batch import BatchSettings
-from runner.batchbook import BatchBook
+from runner.batch.packing import pack
+from runner.commands import export_results, manage_batches, run_job
 from runner.jobfile import ingest
 from runner.limits import Limits
-from runner.packing import pack
 from runner.retry import RetryPolicy
+from runner.settings import BatchSettings, RunSettings
 from runner.store import Store
-from runner.sync import RunSettings
 from runner.tokens import count_prompt
 from runner.transport import Credentials
 
@@ -96,8 +94,7 @@ def test_packing_respects_every_limit_and_splits_models_and_endpoints(
     path = write_jsonl(tmp_path / "job.jsonl", items)
     store.acquire("job", str(path))
     ingest(store, "job", path, limits)
-    book = BatchBook(store)
-    packed = pack(book, "job", tmp_path / "spool", lambda m: None, max_requests=3)
+    packed = pack(store, "job", tmp_path / "spool", lambda m: None, max_requests=3)
     assert sorted((p.model, p.requests) for p in packed) == sorted(
         [
             ("gpt-4.1-mini", 3),
@@ -107,7 +104,7 @@ def test_packing_respects_every_limit_and_splits_models_and_endpoints(
             ("text-embedding-3-small", 2),
         ]
     )
-    for row in book.rows("job"):
+    for row in store.batch_rows("job"):
         lines = [json.loads(x) for x in Path(row.spool_path).read_text().splitlines()]
         assert {x["body"]["model"] for x in lines} == {row.model} and {x["url"] for x in lines} == {row.endpoint}
         assert all(x["method"] == "POST" for x in lines)
@@ -118,15 +115,14 @@ def test_packing_stops_at_the_byte_limit_and_the_queue_budget(tmp_path: Path, st
     path = job(tmp_path, 10, max_tokens=100)
     store.acquire("job", str(path))
     ingest(store, "job", path, limits)
-    book = BatchBook(store)
     one_line = len(Path(path).read_text().splitlines()[0]) + 40
-    by_bytes = pack(book, "job", tmp_path / "spool", lambda m: None, max_bytes=2 * one_line)
+    by_bytes = pack(store, "job", tmp_path / "spool", lambda m: None, max_bytes=2 * one_line)
     assert all(p.bytes < 2 * one_line for p in by_bytes) and all(p.requests <= 2 for p in by_bytes)
     path2 = job(tmp_path, 10, name="job2.jsonl", max_tokens=100)
     store.acquire("job2", str(path2))
     ingest(store, "job2", path2, limits)
     per_request = store.conn.execute("SELECT prompt_tokens + output_tokens FROM requests LIMIT 1").fetchone()[0]
-    packed = pack(book, "job2", tmp_path / "spool", lambda m: 4 * per_request)
+    packed = pack(store, "job2", tmp_path / "spool", lambda m: 4 * per_request)
     assert [p.requests for p in packed] == [4]  # the rest waits for the queue to drain
     assert store.counts("job2")["pending"] == 6
 
@@ -465,7 +461,7 @@ def test_orphaned_uploads_of_the_run_are_deleted_and_others_left_alone(
     sim = start_sim(latency_scale=0, batch_seconds=0.3)
     path = job(tmp_path, 4)
     assert run_batch(store, path, limits, sim).exit_code == 0
-    store_id = BatchBook(store).store_id
+    store_id = store.store_id
     client = openai.OpenAI(base_url=sim.base_url, api_key="k", max_retries=0)
     orphan = client.files.create(file=(f"runner-{store_id}-job-00009-deadbeef0000.jsonl", b"{}\n"), purpose="batch")
     foreign = client.files.create(file=("runner-otherdb-job-00009-deadbeef0000.jsonl", b"{}\n"), purpose="batch")
@@ -503,5 +499,5 @@ def test_embeddings_batches_hold_at_most_the_input_limit(tmp_path: Path, store: 
     path = write_jsonl(tmp_path / "job.jsonl", items)
     store.acquire("job", str(path))
     ingest(store, "job", path, limits)
-    packed = pack(BatchBook(store), "job", tmp_path / "spool", lambda m: None, max_inputs=10)
+    packed = pack(store, "job", tmp_path / "spool", lambda m: None, max_inputs=10)
     assert [p.requests for p in packed] == [2, 2, 1]  # 8, 8 and 4 inputs: never over 10

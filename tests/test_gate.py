@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
-from runner.ratelimit import Gate, retry_after_seconds
+from runner.gate import Gate, Ticket
+from runner.retry import rate_limit_detail, retry_after_seconds
 
 pytestmark = pytest.mark.anyio
 
@@ -23,9 +25,19 @@ class FakeClock:
         await asyncio.sleep(0)
 
 
-def make(rpm: int | None, tpm: int | None, **kw: object) -> tuple[Gate, FakeClock]:
+def make(rpm: int | None, tpm: int | None, **kw: Any) -> tuple[Gate, FakeClock]:
+    """A gate on a fake clock, without the cautious start unless asked for."""
     clock = FakeClock()
-    return Gate(rpm, tpm, clock=clock, sleep=clock.sleep, **kw), clock  # type: ignore[arg-type]
+    kw.setdefault("start_share", 1.0)
+    return Gate(rpm, tpm, clock=clock, sleep=clock.sleep, **kw), clock
+
+
+def headers(limit: int, remaining: int, reset: str, name: str = "tokens") -> dict[str, str]:
+    return {
+        f"x-ratelimit-limit-{name}": str(limit),
+        f"x-ratelimit-remaining-{name}": str(remaining),
+        f"x-ratelimit-reset-{name}": reset,
+    }
 
 
 async def test_never_releases_a_minute_in_one_burst() -> None:
@@ -53,12 +65,33 @@ async def test_sustained_rate_is_limit_minus_headroom() -> None:
     assert rate_per_min == pytest.approx(57_000, rel=0.03)
 
 
+async def test_a_cautious_start_reaches_the_whole_rate_in_five_seconds() -> None:
+    gate, clock = make(600, None, headroom=0.0, start_share=0.5)
+    assert gate.request_rate == pytest.approx(5.0)
+    clock.now += 2.5
+    assert gate.delay(1) == 0 and gate.request_rate == pytest.approx(7.5)
+    clock.now += 2.5
+    gate.delay(1)
+    assert gate.request_rate == pytest.approx(10.0)
+
+
 async def test_refund_of_unused_reservation_lets_more_through() -> None:
     gate, clock = make(None, 6_000, headroom=0.0, burst_seconds=1.0)  # 100 tokens/s
-    await gate.acquire(100)
+    ticket = await gate.acquire(100)
     assert gate.delay(100) == pytest.approx(1.0)
-    gate.settle(reserved=100, used=20)
+    gate.settle(ticket, used=20)
     assert gate.delay(100) == pytest.approx(0.2)
+
+
+async def test_a_refund_lets_a_waiting_request_through_before_its_computed_wait() -> None:
+    gate, clock = make(None, 6_000, headroom=0.0)  # 100 tokens/s, bucket of 100
+    first = await gate.acquire(100)
+    waiter = asyncio.ensure_future(gate.acquire(100))
+    await asyncio.sleep(0)
+    gate.settle(first, used=10)  # 90 back: the waiter needs only 10 more, 0.1 s instead of 1 s
+    async with asyncio.timeout(5):
+        await waiter
+    assert clock.now - 1000.0 <= 0.15
 
 
 async def test_request_larger_than_bucket_is_paced_not_stuck() -> None:
@@ -90,46 +123,116 @@ async def test_pause_stops_everyone_until_retry_after() -> None:
     assert clock.now >= 1002.5
 
 
-async def test_server_reporting_less_left_slows_the_gate() -> None:
-    gate, clock = make(None, 60_000, headroom=0.0)  # bucket holds 1,000 at 1,000/s
-    assert gate.delay(500) == 0
-    # someone else in the organisation has used 20,000 of the minute's 60,000
-    gate.observe({"x-ratelimit-limit-tokens": "60000", "x-ratelimit-remaining-tokens": "40000"})
-    assert gate.delay(500) > 15
-
-
-async def test_lower_limit_in_headers_is_adopted_and_said() -> None:
+async def test_lower_limit_in_headers_is_adopted_and_said_once() -> None:
     gate, _ = make(500, 200_000, explicit=True)
-    gate.observe(
-        {
-            "x-ratelimit-limit-requests": "500",
-            "x-ratelimit-limit-tokens": "30000",
-            "x-ratelimit-remaining-requests": "499",
-            "x-ratelimit-remaining-tokens": "30000",
-        }
-    )
+    for _ in range(3):
+        gate.observe({**headers(500, 499, "120ms", "requests"), **headers(30_000, 30_000, "0s")})
     assert gate.tpm == 30_000
-    assert any("30,000" in n for n in gate.notices)
+    assert [n for n in gate.notices if "30,000" in n] == [
+        "server reports tokens limit 30,000/min, configured 200,000: pacing to 30,000"
+    ]
 
 
 async def test_higher_limit_in_headers_is_not_adopted_over_explicit_user_limit() -> None:
     gate, _ = make(500, 100_000, explicit=True)
-    gate.observe({"x-ratelimit-limit-tokens": "2000000", "x-ratelimit-remaining-tokens": "2000000"})
+    for _ in range(3):
+        gate.observe(headers(2_000_000, 2_000_000, "0s"))
     assert gate.tpm == 100_000
     tier_gate, _ = make(500, 200_000, explicit=False)
-    tier_gate.observe({"x-ratelimit-limit-tokens": "2000000", "x-ratelimit-remaining-tokens": "2000000"})
+    tier_gate.observe(headers(2_000_000, 2_000_000, "0s"))
+    assert tier_gate.tpm == 200_000  # one reading is not enough to go faster
+    tier_gate.observe(headers(2_000_000, 2_000_000, "0s"))
     assert tier_gate.tpm == 2_000_000
 
 
 @pytest.mark.parametrize(
-    ("headers", "message", "expected"),
+    ("given", "notice"),
     [
-        ({"retry-after-ms": "1500", "retry-after": "2"}, "", 1.5),
-        ({"retry-after": "3"}, "", 3.0),
-        ({}, "Rate limit reached ... Please try again in 1.146s. Visit", 1.146),
-        ({}, "Please try again in 6m0s.", 360.0),
-        ({}, "no hint here", None),
+        (headers(10_000, 9_000, "23h59m1s", "requests"), "describe a period longer than a minute"),
+        (headers(500, 900, "1s", "requests"), "inconsistent requests headers"),
+        (headers(500, 400, "soon", "requests"), "unreadable requests headers"),
     ],
 )
-def test_retry_after(headers: dict[str, str], message: str, expected: float | None) -> None:
-    assert retry_after_seconds(headers, message) == (pytest.approx(expected) if expected is not None else None)
+async def test_readings_about_another_period_or_inconsistent_are_ignored_and_said(
+    given: dict[str, str], notice: str
+) -> None:
+    gate, clock = make(500, None, headroom=0.0)
+    for _ in range(5):
+        gate.observe(given)
+    assert gate.rpm == 500 and gate.request_rate == pytest.approx(500 / 60)
+    assert sum(notice in n for n in gate.notices) == 1
+
+
+async def test_one_reply_never_holds_the_gate_longer_than_its_reset() -> None:
+    """The issue's stall: a sub-minute bucket's level read as per-minute units. Whatever one reply says, the gate
+    admits again within that reply's reset."""
+    gate, clock = make(900, 90_000, headroom=0.0)
+    ticket = await gate.acquire(400)
+    gate.settle(ticket, 300)
+    gate.observe({**headers(900, 3, "400ms", "requests"), **headers(90_000, 120, "900ms")}, ticket)
+    clock.now += 0.9
+    assert gate.delay(400) <= 0.3
+    assert gate.statistics().other_tokens < 0.05 * 1500
+
+
+async def test_other_use_in_continuous_readings_slows_the_gate_to_what_is_left() -> None:
+    """A per-minute reading whose deficit grows faster than this gate's own use explains: others use the rest."""
+    gate, clock = make(None, 60_000, headroom=0.0)  # 1,000 tokens/s
+    deficit, stamp = 0.0, clock.now
+    while clock.now < 1030.0:  # 30 s; someone else uses 700 tokens/s of the server's 1,000/s
+        clock.now += gate.delay(50)
+        ticket = gate.take(50)
+        deficit = max(0.0, deficit + (clock.now - stamp) * (700 - 1000)) + 50
+        stamp = clock.now
+        gate.settle(ticket, 50)
+        gate.observe(headers(60_000, int(60_000 - deficit), f"{deficit / 1000:.3f}s"), ticket)
+    assert gate.statistics().tokens_rate == pytest.approx(300, rel=0.1)
+    assert any("the server counts more of the tokens limit than this run uses" in n for n in gate.notices)
+
+
+async def test_an_unexplained_429_cuts_the_rate_once_per_overshoot_and_it_recovers() -> None:
+    gate, clock = make(600, None, headroom=0.0)
+    tickets = [await gate.acquire(1) for _ in range(3)]
+    for ticket in tickets:  # three 429s for requests sent before the first one came back: one overshoot
+        gate.rejected(ticket, {}, "requests", 0.5)
+    assert gate.statistics().rate_limited == 1
+    assert gate.request_rate == pytest.approx(9.0)
+    await gate.acquire(1)
+    assert clock.now >= 1000.5  # everyone paused for Retry-After
+    later = await gate.acquire(1)
+    gate.rejected(later, {}, "requests", 0.5)  # sent after the cut: new evidence
+    assert gate.statistics().rate_limited == 2
+    clock.now += 60
+    gate.delay(1)
+    assert gate.request_rate > 9.5
+
+
+async def test_a_short_retry_after_halves_the_burst_a_long_one_does_not() -> None:
+    gate, clock = make(600, None, headroom=0.0, burst_seconds=1.0)
+    ticket = await gate.acquire(1)
+    gate.rejected(ticket, {}, "requests", 3.0)
+    assert gate.statistics().burst == 1.0
+    clock.now += 5
+    ticket = await gate.acquire(1)
+    gate.rejected(ticket, {}, "requests", 0.2)
+    assert gate.statistics().burst == 0.5
+    assert any("window shorter than a second" in n for n in gate.notices)
+
+
+async def test_without_headers_a_429_message_is_read_as_a_per_minute_reading() -> None:
+    gate, clock = make(None, 60_000, headroom=0.0)
+    tickets: list[Ticket] = []
+    for second in range(6):  # the server says it is 20,000 tokens short although the gate sent 1,000/s
+        ticket = await gate.acquire(1000)
+        clock.now = 1000.0 + second + 1
+        tickets.append(ticket)
+        gate.rejected(ticket, {}, "tokens", 0.05, 60_000, 20_000 + 400 * second)
+    assert gate.statistics().other_tokens > 300
+
+
+def test_retry_after_and_the_429_message() -> None:
+    assert retry_after_seconds({"retry-after-ms": "1500", "retry-after": "2"}) == 1.5
+    assert retry_after_seconds({}, "Please try again in 6m0s.") == 360.0
+    detail = rate_limit_detail("on tokens per min (TPM): Limit 90000, Used 89,560, Requested 500. Please try again")
+    assert detail is not None and (detail.limit, detail.used, detail.requested) == (90_000, 89_560, 500)
+    assert rate_limit_detail("Rate limit reached for requests") is None

@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from runner.app import export_results, run_job
+from runner.commands import export_results, run_job
 from runner.limits import Limits
 from runner.retry import RetryPolicy
+from runner.settings import RunSettings
 from runner.store import Store
-from runner.sync import RunSettings
 from runner.transport import Credentials
 
 from .conftest import chat_line, write_jsonl
@@ -149,7 +149,7 @@ if os.environ.get("RUNNER_SKIP_LLMOCK"):
 def test_batch_round_trip_through_llmock(
     tmp_path: Path, store: Store, limits: Limits, llmock: Callable[..., str]
 ) -> None:
-    from runner.batch import BatchSettings
+    from runner.settings import BatchSettings
 
     root = llmock()
     path = write_jsonl(tmp_path / "job.jsonl", [chat_line(f"b{i}", f"Question {i}?") for i in range(8)])

@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-from runner.app import export_results, run_job
+from runner.commands import export_results, run_job
 from runner.errors import QuotaExhausted
 from runner.limits import Limits
 from runner.retry import RetryPolicy
+from runner.settings import RunSettings
 from runner.store import Store
-from runner.sync import RunSettings
 from runner.transport import Credentials
 
 from .conftest import ROOT, chat_line, runner_cli, write_jsonl

@@ -17,11 +17,11 @@ from pathlib import Path
 import anyio
 import pytest
 
-from runner.app import run_job
-from runner.batch_api import BatchAPI
+from runner.batch.api import BatchAPI
+from runner.commands import run_job
 from runner.limits import Limits
+from runner.settings import RunSettings
 from runner.store import Store
-from runner.sync import RunSettings
 from runner.transport import Credentials
 
 from .conftest import SPEC, chat_line, write_jsonl

@@ -11,7 +11,7 @@ import pytest
 from runner.errors import ConfigError, InputError, RunLocked, StateConflict
 from runner.jobfile import ingest
 from runner.limits import Limits
-from runner.store import Outcome, Store
+from runner.store import Move, Outcome, Store
 
 from .conftest import chat_line, write_jsonl
 
@@ -121,12 +121,14 @@ def test_transitions_are_compare_and_set(tmp_path: Path, store: Store, limits: L
     ingest(store, "job", path, limits)
     (a, b) = store.claim("job", owner, 10)
     store.record(
-        owner, [Outcome(a.id, a.custom_id, "succeeded", status_code=200, body="{}", model="gpt-4.1-mini", cost=5)]
+        owner,
+        "job",
+        [Outcome(a.id, a.custom_id, Move.ANSWER, status_code=200, body="{}", model="gpt-4.1-mini", cost=5)],
     )
     with pytest.raises(StateConflict):  # a is final: it can never be answered twice
-        store.record(owner, [Outcome(a.id, a.custom_id, "succeeded", status_code=200, body="{}")])
+        store.record(owner, "job", [Outcome(a.id, a.custom_id, Move.ANSWER, status_code=200, body="{}")])
     with pytest.raises(StateConflict):  # another owner cannot settle b
-        store.record("someone-else", [Outcome(b.id, b.custom_id, "failed")])
+        store.record("someone-else", "job", [Outcome(b.id, b.custom_id, Move.FAIL)])
     counts = store.counts("job")
     assert (counts["succeeded"], counts["in_flight"]) == (1, 1)
     assert store.total_cost("job") == 5

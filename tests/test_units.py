@@ -151,8 +151,8 @@ def test_cost_is_exact_in_picodollars(limits: Limits) -> None:
 
 
 def test_auto_mode_takes_the_batch_api_unless_the_deadline_is_closer_than_its_window() -> None:
-    from runner.app import choose_mode
-    from runner.sync import RunSettings
+    from runner.commands import choose_mode
+    from runner.settings import RunSettings
 
     now = 1_000_000.0
     assert choose_mode("auto", RunSettings(), now) == "batch"
@@ -162,8 +162,7 @@ def test_auto_mode_takes_the_batch_api_unless_the_deadline_is_closer_than_its_wi
 
 
 def test_progress_line_shows_rates_against_limits_in_sync_and_batch_states_in_batch() -> None:
-    from runner.progress import render
-    from runner.sync import Snapshot
+    from runner.progress import Snapshot, render
 
     sync = Snapshot(78, 2, 150, 8, 477.0, 118_800.0, 500, 200_000, 10**10, 25.4, 0.0, ())
     text = render(sync).plain

@@ -15,7 +15,7 @@ import struct
 import time
 from typing import Any
 
-from runner.tokens import encoding
+from runner.encodings import encoding
 
 __all__ = ["Answer", "chat_completion", "compose", "embedding_list", "response_object", "schema_instance"]
 

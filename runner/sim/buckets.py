@@ -1,18 +1,28 @@
-"""How the simulator enforces a tier's limits, the way OpenAI documents them.
+"""How the simulator enforces a tier's limits, and each plausible way of reporting them in headers.
 
 Each model has a requests bucket (RPM) and a tokens bucket (TPM). A bucket refills continuously at limit/60 per
 second and holds at most ``limit * window / 60``: with ``window=60`` a whole minute's budget may be spent at once;
 with a shorter window (OpenAI may enforce a minute's limit over shorter periods) a burst that fits the minute is
 still rejected. A request larger than the window's capacity is admitted only when the bucket is full (it then goes
 into debt), so nothing below the minute's limit is refused forever. A request larger than the whole minute's
-limit is "Request too large": refused every time.
+limit is "Request too large": refused every time. Rejected requests still take one request from the requests
+bucket ("failed requests also count"). Requests per day are counted per UTC day of the clock.
 
-Admission cost = prompt tokens + the request's output maximum (or the default reservation) times n. When the
-response is done, the tokens bucket is corrected with the real usage. Rejected requests still take one request
-from the requests bucket ("failed requests also count"). Requests per day are counted per UTC day of the clock.
+``background`` plays another client of the same organisation using that fraction of every limit: the bucket
+refills at ``(1 - background) * limit / 60`` and the fixed-window counter grows by its use. It is visible to a
+client only through the headers and 429s.
 
-Header values follow the per-minute reading: ``remaining = limit - (tokens not yet refilled)`` and ``reset`` is
-how long until the bucket is full again.
+What the ``x-ratelimit-*`` headers report (``reading``), since OpenAI does not pin it down:
+
+| reading | remaining                                   | reset                           |
+|---------|---------------------------------------------|---------------------------------|
+| minute  | ``limit - deficit`` (per-minute units)      | time until the bucket is full   |
+| bucket  | the enforcing bucket's own level             | time until the bucket is full   |
+| window  | ``limit - used`` in the current clock minute | time until the minute ends      |
+| none    | no rate-limit headers at all                 |                                 |
+
+``deficit`` is what the bucket lacks to be full; the refill rate in ``reset`` is the nominal ``limit / 60`` (a
+server cannot know what other clients will do next).
 """
 
 from __future__ import annotations
@@ -21,7 +31,11 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["Admission", "Bucket", "ModelBuckets"]
+from runner.durations import format_go
+
+__all__ = ["READINGS", "Admission", "Bucket", "ModelBuckets"]
+
+READINGS = ("minute", "bucket", "window", "none")
 
 
 @dataclass
@@ -29,12 +43,17 @@ class Bucket:
     limit: int  # per minute
     window: float  # seconds
     now: Callable[[], float]
+    background: float = 0.0  # share of the limit another client uses
     level: float = field(init=False)
     stamp: float = field(init=False)
+    minute: int = field(init=False)  # the clock minute ``used`` counts (window reading)
+    used: float = field(init=False)
 
     def __post_init__(self) -> None:
         self.level = self.capacity
         self.stamp = self.now()
+        self.minute = int(self.stamp // 60)
+        self.used = (self.stamp - self.minute * 60) * self.rate * self.background  # the other client was there
 
     @property
     def capacity(self) -> float:
@@ -46,11 +65,17 @@ class Bucket:
 
     def refill(self) -> None:
         t = self.now()
-        self.level = min(self.capacity, self.level + (t - self.stamp) * self.rate)
+        elapsed = max(0.0, t - self.stamp)
+        self.level = min(self.capacity, self.level + elapsed * self.rate * (1.0 - self.background))
+        minute = int(t // 60)
+        if minute != self.minute:
+            self.minute, self.used = minute, (t - minute * 60) * self.rate * self.background
+        else:
+            self.used += elapsed * self.rate * self.background
         self.stamp = t
 
     def wait_for(self, cost: float) -> float:
-        """Seconds until ``cost`` would be admitted (0 if now)."""
+        """Seconds until ``cost`` would be admitted (0 if now), at the nominal refill rate."""
         self.refill()
         need = min(cost, self.capacity)
         if self.level >= need - 1e-9:
@@ -58,19 +83,30 @@ class Bucket:
         return (need - self.level) / self.rate
 
     def take(self, cost: float) -> None:
+        self.refill()
         self.level -= cost
+        self.used += cost
 
-    def give(self, amount: float) -> None:
+    def give(self, amount: float, taken_at: float | None = None) -> None:
+        """Give back ``amount`` taken at ``taken_at``; the clock minute's count is corrected only if it is still
+        the minute that counted it."""
         self.refill()
         self.level = min(self.capacity, self.level + amount)
+        if taken_at is None or int(taken_at // 60) == self.minute:
+            self.used = max(0.0, self.used - amount)
 
-    def remaining(self) -> int:
+    def deficit(self) -> float:
         self.refill()
-        return max(0, math.floor(self.limit - (self.capacity - self.level)))
+        return max(0.0, self.capacity - self.level)
 
-    def reset_seconds(self) -> float:
+    def report(self, reading: str) -> tuple[int, float]:
+        """``(remaining, reset seconds)`` as ``reading`` reports them."""
         self.refill()
-        return max(0.0, (self.capacity - self.level) / self.rate)
+        if reading == "window":
+            return max(0, math.floor(self.limit - self.used)), (self.minute + 1) * 60 - self.stamp
+        deficit = self.deficit()
+        remaining = self.level if reading == "bucket" else self.limit - deficit
+        return max(0, min(self.limit, math.floor(remaining))), deficit / self.rate
 
 
 @dataclass(frozen=True)
@@ -84,14 +120,24 @@ class Admission:
 
 
 class ModelBuckets:
-    """Limits of one model: RPM and TPM buckets and an RPD counter."""
+    """Limits of one model: RPM and TPM buckets and an RPD counter, reported in ``reading``."""
 
     def __init__(
-        self, rpm: int | None, tpm: int | None, rpd: int | None, window: float, now: Callable[[], float]
+        self,
+        rpm: int | None,
+        tpm: int | None,
+        rpd: int | None,
+        window: float,
+        now: Callable[[], float],
+        reading: str = "minute",
+        background: float = 0.0,
     ) -> None:
+        if reading not in READINGS:
+            raise ValueError(f"unknown header reading {reading!r} (known: {', '.join(READINGS)})")
         self.now = now
-        self.requests = Bucket(rpm, window, now) if rpm else None
-        self.tokens = Bucket(tpm, window, now) if tpm else None
+        self.reading = reading
+        self.requests = Bucket(rpm, window, now, background) if rpm else None
+        self.tokens = Bucket(tpm, window, now, background) if tpm else None
         self.rpd = rpd
         self.day = -1
         self.day_count = 0
@@ -118,7 +164,7 @@ class ModelBuckets:
         if blocked:
             wait, dimension = max(blocked)
             bucket = self.requests if dimension == "requests" else self.tokens
-            used = 0 if bucket is None else math.ceil(bucket.capacity - bucket.level)
+            used = 0 if bucket is None else math.ceil(bucket.deficit())
             self._charge_rejected(count_rejected)
             return Admission(False, dimension, "min", retry_after=wait, used=used)
         if self.requests:
@@ -132,19 +178,20 @@ class ModelBuckets:
         if count_rejected and self.requests and self.requests.level > -self.requests.capacity:
             self.requests.take(1)
 
-    def settle(self, reserved: int, used: int) -> None:
+    def settle(self, reserved: int, used: int, admitted_at: float | None = None) -> None:
         """Correct the tokens bucket once real usage is known: refund (or charge) the difference."""
         if self.tokens:
-            self.tokens.give(reserved - used)
+            self.tokens.give(reserved - used, admitted_at)
 
     def headers(self) -> dict[str, str]:
-        from runner.durations import format_go
-
+        if self.reading == "none":
+            return {}
         out: dict[str, str] = {}
         for name, bucket in (("requests", self.requests), ("tokens", self.tokens)):
             if bucket is None:
                 continue
+            remaining, reset = bucket.report(self.reading)
             out[f"x-ratelimit-limit-{name}"] = str(bucket.limit)
-            out[f"x-ratelimit-remaining-{name}"] = str(bucket.remaining())
-            out[f"x-ratelimit-reset-{name}"] = format_go(bucket.reset_seconds())
+            out[f"x-ratelimit-remaining-{name}"] = str(remaining)
+            out[f"x-ratelimit-reset-{name}"] = format_go(reset)
         return out

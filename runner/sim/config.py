@@ -11,7 +11,10 @@ from typing import Any
 
 from runner.limits import Limits
 
-__all__ = ["SimConfig", "SimStats"]
+__all__ = ["ADMISSIONS", "HEADER_TIMES", "SimConfig", "SimStats"]
+
+ADMISSIONS = ("reserve", "larger", "no-refund")
+HEADER_TIMES = ("answered", "sent")
 
 
 @dataclass
@@ -22,7 +25,15 @@ class SimConfig:
     tpm: int | None = None
     rpd: int | None = None
     window: float = 60.0  # seconds over which a minute's limit is enforced
+    headers: str = "minute"  # what x-ratelimit-* report: minute, bucket, window or none (see buckets)
+    header_time: str = "answered"  # when the headers are read: at admission ("sent") or at the answer
+    background: float = 0.0  # share of every limit another client of the organisation uses
+    admission: str = "reserve"  # tokens counted at admission: reserve (prompt + max output, refunded at the
+    # answer), larger (the larger of max output and characters / 4, corrected at the answer), no-refund (body
+    # bytes / 4 + max output, never corrected)
     latency_scale: float = 1.0  # 0: answer at once
+    first_token_seconds: float | None = None  # instead of the model's typical time to first token
+    tokens_per_second: float | None = None  # instead of the model's typical output speed (0: instant)
     answer_words: tuple[int, int] = (20, 120)
     fault_rate: float = 0.0
     seed: int = 0
@@ -52,6 +63,7 @@ class SimStats:
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "time": time.time(),
             "requests": self.requests,
             "answered": self.answered,
             "rate_limited": self.rate_limited,

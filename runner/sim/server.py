@@ -22,6 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
+from runner.encodings import encoding
 from runner.errors import ConfigError
 from runner.limits import ModelInfo, load_limits
 from runner.money import from_usd
@@ -29,7 +30,7 @@ from runner.sim.answers import chat_completion, compose, embedding_list, respons
 from runner.sim.buckets import ModelBuckets
 from runner.sim.config import SimConfig, SimStats
 from runner.sim.faults import FAULT_KINDS, inject, quota_error
-from runner.tokens import count_prompt, encoding, output_reservation
+from runner.tokens import count_prompt, output_reservation
 
 __all__ = ["SimConfig", "Simulator", "error_body"]
 
@@ -153,7 +154,8 @@ class Simulator:
         key = (model.name, long)
         if key not in self.buckets:
             own = limits.override(self.config.rpm, self.config.tpm, self.config.rpd)
-            self.buckets[key] = ModelBuckets(own.rpm, own.tpm, own.rpd, self.config.window, self.config.clock)
+            c = self.config
+            self.buckets[key] = ModelBuckets(own.rpm, own.tpm, own.rpd, c.window, c.clock, c.headers, c.background)
         return self.buckets[key]
 
     async def _fault(self, request: web.Request) -> web.StreamResponse | None:
@@ -248,23 +250,38 @@ class Simulator:
             return fault
         if self.config.quota_usd is not None and self.stats.spend >= from_usd(self.config.quota_usd):
             return self._quota_error()
-        limit = output_reservation(endpoint, body, self.limits.output_reservation_tokens, model.max_output_tokens)
-        n = body.get("n", 1) if isinstance(body.get("n", 1), int) else 1
-        reserved = prompt + limit * n
+        reserved = self._charge(endpoint, body, text, model, prompt)
         buckets = self.buckets_for(model, prompt)
         admission = buckets.admit(reserved, self.config.count_rejected)
         if not admission.ok:
             return self._rate_limited(model, buckets, admission, reserved)
+        admitted_at = self.config.clock()
+        early = buckets.headers() if self.config.header_time == "sent" else None
         result, output = self.answer(endpoint, body, text, model, prompt)
-        delay = (
-            float(model.first_token_seconds)
-            + (output / model.output_tokens_per_second if model.output_tokens_per_second else 0)
-        ) * self.config.latency_scale
+        delay = self._latency(model, output)
         if delay > 0:
             await asyncio.sleep(delay)
-        buckets.settle(reserved, prompt + output)
-        headers = {**self._base_headers(), **buckets.headers()}
+        if self.config.admission != "no-refund":
+            buckets.settle(reserved, prompt + output, admitted_at)
+        headers = {**self._base_headers(), **(early if early is not None else buckets.headers())}
         return web.Response(body=json.dumps(result).encode(), content_type="application/json", headers=headers)
+
+    def _charge(self, endpoint: str, body: dict[str, Any], text: str, model: ModelInfo, prompt: int) -> int:
+        """Tokens counted against TPM at admission, in the reading ``config.admission`` plays."""
+        limit = output_reservation(endpoint, body, self.limits.output_reservation_tokens, model.max_output_tokens)
+        n = body.get("n", 1) if isinstance(body.get("n", 1), int) else 1
+        if self.config.admission == "larger":  # the larger of max output and an estimate from the characters
+            return max(limit * n, -(-len(text) // 4))
+        if self.config.admission == "no-refund":  # body bytes / 4 + max output, as llmock counts
+            return max(1, len(text.encode()) // 4) + limit * n
+        return prompt + limit * n
+
+    def _latency(self, model: ModelInfo, output: int) -> float:
+        """First token + output tokens at the model's speed (or the configured ones), times ``latency_scale``."""
+        c = self.config
+        first = float(model.first_token_seconds) if c.first_token_seconds is None else c.first_token_seconds
+        speed = float(model.output_tokens_per_second) if c.tokens_per_second is None else c.tokens_per_second
+        return (first + (output / speed if speed else 0.0)) * c.latency_scale
 
     def _rate_limited(self, model: ModelInfo, buckets: ModelBuckets, a: Any, reserved: int) -> web.Response:
         from runner.durations import format_go

@@ -1,7 +1,8 @@
-"""Use cases behind the CLI: run a job, report status, export results, sum spend.
+"""Use cases behind the CLI: run a job, report status, list and manage batches, cancel requests, export results,
+sum spend.
 
 Each function takes plain values, does its work through the store and the executors, and returns a value or
-raises a ``RunnerError``; the CLI only parses arguments and prints.
+raises a ``RunnerError``; the CLI only parses arguments and prints (``runner.render``).
 """
 
 from __future__ import annotations
@@ -9,27 +10,36 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 import anyio
 
-from runner.batch import BatchExecutor, BatchSettings
-from runner.batch_api import BatchAPI
-from runner.batchbook import BatchBook
+from runner.batch.executor import BatchExecutor
 from runner.errors import ConfigError, RunnerError, StoppedEarly
 from runner.jobfile import IngestReport, ingest
 from runner.limits import Limits
 from runner.money import usd
 from runner.progress import Progress
-from runner.store import Store
-from runner.sync import RunSettings, SyncExecutor
-from runner.transport import Credentials, Transport
+from runner.settings import BatchSettings, RunSettings
+from runner.store import BatchState, Store
+from runner.sync import SyncExecutor
+from runner.transport import Credentials
 
-__all__ = ["RunOutcome", "export_results", "run_job", "spend_report", "status_report"]
+__all__ = [
+    "RunOutcome",
+    "batches_report",
+    "cancel_requests",
+    "export_results",
+    "manage_batches",
+    "run_job",
+    "spend_report",
+    "status_report",
+]
+
+RUNNING = (BatchState.UPLOADING, BatchState.CREATING, BatchState.SUBMITTED)
 
 
 @dataclass
@@ -66,12 +76,13 @@ def run_job(
     limits: Limits,
     settings: RunSettings,
     credentials: Credentials,
+    *,
     name: str | None = None,
     default_model: str | None = None,
-    progress: bool | None = None,
-    err: TextIO = sys.stderr,
     mode: str = "sync",
     batch: BatchSettings | None = None,
+    progress: bool | None = None,
+    err: TextIO = sys.stderr,
 ) -> RunOutcome:
     """Ingest ``input_path`` into run ``name`` (default: the file's stem) and work it to the end or a stop.
 
@@ -85,41 +96,17 @@ def run_job(
         report = ingest(store, run, input_path, limits, default_model)
         for line, custom_id, reason in report.refused:
             print(f"{input_path}:{line}: request {custom_id!r} failed, not sent: {reason}", file=err)
-        _check_models(store, run, limits, settings.tier)
+        for model in store.pending_models(run):  # every model with work must have limits at the tier, before sending
+            limits.model(model).limits_for(settings.tier)
         chosen = choose_mode(mode, settings, time.time())
         store.set_settings(run, settings.tier, chosen)
-        batches = BatchExecutor(
-            store,
-            run,
-            owner,
-            limits,
-            settings,
-            batch or BatchSettings(),
-            BatchAPI(credentials, seed=settings.seed),
-            spool_dir(store, run),
-        )
+        batches = BatchExecutor(store, run, owner, limits, settings, batch or BatchSettings(), credentials,
+                                spool_dir(store, run))  # fmt: skip
         if chosen == "batch":
-            stopped = anyio.run(_execute, batches, batches.api, progress, backend="asyncio")
-            notices = list(batches.notices)
+            stopped = anyio.run(_execute, batches, progress, backend="asyncio")
+            notices = batches.notices
         else:
-            if BatchBook(store).rows(run, ["uploading", "creating", "submitted"]):
-                anyio.run(_collect_batches, batches, backend="asyncio")
-            executor = SyncExecutor(
-                store,
-                run,
-                owner,
-                limits,
-                settings,
-                Transport(credentials, settings.request_timeout, settings.concurrency),
-            )
-            stopped = anyio.run(_execute, executor, executor.transport, progress, backend="asyncio")
-            notices = [n for g in executor.gates.values() for n in g.notices] + batches.notices
-            still = store.counts(run)["batched"]
-            if stopped is None and still:
-                stopped = StoppedEarly(
-                    f"{still:,} requests are in batches still running: re-run with --mode batch "
-                    "to collect them, or `runner batches --cancel` to take them back"
-                )
+            stopped, notices = _run_sync(store, run, owner, limits, settings, credentials, batches, progress)
     except BaseException:
         store.release(run, owner, "error")
         raise
@@ -127,11 +114,33 @@ def run_job(
     return RunOutcome(run, store.counts(run), report, stopped, notices)
 
 
-async def _execute(
-    executor: SyncExecutor | BatchExecutor, connection: AbstractAsyncContextManager[Any], progress: bool | None
-) -> RunnerError | None:
-    """Open ``connection`` (the executor's transport or API client), show progress, run to the end or a stop."""
-    async with connection, Progress(executor.snapshot, progress) as display, anyio.create_task_group() as tg:
+def _run_sync(
+    store: Store,
+    run: str,
+    owner: str,
+    limits: Limits,
+    settings: RunSettings,
+    credentials: Credentials,
+    batches: BatchExecutor,
+    progress: bool | None,
+) -> tuple[RunnerError | None, list[str]]:
+    """A sync pass: first collect what batches of the run have finished, then send the rest."""
+    if store.batch_rows(run, RUNNING):
+        anyio.run(_collect_batches, batches, backend="asyncio")
+    executor = SyncExecutor(store, run, owner, limits, settings, credentials)
+    stopped = anyio.run(_execute, executor, progress, backend="asyncio")
+    still = store.counts(run)["batched"]
+    if stopped is None and still:
+        stopped = StoppedEarly(
+            f"{still:,} requests are in batches still running: re-run with --mode batch "
+            "to collect them, or `runner batches --cancel` to take them back"
+        )
+    return stopped, executor.notices + batches.notices
+
+
+async def _execute(executor: SyncExecutor | BatchExecutor, progress: bool | None) -> RunnerError | None:
+    """Open the executor's connection, show progress, run to the end or a stop."""
+    async with executor, Progress(executor.snapshot, progress) as display, anyio.create_task_group() as tg:
         tg.start_soon(display.tick)
         stopped = await executor.execute()
         tg.cancel_scope.cancel()
@@ -139,16 +148,8 @@ async def _execute(
 
 
 async def _collect_batches(executor: BatchExecutor) -> None:
-    async with executor.api:
+    async with executor:
         await executor.poll_once()
-
-
-def _check_models(store: Store, run: str, limits: Limits, tier: str) -> None:
-    """Every model with pending work must have limits at ``tier``: say so before sending anything."""
-    for (model,) in store.conn.execute(
-        "SELECT DISTINCT model FROM requests WHERE run=? AND state='pending'", (run,)
-    ).fetchall():
-        limits.model(model).limits_for(tier)
 
 
 def _run_name(store: Store, name: str | None) -> str:
@@ -169,8 +170,8 @@ def status_report(store: Store, name: str | None, limits: Limits | None = None) 
     info = store.run(run) or {}
     counts = store.counts(run)
     batches: dict[str, int] = {}
-    for row in BatchBook(store).rows(run):
-        key = row.status or row.state
+    for row in store.batch_rows(run):
+        key = row.status or row.state.value
         batches[key] = batches.get(key, 0) + 1
     plan = batches_report(store, run, limits, info.get("tier"))["plan"] if limits and batches else []
     return {
@@ -198,32 +199,23 @@ def batches_report(store: Store, name: str | None, limits: Limits, tier: str | N
             "chunk": r.chunk,
             "model": r.model,
             "requests": r.requests,
-            "state": r.state,
+            "state": r.state.value,
             "status": r.status,
             "batch_id": r.batch_id,
             "counts": json.loads(r.counts) if r.counts else None,
             "note": r.note,
             "age_seconds": round(now - r.created_at),
         }
-        for r in BatchBook(store).rows(run)
+        for r in store.batch_rows(run)
     ]
     plan = []
-    for model, tokens, requests in store.conn.execute(
-        "SELECT model, sum(prompt_tokens + output_tokens * n), count(*) FROM requests WHERE run=? AND state='pending'"
-        " GROUP BY model",
-        (run,),
-    ):
+    for model, requests, tokens in store.pending_by_model(run):
         limit = limits.model(model).limits_for(tier).batch_queue_tokens if tier else None
-        waves = None if not limit else max(1, -(-int(tokens) // limit))
+        waves = None if not limit else max(1, -(-tokens // limit))
         plan.append(
-            {
-                "model": model,
-                "pending_requests": requests,
-                "pending_tokens": int(tokens),
-                "queue_limit": limit,
-                "waves": waves,
-            }
-        )
+            {"model": model, "pending_requests": requests, "pending_tokens": tokens, "queue_limit": limit,
+             "waves": waves}
+        )  # fmt: skip
     return {"run": run, "batches": rows, "plan": plan}
 
 
@@ -234,20 +226,33 @@ def manage_batches(
     run = _run_name(store, name)
     owner = store.acquire(run, None)
     try:
-        executor = BatchExecutor(
-            store, run, owner, limits, settings, BatchSettings(), BatchAPI(credentials), spool_dir(store, run)
-        )
+        executor = BatchExecutor(store, run, owner, limits, settings, BatchSettings(), credentials,
+                                 spool_dir(store, run))  # fmt: skip
 
         async def go() -> int:
-            async with executor.api:
+            async with executor:
                 if action == "cancel":
                     return await executor.cancel_all()
                 await executor.poll_once()
-                return len(BatchBook(store).rows(run, ["done"]))
+                return len(store.batch_rows(run, [BatchState.DONE]))
 
         return anyio.run(go, backend="asyncio")
     finally:
         store.release(run, owner)
+
+
+def cancel_requests(store: Store, name: str | None, custom_ids: Iterable[str] | None = None) -> dict[str, int]:
+    """Withdraw the run's pending requests (all, or ``custom_ids``): they end cancelled and are never sent.
+    Requests in flight or in running batches are not touched; the counts say how many there are."""
+    run = _run_name(store, name)
+    owner = store.acquire(run, None)
+    try:
+        wanted = list(custom_ids) if custom_ids is not None else None
+        cancelled = store.cancel(run, wanted)
+    finally:
+        store.release(run, owner)
+    counts = store.counts(run)
+    return {"cancelled": cancelled, "batched": counts["batched"], "pending": counts["pending"]}
 
 
 def spend_report(store: Store, name: str | None = None) -> dict[str, Any]:

@@ -1,9 +1,11 @@
 """The Batch API control plane: files and batches through the openai SDK, with our one retry layer.
 
-The SDK runs with ``max_retries=0`` and its aiohttp transport; each call here is retried on rate limits, 5xx,
-timeouts and connection errors by the same decision table as the sync path (``runner.retry``), and a refused key
-or exhausted quota becomes the runner's own ``AuthError`` / ``QuotaExhausted``. Control-plane calls are few, so
-an ``AsyncLimiter`` keeps them under a polite rate (uploads are limited to about 1,000 a minute by OpenAI).
+This is the only module that imports the openai SDK (its typed models and pagination earn their cost here; the
+sync hot path uses aiohttp directly): importing it is deferred until batch mode runs. The SDK runs with
+``max_retries=0`` and its aiohttp transport; each call here is retried on rate limits, 5xx, timeouts and
+connection errors by the same decision table as the sync path (``runner.retry``), and a refused key or exhausted
+quota becomes the runner's own ``AuthError`` / ``QuotaExhausted``. Control-plane calls are few, so an
+``AsyncLimiter`` keeps them under a polite rate (uploads are limited to about 1,000 a minute by OpenAI).
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ import openai
 from aiolimiter import AsyncLimiter
 from openai.types import Batch
 
-from runner.errors import AuthError, QuotaExhausted, RunnerError
-from runner.retry import Action, Failure, RetryPolicy, decide
+from runner.errors import AuthError, BatchAPIError, QuotaExhausted
+from runner.retry import Action, Failure, RetryPolicy, decide, retry_after_seconds
 from runner.transport import Credentials
 
-__all__ = ["BatchAPI", "BatchAPIError"]
+__all__ = ["BatchAPI"]
 
 T = TypeVar("T")
 
@@ -77,12 +79,12 @@ class BatchAPI:
                 except openai.APIStatusError as exc:
                     body = exc.body if isinstance(exc.body, dict) else {}
                     error = body.get("error", body) if isinstance(body, dict) else {}
-                    retry_after = exc.response.headers.get("retry-after")
+                    message = str(error.get("message") or exc.message)
                     failure = Failure(
                         exc.status_code,
                         error.get("type"),
                         error.get("code"),
-                        retry_after=float(retry_after) if retry_after else None,
+                        retry_after=retry_after_seconds(exc.response.headers, message),
                     )
                     problem = f"{what}: {exc.status_code} {error.get('message') or exc.message}"
                 except openai.APITimeoutError:
@@ -163,11 +165,3 @@ class BatchAPI:
                 await response.stream_to_file(dest)
 
         await self.call(f"download {file_id}", go)
-
-
-class BatchAPIError(RunnerError):
-    """A control-plane call failed for good (a 4xx other than rate limits, or retries exhausted)."""
-
-    def __init__(self, problem: str, status: int) -> None:
-        self.status = status
-        super().__init__(problem)

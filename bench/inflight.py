@@ -1,0 +1,98 @@
+"""Requests in flight at Tier 5: Little's law from the first second.
+
+6,000 small requests against the simulator in its own process at tier-5 numbers for gpt-4.1-mini (30,000 RPM,
+500 requests/s) with every answer taking 6 s: keeping the limit busy needs 500 x 6 = 3,000 requests in flight.
+Compared in the same run with raw aiohttp holding 3,000 connections and no pacing at all (the ceiling of this
+machine's transport, the simulator sharing its two cores).
+
+Figures, from the simulator's side: requests/s from the first request received to the last answer, and the most
+requests it held at once.
+
+    python bench/inflight.py [--requests 6000] [--latency 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import Sampler, sim_process, write_job
+
+HERE = Path(__file__).resolve().parent
+
+
+def measure(args: list[str], base_url: str, sampler: Sampler) -> tuple[float, int, float]:
+    """Run a client; returns (requests/s from the simulator's side, peak in flight, wall seconds)."""
+    started = time.monotonic()
+    done = subprocess.run(
+        args, env={**os.environ, "OPENAI_API_KEY": "sk-bench"}, capture_output=True, text=True, check=False
+    )
+    wall = time.monotonic() - started
+    if done.returncode != 0:
+        raise SystemExit(f"{args[2:4]} failed ({done.returncode}): {done.stderr[-500:]}")
+    time.sleep(1.0)  # a last sample after the last answer
+    samples = sampler.samples
+    first = next(s for s in samples if s["requests"] > 0)
+    last = next(s for s in samples if s["answered"] >= samples[-1]["answered"])
+    return last["answered"] / max(1e-9, last["time"] - first["time"]), int(samples[-1]["max_in_flight"]), wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=6000)
+    parser.add_argument("--latency", type=float, default=6.0)
+    args = parser.parse_args()
+    flags = ["--tier", "tier-5", "--first-token", f"{args.latency:g}", "--tokens-per-second", "0"]
+    with tempfile.TemporaryDirectory() as tmp:
+        job = write_job(Path(tmp) / "inflight.jsonl", args.requests)
+        with sim_process(*flags) as base_url, Sampler(base_url, every=0.25) as sampler:
+            db = Path(tmp) / "inflight.db"
+            ours = measure(
+                [
+                    sys.executable,
+                    "-m",
+                    "runner",
+                    "run",
+                    str(job),
+                    "--tier",
+                    "tier-5",
+                    "--base-url",
+                    base_url,
+                    "--db",
+                    str(db),
+                    "--no-progress",
+                ],
+                base_url,
+                sampler,
+            )
+        with sim_process(*flags) as base_url, Sampler(base_url, every=0.25) as sampler:
+            raw = measure(
+                [
+                    sys.executable,
+                    str(HERE / "clients.py"),
+                    "raw",
+                    "--base-url",
+                    base_url,
+                    "--job",
+                    str(job),
+                    "--connections",
+                    "3000",
+                ],
+                base_url,
+                sampler,
+            )
+    print(f"{args.requests:,} requests, tier-5 (30,000 RPM = 500/s), every answer {args.latency:g} s")
+    print(f"runner run:                  {ours[0]:6.0f} req/s, peak {ours[1]:5,} in flight ({ours[2]:.1f} s wall)")
+    print(f"raw aiohttp, 3,000 conns:    {raw[0]:6.0f} req/s, peak {raw[1]:5,} in flight ({raw[2]:.1f} s wall)")
+    print(f"runner / raw: {ours[0] / raw[0]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""What a finished batch means for its requests: its output and error files joined by custom_id.
+
+Answered lines become results with spend at batch prices (COLLECT); lines that failed for good become failed
+results with the server's answer kept (REJECT); lines that expired, were cancelled, hit a server error or are
+missing go back to pending (REQUEUE), at most ``max_resubmits`` times (``retry.decide_line``). A batch that
+failed as a whole fails the lines its errors name and requeues the rest; ``token_limit_exceeded`` is not a
+failure of its requests at all: they go back uncounted while the queue drains.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runner.limits import ModelInfo
+from runner.pricing import cost, price_table, usage_of
+from runner.retry import Action, decide_line
+from runner.store import Move, Outcome
+
+__all__ = ["Settled", "queue_limit_hint", "read_lines", "settle"]
+
+_LIMIT_HINT = re.compile(r"Limit: ([\d,]+) enqueued tokens")
+
+
+@dataclass
+class Settled:
+    """How a batch's requests end: final outcomes, and ``(request id, counts as a resubmission, reason)`` to
+    requeue."""
+
+    outcomes: list[Outcome] = field(default_factory=list[Outcome])
+    requeue: list[tuple[int, bool, str]] = field(default_factory=list[tuple[int, bool, str]])
+
+
+def read_lines(files: Iterable[Path]) -> dict[str, dict[str, Any]]:
+    """Lines of the error and output files by custom_id; files later in ``files`` win (the output: a 200)."""
+    lines: dict[str, dict[str, Any]] = {}
+    for path in files:
+        with path.open("rb") as f:
+            for raw in f:
+                if raw.strip():
+                    item = json.loads(raw)
+                    lines[str(item.get("custom_id"))] = item
+    return lines
+
+
+def queue_limit_hint(messages: Iterable[str]) -> int | None:
+    """The queue limit a ``token_limit_exceeded`` error states ("Limit: N enqueued tokens"), if any."""
+    hints = [int(m.group(1).replace(",", "")) for text in messages if (m := _LIMIT_HINT.search(text))]
+    return min(hints) if hints else None
+
+
+def settle(
+    members: list[tuple[int, str, int]],
+    lines: dict[str, dict[str, Any]],
+    model: ModelInfo,
+    path: str,
+    max_resubmits: int,
+) -> Settled:
+    """Outcomes of a completed, expired or cancelled batch's ``members`` (request id, custom_id, resubmits)."""
+    settled = Settled()
+    for request_id, custom_id, resubmits in members:
+        _settle_line(settled, request_id, custom_id, resubmits, lines.get(custom_id), model, path, max_resubmits)
+    return settled
+
+
+def settle_failed(members: list[tuple[int, str, int]], errors: list[Any]) -> Settled:
+    """A batch that failed as a whole: lines its errors name fail with the reason, the others are requeued."""
+    settled = Settled()
+    codes = ", ".join(str(e.code) for e in errors) or "no reason"
+    by_line = {e.line: f"{e.code}: {e.message}" for e in errors if e.line}
+    for number, (request_id, custom_id, _) in enumerate(members, 1):
+        if number in by_line:
+            message = f"line {number} of the batch file: {by_line[number]}"
+            settled.outcomes.append(
+                Outcome(request_id, custom_id, Move.REJECT, error_code="batch_validation", error_message=message)
+            )
+        else:
+            settled.requeue.append((request_id, True, f"batch failed: {codes}"))
+    return settled
+
+
+def _settle_line(
+    settled: Settled,
+    request_id: int,
+    custom_id: str,
+    resubmits: int,
+    line: dict[str, Any] | None,
+    model: ModelInfo,
+    path: str,
+    max_resubmits: int,
+) -> None:
+    response = line.get("response") if line else None
+    response = response if isinstance(response, dict) else {}
+    status = response.get("status_code")
+    body = response.get("body")
+    if status == 200 and isinstance(body, dict):
+        usage = usage_of(body, path)
+        tier, prices = price_table(model, body, mode="batch")
+        settled.outcomes.append(
+            Outcome(
+                request_id,
+                custom_id,
+                Move.COLLECT,
+                status_code=200,
+                response_id=response.get("request_id"),
+                body=json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+                model=model.name,
+                service_tier=tier,
+                prompt_tokens=usage.prompt_tokens,
+                cached_tokens=usage.cached_tokens,
+                output_tokens=usage.output_tokens,
+                cost=cost(prices, usage),
+            )
+        )
+        return
+    error = (line or {}).get("error") or (body.get("error") if isinstance(body, dict) else None) or {}
+    code = str(error.get("code") or error.get("type") or ("missing" if line is None else "error"))
+    message = str(error.get("message") or ("no line for it in the output or error file" if line is None else ""))
+    decision = decide_line(status if line is not None else None, resubmits, max_resubmits)
+    if decision.action is Action.RETRY:
+        settled.requeue.append((request_id, True, f"{code}: {message}"[:500]))
+        return
+    if decision.exhausted:
+        message = f"gave up after {resubmits + 1} batches: {message}"
+    settled.outcomes.append(
+        Outcome(
+            request_id,
+            custom_id,
+            Move.REJECT,
+            status_code=status,
+            body=json.dumps(body) if body else None,
+            error_code=code,
+            error_message=f"{code}: {message}"[:2000],
+        )
+    )

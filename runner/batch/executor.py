@@ -1,0 +1,368 @@
+"""The batch executor: the same job through the Batch API at half price, in waves, crash-safe.
+
+Each turn of the loop: pack pending requests into files that fit what is left of each model's batch queue limit;
+upload and create (each behind an intent row, see ``runner.store.batches``); poll submitted batches with backoff;
+collect finished ones (``collect``). A batch that fails with ``token_limit_exceeded`` is not a failure of its
+requests: they go back to pending uncounted and packing waits for the queue to drain; if it was alone in the
+queue, the server's limit is lower than configured and packing follows the limit its error states.
+
+On start, ``reconcile`` settles intents a killed process left behind: an upload is found by file name, a batch by
+its metadata (``runner_store``, ``runner_run``, ``runner_chunk``), so no chunk is ever created twice; uploaded files
+of this run that no batch uses are deleted.
+
+``RUNNER_CRASH_AT`` (after_upload, after_create, polling, downloading, recording) kills the process at that point:
+the crash-safety tests use it. Time is injected (``clock``, ``sleep``): tests run whole batch jobs on a fake clock.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import anyio
+
+from runner.batch.collect import Settled, queue_limit_hint, read_lines, settle, settle_failed
+from runner.batch.packing import pack
+from runner.errors import BatchAPIError, BudgetReached, DeadlineReached, RunnerError
+from runner.limits import Limits
+from runner.logs import log
+from runner.progress import Snapshot
+from runner.settings import BatchSettings, RunSettings
+from runner.store import BatchRow, BatchState, Store
+from runner.transport import Credentials
+
+if TYPE_CHECKING:
+    from openai.types import Batch
+
+    from runner.batch.api import BatchAPI
+
+__all__ = ["BatchExecutor", "crash_point"]
+
+FINAL = ("completed", "failed", "expired", "cancelled")
+OPEN = (BatchState.PACKED, BatchState.UPLOADING, BatchState.UPLOADED, BatchState.CREATING, BatchState.SUBMITTED)
+T = TypeVar("T")
+
+
+def crash_point(name: str) -> None:
+    if os.environ.get("RUNNER_CRASH_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class BatchExecutor:
+    """``async with BatchExecutor(...) as executor: await executor.execute()``; it holds its own API client."""
+
+    def __init__(
+        self,
+        store: Store,
+        run: str,
+        owner: str,
+        limits: Limits,
+        settings: RunSettings,
+        batch: BatchSettings,
+        credentials: Credentials,
+        spool: Path,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
+        self.store, self.run, self.owner, self.limits = store, run, owner, limits
+        self.settings, self.batch, self.credentials, self.spool = settings, batch, credentials, spool
+        self.clock, self.sleep = clock, sleep
+        self._api: BatchAPI | None = None
+        self.blocked_until = 0.0
+        self.learned: dict[str, int] = {}  # queue limits the server showed to be lower than configured
+        self._notices: list[str] = []
+        self._snapshot: Snapshot | None = None
+        self._snapshot_at = -math.inf
+
+    async def __aenter__(self) -> BatchExecutor:
+        from runner.batch.api import BatchAPI  # the openai SDK only when batch mode runs
+
+        self._api = await BatchAPI(self.credentials, seed=self.settings.seed, sleep=self.sleep).__aenter__()
+        return self
+
+    async def __aexit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        if self._api is not None:
+            await self._api.__aexit__(t, e, tb)
+            self._api = None
+
+    @property
+    def api(self) -> BatchAPI:
+        assert self._api is not None, "use BatchExecutor as an async context manager"
+        return self._api
+
+    @property
+    def notices(self) -> list[str]:
+        return list(dict.fromkeys(self._notices))
+
+    # -- the loop ---------------------------------------------------------------------------------------------
+
+    async def execute(self) -> RunnerError | None:
+        """Work until every request is final; returns why it stopped before that, or None."""
+        await self.reconcile()
+        self._fail_unqueueable()
+        while True:
+            self.store.heartbeat(self.run, self.owner, self.settings.lease_seconds)
+            if self.settings.deadline is not None and self.clock() >= self.settings.deadline:
+                return DeadlineReached("deadline reached; submitted batches keep running: re-run to collect them")
+            if self.settings.max_spend is not None and self.store.total_cost(self.run) >= self.settings.max_spend:
+                return BudgetReached("--max-spend reached; raise it and re-run to continue")
+            if self.clock() >= self.blocked_until:
+                pack(self.store, self.run, self.spool, self._budget, self.batch.count_output, now=self.clock)
+            for row in self.store.batch_rows(self.run, [BatchState.PACKED]):
+                await self.upload(row)
+            for row in self.store.batch_rows(self.run, [BatchState.UPLOADED]):
+                await self.create(row)
+            for row in self.store.batch_rows(self.run, [BatchState.SUBMITTED]):
+                if row.next_poll_at <= self.clock():
+                    await self.poll(row)
+            open_rows = self.store.batch_rows(self.run, OPEN)
+            pending = self.store.counts(self.run)["pending"]
+            if not open_rows and not pending:
+                return None
+            await self.sleep(self._until_next(open_rows, pending))
+
+    def _until_next(self, open_rows: list[BatchRow], pending: int) -> float:
+        now = self.clock()
+        wake = [r.next_poll_at for r in open_rows if r.state is BatchState.SUBMITTED]
+        if pending and self.blocked_until > now:
+            wake.append(self.blocked_until)
+        if pending and not open_rows and self.blocked_until <= now:
+            due = self.store.next_due(self.run)
+            wake.append(due if due is not None else now)
+        delay = min(wake, default=now + self.batch.poll_min) - now
+        return min(max(delay, 0.01), self.batch.poll_max)
+
+    def queue_limit(self, model: str) -> int | None:
+        own = self.settings.batch_queue_tokens
+        limit = own if own is not None else self.limits.model(model).limits_for(self.settings.tier).batch_queue_tokens
+        learned = self.learned.get(model)
+        return learned if limit is None or (learned is not None and learned < limit) else limit
+
+    def _learn_queue_limit(self, row: BatchRow, errors: list[Any]) -> None:
+        """After token_limit_exceeded: if the batch was alone in the queue, the server's limit is lower than ours.
+        Take the limit the error states ("Limit: N enqueued tokens") as a hint, else halve the batch."""
+        if self.store.queued_tokens(row.model, self.run) - row.est_tokens > 0:
+            return
+        learned = queue_limit_hint(str(e.message or "") for e in errors) or row.est_tokens // 2
+        if learned < (self.queue_limit(row.model) or learned + 1):
+            self.learned[row.model] = max(1, learned)
+            self._fail_unqueueable()
+            self._notices.append(
+                f"{row.model}: the server's batch queue limit is lower than configured; packing to {learned:,} tokens"
+            )
+
+    def _budget(self, model: str) -> int | None:
+        limit = self.queue_limit(model)
+        return None if limit is None else limit - self.store.queued_tokens(model, self.run)
+
+    def _fail_unqueueable(self) -> None:
+        """A request whose estimate alone exceeds the queue limit could never be enqueued: fail it."""
+        for model in self.store.pending_models(self.run):
+            limit = self.queue_limit(model)
+            if limit is None:
+                continue
+            for custom_id, line, est in self.store.pending_larger_than(self.run, model, limit, self.batch.count_output):
+                self.store.refuse(
+                    self.run,
+                    custom_id,
+                    "request_too_large",
+                    f"line {line}: needs {est:,} tokens, over {model}'s batch queue limit of "
+                    f"{limit:,} at {self.settings.tier}",
+                )
+
+    # -- one batch through its life ---------------------------------------------------------------------------
+
+    def filename(self, row: BatchRow) -> str:
+        return f"runner-{self.store.store_id}-{row.filename}"
+
+    def metadata(self, row: BatchRow) -> dict[str, str]:
+        return {
+            "runner_store": self.store.store_id,
+            "runner_run": self.run[:512],
+            "runner_chunk": str(row.chunk),
+            "runner_sha256": row.sha256[:16],
+        }
+
+    async def upload(self, row: BatchRow) -> None:
+        path = Path(row.spool_path)
+        if not path.is_file():
+            lost = [(rid, False, "batch file lost before upload") for rid, _, _ in self.store.batch_members(row)]
+            self.store.collect_batch(row, [], lost, "not_submitted", "spool file missing", None)
+            return
+        row = self.store.move_batch(row, BatchState.UPLOADING)
+        file_id = await self.api.upload(path, self.filename(row))
+        crash_point("after_upload")
+        self.store.move_batch(row, BatchState.UPLOADED, input_file_id=file_id)
+
+    async def create(self, row: BatchRow) -> None:
+        row = self.store.move_batch(row, BatchState.CREATING)
+        assert row.input_file_id is not None
+        created = await self.api.create(row.input_file_id, row.endpoint, self.metadata(row))
+        crash_point("after_create")
+        self.store.move_batch(
+            row,
+            BatchState.SUBMITTED,
+            batch_id=created.id,
+            status=created.status,
+            next_poll_at=self.clock() + self.batch.poll_min,
+        )
+        log.info("%s submitted: %s requests (chunk %d)", created.id, f"{row.requests:,}", row.chunk)
+
+    async def poll(self, row: BatchRow) -> None:
+        crash_point("polling")
+        assert row.batch_id is not None
+        batch = await self.api.retrieve(row.batch_id)
+        if batch.status in FINAL:
+            await self.collect(row, batch)
+            return
+        wait = min(self.batch.poll_max, self.batch.poll_min * 1.5**row.polls)
+        counts = batch.request_counts.model_dump() if batch.request_counts else None
+        self.store.note_poll(row, batch.status, counts, self.clock() + wait)
+        log.info("%s %s: %s; next look in %.0fs", row.batch_id, batch.status, counts or {}, wait)
+
+    async def collect(self, row: BatchRow, batch: Batch) -> None:
+        files = []
+        for file_id, suffix in ((batch.error_file_id, ".err"), (batch.output_file_id, ".out")):
+            if file_id:
+                dest = Path(row.spool_path + suffix)
+                await self.api.download(file_id, dest)
+                crash_point("downloading")
+                files.append(dest)
+        members = self.store.batch_members(row)
+        errors = list(batch.errors.data or []) if batch.errors else []
+        codes = [str(e.code) for e in errors]
+        if batch.status == "failed" and "token_limit_exceeded" in codes:
+            self._learn_queue_limit(row, errors)
+            waiting = "batch queue full (token_limit_exceeded): waiting"
+            settled = Settled(requeue=[(rid, False, waiting) for rid, _, _ in members])
+            self.blocked_until = self.clock() + self.batch.queue_wait
+            note = "token_limit_exceeded: requeued, waiting for the queue to drain"
+            self._notices.append(f"chunk {row.chunk}: {note}")
+        elif batch.status == "failed":
+            settled = settle_failed(members, errors)
+            note = f"failed: {', '.join(codes)}"
+        else:
+            model = self.limits.model(row.model)
+            settled = settle(members, read_lines(files), model, row.endpoint, self.batch.max_resubmits)
+            note = batch.status
+            self._check_usage(row, batch, settled)
+        crash_point("recording")
+        counts = batch.request_counts.model_dump() if batch.request_counts else None
+        self.store.collect_batch(row, settled.outcomes, settled.requeue, batch.status, note, counts)
+        for suffix in ("", ".out", ".err"):  # settled: requeued requests go into new files
+            Path(row.spool_path + suffix).unlink(missing_ok=True)
+        if batch.status in ("completed", "expired", "cancelled"):
+            self.blocked_until = 0.0  # the queue drained a little: packing may resume
+        log.info(
+            "%s %s: %d answered, %d failed, %d back to pending",
+            row.batch_id,
+            note,
+            sum(1 for o in settled.outcomes if o.cost is not None),
+            sum(1 for o in settled.outcomes if o.cost is None),
+            len(settled.requeue),
+        )
+
+    def _check_usage(self, row: BatchRow, batch: Batch, settled: Settled) -> None:
+        """Cross-check the lines' usage against the batch object's own usage, when it has one."""
+        if batch.usage is None:
+            return
+        lines_in = sum(o.prompt_tokens for o in settled.outcomes)
+        lines_out = sum(o.output_tokens for o in settled.outcomes)
+        if (lines_in, lines_out) != (batch.usage.input_tokens, batch.usage.output_tokens):
+            self._notices.append(
+                f"chunk {row.chunk}: lines report {lines_in:,} in / {lines_out:,} out, the batch says "
+                f"{batch.usage.input_tokens:,} / {batch.usage.output_tokens:,}; spend follows the lines"
+            )
+
+    # -- progress ---------------------------------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        """Figures for the progress line, refreshed at most every two seconds (counting is a scan)."""
+        now = self.clock()
+        if self._snapshot is None or now - self._snapshot_at >= 2.0:
+            counts = self.store.counts(self.run)
+            states: dict[str, int] = {}
+            for row in self.store.batch_rows(self.run, OPEN):
+                key = row.status or row.state.value
+                states[key] = states.get(key, 0) + 1
+            detail = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "no batch running"
+            if counts["pending"] and self.clock() < self.blocked_until:
+                detail += "; queue full, next wave waits"
+            self._snapshot = Snapshot(
+                done=counts["succeeded"],
+                failed=counts["failed"] + counts["cancelled"],
+                total=sum(counts.values()),
+                in_flight=counts["batched"],
+                requests_per_min=0.0,
+                tokens_per_min=0.0,
+                rpm_limit=None,
+                tpm_limit=None,
+                spend=self.store.total_cost(self.run),
+                eta_seconds=None,
+                paused_for=0.0,
+                notices=tuple(self.notices),
+                detail=f"batches: {detail}",
+                mode="batch",
+            )
+            self._snapshot_at = now
+        return self._snapshot
+
+    # -- start-up and management ------------------------------------------------------------------------------
+
+    async def reconcile(self) -> None:
+        """Settle intents a killed process left behind, and delete this run's orphaned uploads."""
+        self.store.poll_now(self.run)
+        for row in self.store.batch_rows(self.run, [BatchState.UPLOADING]):
+            found = await self._listing(self.api.find_file(self.filename(row), row.bytes), None)
+            if found:
+                self.store.move_batch(row, BatchState.UPLOADED, input_file_id=found)
+            else:
+                self.store.move_batch(row, BatchState.PACKED)
+        for row in self.store.batch_rows(self.run, [BatchState.CREATING]):
+            match = {k: v for k, v in self.metadata(row).items() if k != "runner_sha256"}
+            batch = await self.api.find_batch(match, newer_than=math.floor(row.created_at) - 3600)
+            if batch is not None:
+                self.store.move_batch(
+                    row, BatchState.SUBMITTED, batch_id=batch.id, status=batch.status, next_poll_at=0.0
+                )
+            else:
+                self.store.move_batch(row, BatchState.UPLOADED)
+        kept = (BatchState.UPLOADED, BatchState.CREATING, BatchState.SUBMITTED)
+        used = {r.input_file_id for r in self.store.batch_rows(self.run, kept)}
+        prefix = f"runner-{self.store.store_id}-{self.run}-"
+        for file_id, _name in await self._listing(self.api.files_named(prefix), []):
+            if file_id not in used:
+                await self.api.delete_file(file_id)
+                self._notices.append(f"deleted orphaned upload {file_id}")
+
+    async def _listing(self, call: Awaitable[T], fallback: T) -> T:
+        """A file listing, or ``fallback`` where the server has none (some OpenAI-compatible servers)."""
+        try:
+            return await call
+        except BatchAPIError as exc:
+            if exc.status not in (404, 405):
+                raise
+            self._notices.append(f"the server cannot list files ({exc}); orphaned uploads are not cleaned up")
+            return fallback
+
+    async def poll_once(self) -> None:
+        """Collect whatever batches of the run have finished (used before a sync run and by ``runner batches``)."""
+        await self.reconcile()
+        for row in self.store.batch_rows(self.run, [BatchState.SUBMITTED]):
+            await self.poll(row)
+
+    async def cancel_all(self) -> int:
+        """Ask the server to cancel every submitted batch of the run; returns how many."""
+        rows = self.store.batch_rows(self.run, [BatchState.SUBMITTED])
+        for row in rows:
+            assert row.batch_id is not None
+            batch = await self.api.retrieve(row.batch_id)
+            if batch.status not in FINAL and batch.status != "cancelling":
+                await self.api.cancel(row.batch_id)
+        return len(rows)

@@ -1,0 +1,329 @@
+"""What the server's ``x-ratelimit-*`` headers say about other use of a limit: evidence, never commands.
+
+A reading (``limit``, ``remaining``, ``reset`` of one dimension, requests or tokens) is used only when all three
+are present and consistent (``0 <= remaining <= limit``); the gate refuses readings about a period longer than a
+minute before they reach this module. OpenAI pins down neither what ``remaining`` counts nor when a header is
+taken, so ``Evidence`` tells the plausible readings apart by their arithmetic instead of assuming one:
+
+- continuous (OpenAI's observed per-minute units, or a sub-minute bucket's level): ``reset x limit / 60`` is what
+  the server still counts against us, whatever its window. The gate's own admissions and refunds since the
+  previous reading are replayed on a shadow of that deficit; what the server counts beyond the shadow is other
+  use. A replay that touched zero lost refill on the way and teaches nothing.
+- fixed window (remaining = limit - used this clock minute, reset = time to the minute's end): recognised when
+  ``limit - remaining < reset x limit / 60``, which no continuous reading can show, or when the end of the window
+  (now + reset) stays put while the gate uses the limit. What the server counts this window beyond the gate's
+  own use since the window began is other use.
+
+Whether a header describes the server at the request's admission (``sent``) or at its answer (``answered``) is
+replayed both ways; the way that explains the readings clearly better is believed, and until then the smaller
+estimate (the benefit of the doubt: a 429 will say if it was wrong, see ``explain``). One reading moves the
+estimate by at most its share of ``EVIDENCE_SECONDS`` and never by more than its own ``reset`` covers, so no
+single reply can hold a gate back longer than its reset says.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from runner.durations import parse_duration
+
+__all__ = ["EVIDENCE_SECONDS", "Evidence", "Ledger", "Reading", "read_reading"]
+
+EVIDENCE_SECONDS = 3.0  # time constant of the other-use estimate
+LEDGER_SECONDS = 130.0  # how long the gate's own use is remembered
+MIN_SPAN = 0.05  # seconds between two readings compared: answers that arrive together are read as one
+FADE_SECONDS = 120.0  # an estimate the server cannot confirm (it is full) fades over this, so the gate probes
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One dimension of a reply's ``x-ratelimit-*`` headers."""
+
+    limit: int
+    remaining: int
+    reset: float
+
+
+def read_reading(headers: Mapping[str, str], name: str) -> Reading | str | None:
+    """The ``name`` (requests or tokens) reading of ``headers``: None when absent, a problem when unusable."""
+    given = [headers.get(f"x-ratelimit-{part}-{name}") for part in ("limit", "remaining", "reset")]
+    if any(v is None or not v.strip() for v in given):
+        return None
+    limit_text, remaining_text, reset_text = (str(v).strip() for v in given)
+    try:
+        limit, remaining = int(limit_text), int(remaining_text)
+        reset = parse_duration(reset_text)
+    except ValueError:
+        return f"unreadable {name} headers ({limit_text}, {remaining_text}, {reset_text})"
+    if limit <= 0 or not 0 <= remaining <= limit or not math.isfinite(reset) or reset < 0:
+        return f"inconsistent {name} headers (limit {limit_text}, remaining {remaining_text}, reset {reset_text})"
+    return Reading(limit, remaining, reset)
+
+
+class Ledger:
+    """The gate's own net use of one dimension, event by event, for the last ``LEDGER_SECONDS``."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.amounts: list[float] = []
+        self.totals: list[float] = []  # cumulative, including this event
+        self.offset = 0  # absolute position of times[0]
+
+    @property
+    def end(self) -> int:
+        """Absolute position after the last event."""
+        return self.offset + len(self.times)
+
+    def add(self, t: float, amount: float) -> int:
+        total = (self.totals[-1] if self.totals else 0.0) + amount
+        self.times.append(t)
+        self.amounts.append(amount)
+        self.totals.append(total)
+        if len(self.times) > 4096 and t - self.times[len(self.times) // 2] > LEDGER_SECONDS:
+            drop = len(self.times) // 2
+            del self.times[:drop], self.amounts[:drop], self.totals[:drop]
+            self.offset += drop
+        return self.end
+
+    def time_at(self, position: int) -> float | None:
+        """When the event just before ``position`` happened."""
+        i = position - 1 - self.offset
+        return self.times[i] if 0 <= i < len(self.times) else None
+
+    def total_until(self, t: float) -> float:
+        """Cumulative use of every event at or before ``t``."""
+        i = bisect.bisect_right(self.times, t)
+        return self.totals[i - 1] if i else (self.totals[0] - self.amounts[0] if self.totals else 0.0)
+
+    def total_at(self, position: int) -> float:
+        i = min(position, self.end) - 1 - self.offset
+        if i < 0:
+            return self.totals[0] - self.amounts[0] if self.totals else 0.0
+        return self.totals[i]
+
+    def replay(
+        self, deficit: float, start: int, stop: int, since: float, until: float, rate: float
+    ) -> tuple[float, bool]:
+        """A deficit ``deficit`` at time ``since`` (just after position ``start``) carried to ``until`` through the
+        events up to ``stop``, refilling at ``rate``: what the server would show if only this gate used it, and
+        whether it touched zero on the way (then refill was lost and the replay says less than it seems)."""
+        t, floored = since, False
+        for i in range(max(start, self.offset) - self.offset, min(stop, self.end) - self.offset):
+            deficit -= (self.times[i] - t) * rate
+            if deficit < 0:
+                deficit, floored = 0.0, True
+            deficit += self.amounts[i]
+            t = self.times[i]
+        deficit -= max(0.0, until - t) * rate
+        if deficit < 0:
+            deficit, floored = 0.0, True
+        return deficit, floored
+
+
+class _Hypothesis:
+    """Where a header's reading is taken: at the request's admission (``sent``) or at its answer (``answered``)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.position = -1
+        self.time = 0.0
+        self.deficit = 0.0
+        self.anchor = (0.0, 0.0, -1)  # (time, end, position) of the reading the next end is compared with
+        self.ends: list[tuple[float, bool]] = []  # (when, whether the end stayed put) for recent readings
+        self.mine = 0.0  # exponentially weighted per-second use: the gate's own, what the server counted, and
+        self.counted = 0.0  # the weights, so recent samples count most
+        self.weight = 0.0
+        self.spread = 0.0  # mean absolute residual: how badly this hypothesis explains the readings
+        self.samples = 0
+
+    @property
+    def share(self) -> float:
+        """The gate's own use over what the server counts while it is short: the share of the limit the gate may
+        use (1: the server counts nothing beyond it). Taken as 1 until a second or so of samples is seen."""
+        if self.counted <= 0 or self.mine <= 0:
+            return 1.0
+        seen = min(1.0, self.weight / 0.25)
+        return 1.0 + (max(0.02, min(1.0, self.mine / self.counted)) - 1.0) * seen
+
+    @property
+    def other(self) -> float:
+        """What the server counts beyond the gate's own use, per second."""
+        return max(0.0, self.counted - self.mine) / max(self.weight, 0.25)
+
+    def learn(self, mine: float, counted: float, seconds: float) -> None:
+        """Add a sample covering ``seconds`` (per-second uses); older samples fade with ``EVIDENCE_SECONDS``."""
+        fade = math.exp(-max(0.0, seconds) / EVIDENCE_SECONDS)
+        self.mine = self.mine * fade + mine * (1 - fade)
+        self.counted = self.counted * fade + counted * (1 - fade)
+        self.weight = self.weight * fade + (1 - fade)
+
+    def fade(self, seconds: float, scale: float) -> None:
+        """Let what the server counted beyond the gate's own shrink over ``scale`` seconds (nothing to learn)."""
+        self.counted = self.mine + (self.counted - self.mine) * math.exp(-max(0.0, seconds) / scale)
+
+
+class Evidence:
+    """What one dimension's headers say about other use of the same limit, cross-checked with the gate's own."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.ledger = Ledger()
+        self.hypotheses = (_Hypothesis("sent"), _Hypothesis("answered"))
+        self.window_votes: list[float] = []  # when a reading could only come from a fixed window
+        self.headed = False  # readings come from headers (else only from 429 messages)
+        self.was_windowed = False
+        self.preferred: _Hypothesis | None = None  # believed on the word of a 429, until the spreads decide
+        self.largest = 1.0  # the largest single use seen lately
+        self.window: tuple[float, float] | None = None  # (start, period) of the fixed window last read
+        self.stale = Ledger()  # refunds of uses admitted before that window began (it no longer counts them)
+
+    @property
+    def believed(self) -> _Hypothesis | None:
+        """The hypothesis that explains the readings clearly better than the other, once both have some."""
+        sent, answered = self.hypotheses
+        if min(sent.samples, answered.samples) >= 3:
+            if sent.spread < 0.5 * answered.spread:
+                return sent
+            if answered.spread < 0.5 * sent.spread:
+                return answered
+        return self.preferred
+
+    def explain(self) -> bool:
+        """A 429 arrived while pacing to the larger share: if one hypothesis leaves the gate clearly less, the 429
+        says it is the right one. Returns whether that explains the 429."""
+        if self.believed is not None:
+            return False
+        read = [h for h in self.hypotheses if h.position >= 0]
+        if len(read) < 2:
+            return False
+        low = min(read, key=lambda h: h.share)
+        if max(h.share for h in read) - low.share > 0.05:
+            self.preferred = low
+            return True
+        return False
+
+    @property
+    def share(self) -> float:
+        """The share of the limit the gate may use: the believed hypothesis's, else the larger (the benefit of the
+        doubt; a 429 will tell if it was wrong)."""
+        believed = self.believed
+        if believed is not None:
+            return believed.share
+        return max((h.share for h in self.hypotheses if h.position >= 0), default=1.0)
+
+    @property
+    def other(self) -> float:
+        """What the server counts beyond the gate's own use, per second, as the share above is based on."""
+        believed = self.believed
+        if believed is not None:
+            return believed.other
+        return min((h.other for h in self.hypotheses if h.position >= 0), default=0.0)
+
+    def window_start(self, t: float) -> float | None:
+        """When the fixed window holding ``t`` began, if the readings are of a fixed window."""
+        if self.window is None:
+            return None
+        began, period = self.window
+        return began + math.floor((t - began) / period) * period
+
+    def windowed(self, now: float) -> bool:
+        """Whether the readings of the last two minutes are of a fixed window: two that only a window explains, or
+        readings whose end stays put while the gate uses the limit, three times as often as it moves with it."""
+        self.window_votes = [t for t in self.window_votes if now - t < 120.0]
+        if len(self.window_votes) >= 2:
+            return True
+        for h in self.hypotheses:
+            h.ends = [(t, still) for t, still in h.ends if now - t < 60.0]
+            still = sum(1 for _, s in h.ends if s)
+            if still >= 3 and still > 3 * (len(h.ends) - still):
+                return True
+        return False
+
+    def observe(self, reading: Reading, now: float, sent_position: int | None = None, *, refused: bool = False) -> None:
+        """Weigh one reading taken ``now``; ``sent_position`` is the ledger position just after its request's own
+        admission (None for a reading that no request of the gate carried, e.g. a 429's message); ``refused``: it
+        came with a 429, so the server is short now whatever a replay says."""
+        rate = reading.limit / 60.0
+        counted = reading.reset * rate
+        if reading.limit - reading.remaining < counted - 0.01 * reading.limit - 2:
+            self.window_votes.append(now)  # less used than a continuous reading still counts: a fixed window
+        references: list[tuple[_Hypothesis, int, float]] = []
+        for h in self.hypotheses:
+            if h.name == "sent":
+                position = -1 if sent_position is None else sent_position
+                at = self.ledger.time_at(position)
+            else:
+                position, at = self.ledger.end, now
+            if at is None or position <= h.position:  # no admission to refer to, or older than what was read
+                continue
+            references.append((h, position, at))
+            # a window's end stays put while the gate uses the limit; a continuous reading's moves with the use
+            anchor_time, anchor_end, anchor_position = h.anchor
+            if at - anchor_time >= 0.2:
+                used = (self.ledger.total_at(position) - self.ledger.total_at(anchor_position)) / rate
+                moved = at + reading.reset - anchor_end
+                if anchor_position >= 0 and used > 0.1:
+                    if abs(moved) < 0.2 * used:
+                        h.ends.append((now, True))
+                    elif abs(moved - used) < 0.2 * used:
+                        h.ends.append((now, False))
+                h.anchor = (at, at + reading.reset, position)
+        windowed = self.windowed(now)
+        if windowed != self.was_windowed:  # what was learnt under the other reading does not carry over
+            self.was_windowed = windowed
+            for h in self.hypotheses:
+                h.mine = h.counted = h.weight = 0.0
+        for h, position, at in references:
+            if h.position >= 0 and at - h.time < MIN_SPAN:  # too close to the last reading to tell anything:
+                continue  # the next reading covers both
+            if windowed:
+                self._window_sample(h, reading, position, at)
+            elif h.position >= 0:
+                expected, floored = self.ledger.replay(h.deficit, h.position, position, h.time, at, rate)
+                if not floored and min(counted, h.deficit) >= self.largest:
+                    # only a server short of at least a request's worth says anything: nearly full, the age of
+                    # a reading and a request in transit are all it shows (and others' use does not matter yet)
+                    mine = self.ledger.total_at(position) - self.ledger.total_at(h.position)
+                    self._sample(h, mine, counted - expected, at - h.time, rate, counted)
+                elif not refused:  # the server had room on the way: nothing to learn now; let the estimate fade
+                    h.fade(at - h.time, FADE_SECONDS if counted >= 1.0 else FADE_SECONDS / 4)
+            h.position, h.time, h.deficit = position, at, counted
+
+    def _sample(
+        self, h: _Hypothesis, mine: float, residual: float, elapsed: float, rate: float, counted: float
+    ) -> None:
+        """``mine``: the gate's own net use between two readings; ``residual``: what the server counted beyond it."""
+        if elapsed <= 0:
+            return
+        # one reading moves the estimate by its share of a few seconds, never by more than its own reset covers;
+        # a request in transit at either reading shifts a residual by its size, so that much is allowed both ways
+        cap = rate * elapsed * 1.5 + self.largest
+        residual = max(-cap, min(residual, cap, counted))
+        h.spread += (abs(residual - h.other * elapsed) - h.spread) * 0.05  # what the estimate does not explain
+        h.learn(mine / elapsed, max(0.0, mine + residual) / elapsed, elapsed)
+        h.samples += 1
+
+    def _window_sample(self, h: _Hypothesis, reading: Reading, position: int, at: float) -> None:
+        period = 60.0  # a reading about a minute (longer resets are refused before this)
+        began = at + reading.reset - period
+        self.window = (began, period)
+        elapsed = at - began
+        if elapsed < 2.0:
+            return
+        used = reading.limit - reading.remaining
+        mine = self.ledger.total_at(position) - self.ledger.total_until(began)
+        mine -= self.stale.total_until(at) - self.stale.total_until(began)
+        rate = reading.limit / 60.0
+        beyond = used - mine
+        beyond = math.copysign(max(0.0, abs(beyond) - self.largest), beyond)  # a request in transit at the edge
+        beyond = max(-rate * 1.1 * elapsed, min(rate * 1.1 * elapsed, beyond))
+        h.spread += (abs(used - mine - h.other * elapsed) / max(1.0, elapsed) - h.spread) * 0.05
+        # early in a window one request in transit is a large share of the count: such readings weigh less. A
+        # window's count is a sum since it began, not a rate at this moment: what it shows beyond the gate's own use
+        # is taken as other use at the limit's rate (the share follows as 1 - other / rate)
+        step = (at - h.time if h.position >= 0 else elapsed) * min(1.0, elapsed / 10.0)
+        h.learn(rate - beyond / elapsed, rate, step)
+        h.samples += 1

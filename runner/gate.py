@@ -1,0 +1,409 @@
+"""The gate: paces one model's requests under its RPM and TPM, whatever the server's headers say.
+
+Each dimension (requests, tokens) has a ``Pacer``: a token bucket that refills continuously at ``rate`` and holds
+``burst`` seconds of it, so a minute's budget is never released in one burst (OpenAI may enforce a minute's limit
+over shorter windows). A request costs 1 request and its reservation (prompt estimate + output maximum, times n);
+``settle`` gives back what the answer did not use, and a waiting request is let through as soon as that makes
+room. A request larger than the bucket waits until the bucket is full and then goes into debt: paced, never
+stuck. Admission is first come, first served.
+
+    rate = limit / 60 x share x (1 - headroom) x factor x start
+
+- ``share``: the gate's own use over what the server counts, as the headers show it (``runner.evidence``): less
+  than 1 when other clients of the organisation use the limit too, or when the server counts a request as more
+  than the gate does (it never gives back what an answer did not use, say). Paced to it, the gate converges on
+  what is left either way;
+- ``factor``: cut by a tenth by each 429 the evidence does not explain (a 429 for a request sent before the last
+  cut is an echo of the same overshoot); it regains 2% a second up to just below the factor of that 429, then
+  0.1% a second, and at once when the evidence of other use changes;
+- ``start``: half the rate at first, the whole rate after ``START_SECONDS``: the first answers tell what others
+  use before the gate can overrun it;
+- ``burst``: starts at ``burst_seconds`` (1 s, the shortest window OpenAI is known to enforce) and halves when an
+  unexplained 429's Retry-After is no longer than the burst: the server enforces a shorter window. It grows back
+  after a quiet minute.
+
+Headers: a reading about a period longer than a minute (``reset`` over 61 s, e.g. per-day figures) is ignored,
+said once. A lower ``limit`` is adopted (said once); a higher one too, after two readings, unless the user set
+the limit explicitly. Where no headers come at all, a 429's own "Limit N, Used M" is read instead.
+
+Time is injected (``clock``, ``sleep``) so tests move a fake clock instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+from runner.evidence import Evidence, Reading, read_reading
+
+__all__ = ["Gate", "GateStats", "Pacer", "Ticket"]
+
+DIMENSIONS = ("requests", "tokens")
+MIN_BURST = 0.05  # seconds
+FACTOR_FLOOR = 0.05
+FACTOR_CUT = 0.9
+FACTOR_REGAIN = 0.02  # per second, back to just below the factor of the last 429
+FACTOR_PROBE = 0.001  # per second, beyond it
+START_SHARE = 0.5  # of the rate at the first moment: other clients may be using the rest
+START_SECONDS = 5.0  # to reach the whole rate, while the first answers tell what others use
+LONGEST_RESET = 61.0  # seconds: a reading with a longer reset is about another period
+WAKE_SECONDS = 0.05  # a waiting request looks again this often: a refund may have made room
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """An admitted request: what it reserved, when, and where its admission sits in each dimension's ledger."""
+
+    reserved: int
+    sent: float
+    positions: tuple[int, int]  # (requests, tokens) ledger positions just after this admission
+
+
+class Pacer:
+    """One dimension (requests or tokens) of a gate; see the module docstring for its rate."""
+
+    def __init__(
+        self,
+        limit: int,
+        headroom: float,
+        burst_seconds: float,
+        now: float,
+        start_share: float = START_SHARE,
+        start_seconds: float = START_SECONDS,
+    ) -> None:
+        self.limit = limit
+        self.headroom = headroom
+        self.burst = burst_seconds
+        self.burst_max = burst_seconds
+        self.factor = 1.0
+        self.factor_bad = 1.0  # the factor at the last unexplained 429
+        self.share_at_cut = 1.0  # the share the gate knew of then
+        self.share = 1.0
+        self.stamp = now
+        self.started = now
+        self.start_from = start_share
+        self.start_seconds = start_seconds
+        self.start_share = start_share
+        self.quiet_since = now
+        self.level = self.capacity
+
+    def __repr__(self) -> str:
+        return f"<Pacer limit={self.limit}/min rate={self.rate:.3f}/s level={self.level:.1f} burst={self.burst}s>"
+
+    @property
+    def rate(self) -> float:
+        """Per second, as paced now."""
+        return self.limit / 60.0 * self.share * (1.0 - self.headroom) * min(self.factor, self.start_share)
+
+    @property
+    def capacity(self) -> float:
+        return self.rate * self.burst
+
+    def refill(self, now: float) -> None:
+        elapsed = max(0.0, now - self.stamp)
+        if self.start_share < 1.0:
+            ramp = (now - self.started) / self.start_seconds if self.start_seconds > 0 else 1.0
+            self.start_share = min(1.0, self.start_from + (1 - self.start_from) * ramp)
+        if abs(self.share - self.share_at_cut) > 0.05:  # what the last cut answered has changed
+            self.factor_bad, self.share_at_cut = 1.0 / 0.97, self.share
+        if self.factor < 1.0:
+            fast = self.factor < self.factor_bad * 0.97
+            self.factor = min(1.0, self.factor + (FACTOR_REGAIN if fast else FACTOR_PROBE) * elapsed)
+            self.factor_bad = max(self.factor_bad, self.factor)
+        if self.burst < self.burst_max and now - self.quiet_since > 60.0:
+            self.burst, self.quiet_since = min(self.burst_max, self.burst * 2), now
+        self.level = min(self.capacity, self.level + elapsed * self.rate)
+        self.stamp = now
+
+    def wait(self, cost: float) -> float:
+        """Seconds until ``cost`` fits (a cost above the capacity needs a full bucket)."""
+        need = min(cost, self.capacity)
+        if self.level >= need - 1e-6:  # float residue must not become a wait shorter than the clock's resolution
+            return 0.0
+        return (need - self.level) / self.rate
+
+    def cut(self, now: float) -> None:
+        """An unexplained 429: a tenth off the factor."""
+        self.factor_bad = self.factor
+        self.factor = max(FACTOR_FLOOR, self.factor * FACTOR_CUT)
+        self.share_at_cut = self.share
+        self.quiet_since = now
+        self.level = min(self.level, self.capacity)
+
+
+@dataclass(frozen=True)
+class GateStats:
+    """A snapshot of the gate."""
+
+    rpm: int | None
+    tpm: int | None
+    requests_level: float | None
+    tokens_level: float | None
+    paused_for: float
+    admitted: int
+    admitted_tokens: int
+    waiting: int
+    requests_rate: float | None  # per second, as paced now
+    tokens_rate: float | None
+    other_requests: float  # per second, other clients' use as the headers show it
+    other_tokens: float
+    burst: float  # seconds
+    rate_limited: int  # 429s the evidence did not explain (each cut the rate)
+
+
+class Gate:
+    def __init__(
+        self,
+        rpm: int | None,
+        tpm: int | None,
+        *,
+        headroom: float = 0.02,
+        burst_seconds: float = 1.0,
+        start_share: float = START_SHARE,
+        explicit: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.clock, self.sleep = clock, sleep
+        self.explicit = explicit
+        now = clock()
+        self.pacers: dict[str, Pacer | None] = {
+            name: Pacer(limit, headroom, burst_seconds, now, start_share) if limit else None
+            for name, limit in zip(DIMENSIONS, (rpm, tpm), strict=True)
+        }
+        self.evidence = {name: Evidence(name) for name in DIMENSIONS}
+        self.paused_until = 0.0
+        self.last_cut = -math.inf
+        self.cuts = 0
+        self.lock = asyncio.Lock()
+        self.admitted = 0
+        self.admitted_tokens = 0
+        self.waiting = 0
+        self.notices: list[str] = []
+        self._said: set[str] = set()
+        self._higher: dict[str, int] = {}
+
+    def __repr__(self) -> str:
+        s = self.statistics()
+        return f"<Gate rpm={s.rpm} tpm={s.tpm} tokens_level={s.tokens_level} paused_for={s.paused_for:.2f}s>"
+
+    @property
+    def rpm(self) -> int | None:
+        pacer = self.pacers["requests"]
+        return pacer.limit if pacer else None
+
+    @property
+    def tpm(self) -> int | None:
+        pacer = self.pacers["tokens"]
+        return pacer.limit if pacer else None
+
+    @property
+    def request_rate(self) -> float:
+        """Requests per second as paced now (0 when requests are not limited)."""
+        pacer = self.pacers["requests"]
+        return pacer.rate if pacer else 0.0
+
+    def _say(self, key: str, text: str) -> None:
+        if key not in self._said:
+            self._said.add(key)
+            self.notices.append(text)
+
+    def _refill(self, now: float) -> None:
+        for name, pacer in self.pacers.items():
+            if pacer:
+                pacer.share = self.evidence[name].share
+                pacer.refill(now)
+
+    # -- admission ----------------------------------------------------------------------------------------------
+
+    def delay(self, tokens: int) -> float:
+        """Seconds until a request of ``tokens`` would be admitted now (0 if at once)."""
+        now = self.clock()
+        self._refill(now)
+        requests, reserved = self.pacers["requests"], self.pacers["tokens"]
+        waits = [self.paused_until - now]
+        if requests:
+            waits.append(requests.wait(1))
+        if reserved:
+            waits.append(reserved.wait(tokens))
+        return max(0.0, *waits)
+
+    def take(self, tokens: int) -> Ticket:
+        """Charge a request of ``tokens`` now (call when ``delay`` is 0)."""
+        now = self.clock()
+        positions = []
+        for name, cost in zip(DIMENSIONS, (1.0, float(tokens)), strict=True):
+            pacer = self.pacers[name]
+            if pacer:
+                pacer.level -= cost
+            evidence = self.evidence[name]
+            evidence.largest = max(cost, evidence.largest * 0.999)
+            positions.append(evidence.ledger.add(now, cost))
+        self.admitted += 1
+        self.admitted_tokens += tokens
+        return Ticket(tokens, now, (positions[0], positions[1]))
+
+    async def acquire(self, tokens: int) -> Ticket:
+        """Wait until a request reserving ``tokens`` may be sent, then take its cost from the buckets."""
+        self.waiting += 1
+        try:
+            async with self.lock:
+                while (wait := self.delay(tokens)) > 0:
+                    await self.sleep(min(wait, WAKE_SECONDS))
+                return self.take(tokens)
+        finally:
+            self.waiting -= 1
+
+    def settle(self, ticket: Ticket, used: int) -> None:
+        """Give back what a finished request reserved but did not use (or take what it used beyond that)."""
+        now = self.clock()
+        self._refill(now)
+        back = ticket.reserved - used
+        pacer = self.pacers["tokens"]
+        if pacer:
+            pacer.level = min(pacer.capacity, pacer.level + back)
+        if back:
+            evidence = self.evidence["tokens"]
+            evidence.ledger.add(now, -back)
+            began = evidence.window_start(now)
+            if began is not None and ticket.sent < began:  # a fixed window no longer counts what it gives back
+                evidence.stale.add(now, -back)
+        self.admitted_tokens -= back
+
+    # -- what the server says -----------------------------------------------------------------------------------
+
+    def observe(self, headers: Mapping[str, str], ticket: Ticket | None = None, *, refused: bool = False) -> None:
+        """Weigh a reply's ``x-ratelimit-*`` headers; ``ticket`` is its request's; ``refused``: a 429's."""
+        now = self.clock()
+        self._refill(now)
+        for index, name in enumerate(DIMENSIONS):
+            reading = read_reading(headers, name)
+            if reading is None:
+                continue
+            if isinstance(reading, str):
+                self._say(f"bad-{name}", f"ignored {reading}")
+                continue
+            if reading.reset > LONGEST_RESET:
+                self._say(
+                    f"period-{name}",
+                    f"the server's {name} headers describe a period longer than a minute (reset "
+                    f"{reading.reset:,.0f}s): not used for pacing",
+                )
+                continue
+            pacer = self.pacers[name]
+            if pacer is None:
+                continue
+            evidence = self.evidence[name]
+            evidence.headed = True
+            self._adopt(name, pacer, reading.limit)
+            evidence.observe(reading, now, ticket.positions[index] if ticket else None, refused=refused)
+            if evidence.share < 0.95:
+                self._say(
+                    f"other-{name}",
+                    f"the server counts more of the {name} limit than this run uses (other clients, or its own "
+                    f"way of counting): pacing to what is left",
+                )
+        self._refill(now)
+
+    def _adopt(self, name: str, pacer: Pacer, limit: int) -> None:
+        if limit == pacer.limit:
+            self._higher.pop(name, None)
+            return
+        if limit > pacer.limit:
+            if self.explicit:
+                return
+            self._higher[name] = self._higher.get(name, 0) + 1
+            if self._higher[name] < 2:
+                return
+        self._say(
+            f"limit-{name}-{limit}",
+            f"server reports {name} limit {limit:,}/min, configured {pacer.limit:,}: pacing to {limit:,}",
+        )
+        pacer.limit = limit
+        pacer.level = min(pacer.level, pacer.capacity)
+
+    def rejected(
+        self,
+        ticket: Ticket,
+        headers: Mapping[str, str],
+        dimension: str | None,
+        retry_after: float | None,
+        limit: int | None = None,
+        used: int | None = None,
+    ) -> None:
+        """A rate-limit 429 for a request the gate admitted: pause everyone until Retry-After, and learn.
+
+        ``dimension`` is the 429's ``type`` (requests or tokens; None when the server does not say); ``limit`` and
+        ``used`` are its message's "Limit N, Used M", read where no headers report the limit."""
+        now = self.clock()
+        before = {name: e.share for name, e in self.evidence.items()}
+        self.settle(ticket, 0)
+        self.observe(headers, ticket, refused=True)
+        if dimension in DIMENSIONS and limit and used is not None and used >= 0:
+            evidence = self.evidence[dimension]
+            if not evidence.headed:
+                deficit = min(used, limit)
+                evidence.observe(Reading(limit, limit - deficit, deficit / (limit / 60.0)), now, refused=True)
+        wait = retry_after if retry_after is not None else 1.0
+        self.pause(wait)
+        if ticket.sent <= self.last_cut:  # sent before the last cut: an echo of the same overshoot
+            return
+        for name, pacer in self.pacers.items():
+            if pacer is None or dimension not in (None, name):
+                continue
+            evidence = self.evidence[name]
+            if evidence.explain() or before[name] - evidence.share > 0.02:
+                continue  # explained: others use more than the gate knew, and its rate now follows
+            self.last_cut = now
+            self.cuts += 1
+            pacer.cut(now)
+            if wait <= pacer.burst + 0.05 and pacer.burst > MIN_BURST:
+                pacer.burst = max(MIN_BURST, pacer.burst / 2)
+                pacer.level = min(pacer.level, pacer.capacity)
+                self._say(
+                    f"burst-{name}",
+                    f"the server enforces {name} over a window shorter than a second: bursts limited to "
+                    f"{pacer.burst:.2f}s of the rate",
+                )
+
+    def pause(self, seconds: float) -> None:
+        """Stop all admissions for ``seconds`` (Retry-After of a rate-limit 429)."""
+        now = self.clock()
+        self.paused_until = max(self.paused_until, now + seconds)
+        self._refill(now)
+        for pacer in self.pacers.values():
+            if pacer:
+                pacer.level = min(pacer.level, 0.0)
+
+    def slow_down(self) -> None:
+        """A ``slow_down`` 429: cut the rate to 80%; it recovers as after any cut."""
+        now = self.clock()
+        self._refill(now)
+        for pacer in self.pacers.values():
+            if pacer:
+                pacer.cut(now)
+                pacer.factor = max(FACTOR_FLOOR, pacer.factor_bad * 0.8)
+
+    def statistics(self) -> GateStats:
+        now = self.clock()
+        self._refill(now)
+        requests, tokens = self.pacers["requests"], self.pacers["tokens"]
+        return GateStats(
+            rpm=self.rpm,
+            tpm=self.tpm,
+            requests_level=requests.level if requests else None,
+            tokens_level=tokens.level if tokens else None,
+            paused_for=max(0.0, self.paused_until - now),
+            admitted=self.admitted,
+            admitted_tokens=self.admitted_tokens,
+            waiting=self.waiting,
+            requests_rate=requests.rate if requests else None,
+            tokens_rate=tokens.rate if tokens else None,
+            other_requests=self.evidence["requests"].other,
+            other_tokens=self.evidence["tokens"].other,
+            burst=min((p.burst for p in self.pacers.values() if p), default=0.0),
+            rate_limited=self.cuts,
+        )

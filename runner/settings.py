@@ -1,0 +1,42 @@
+"""How a run is to be worked: limits the user set, budgets, timing. Both modes read them; the CLI builds them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from runner.retry import RetryPolicy
+
+__all__ = ["BatchSettings", "RunSettings"]
+
+
+@dataclass
+class RunSettings:
+    tier: str = "tier-1"
+    rpm: int | None = None  # instead of the tier's limits
+    tpm: int | None = None
+    rpd: int | None = None
+    batch_queue_tokens: int | None = None  # instead of the tier's batch queue limit
+    headroom: float = 0.02  # share of each limit left unused
+    burst_seconds: float = 1.0  # the most of a limit's rate released at once (the gate may learn less)
+    concurrency: int | None = None  # most requests in flight; None: rate x latency (Little's law)
+    max_spend: int | None = None  # picodollars
+    deadline: float | None = None  # wall clock (time.time) by which to stop
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    request_timeout: float = 600.0
+    lease_seconds: float = 900.0
+    heartbeat_seconds: float = 5.0
+    flush_seconds: float = 0.05
+    seed: int | None = None
+
+    @property
+    def explicit_limits(self) -> bool:
+        return any(v is not None for v in (self.rpm, self.tpm, self.rpd))
+
+
+@dataclass
+class BatchSettings:
+    poll_min: float = 10.0  # seconds between the first polls of a batch
+    poll_max: float = 300.0  # backoff cap
+    max_resubmits: int = 3  # times a request may go back to pending from a batch before it fails
+    count_output: bool = True  # count max output tokens in the queue estimate (OpenAI does not say; be safe)
+    queue_wait: float = 60.0  # after token_limit_exceeded, wait this long (or for a batch to finish)

@@ -1,0 +1,52 @@
+"""What every part of the store shares: the connection, the clock, transactions, and moving requests by the table."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlite_utils import Database
+
+from runner.errors import StateConflict
+from runner.store.states import Move
+
+__all__ = ["Base", "Clock"]
+
+Clock = Callable[[], float]
+
+
+class Base:
+    """The connection (``conn``, ``db``) and clock every part of ``Store`` works on."""
+
+    path: str
+    conn: Any  # sqlite3.Connection
+    db: Database
+    clock: Clock = time.time
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One atomic write: everything inside commits together or not at all."""
+        with self.db.atomic():
+            yield
+
+    def _move(self, move: Move, where: str, args: tuple[Any, ...], sets: str = "", values: tuple[Any, ...] = ()) -> int:
+        """Apply ``move`` to the requests matching ``where`` (and allowed by the table); returns how many moved.
+
+        ``sets`` are extra ``column=?`` assignments with their ``values``. Call inside a transaction."""
+        extra = f", {sets}" if sets else ""
+        cursor = self.conn.execute(
+            f"UPDATE requests SET state=?, updated_at=?{extra} WHERE {where} AND {move.where()}",
+            (move.target.value, self.clock(), *values, *args),
+        )
+        return int(cursor.rowcount)
+
+    def _move_one(
+        self, move: Move, request_id: int, what: str, extra_where: str = "", args: tuple[Any, ...] = (), **sets: Any
+    ) -> None:
+        """Move one request or raise ``StateConflict`` naming ``what`` it is."""
+        where = "id=?" + (f" AND {extra_where}" if extra_where else "")
+        assignments = ", ".join(f"{k}=?" for k in sets)
+        if self._move(move, where, (request_id, *args), assignments, tuple(sets.values())) != 1:
+            raise StateConflict(f"{what}: cannot {move.value} (not {' or '.join(sorted(move.sources))})")

@@ -1,0 +1,217 @@
+"""Requests: stored by ingest, claimed by the sync executor, settled with their results and spend."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from runner.errors import StateConflict
+from runner.store.results import Results
+from runner.store.states import Move, State
+
+__all__ = ["Claimed", "Outcome", "RequestRow", "Requests"]
+
+
+@dataclass(frozen=True)
+class RequestRow:
+    """A request as ingest stores it."""
+
+    custom_id: str
+    line: int
+    endpoint: str
+    model: str
+    body: str
+    body_hash: str
+    prompt_tokens: int
+    output_tokens: int
+    n: int
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A request leased to this process for sending."""
+
+    id: int
+    custom_id: str
+    line: int
+    endpoint: str
+    model: str
+    body: str
+    prompt_tokens: int
+    output_tokens: int
+    n: int
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one request: ``move`` (ANSWER, FAIL, RETRY, RELEASE; COLLECT, REJECT for batch lines)."""
+
+    request_id: int
+    custom_id: str
+    move: Move
+    status_code: int | None = None
+    response_id: str | None = None
+    body: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    not_before: float = 0.0
+    # spend, when the response was billed
+    model: str | None = None
+    service_tier: str = "standard"
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    output_tokens: int = 0
+    cost: int | None = None
+
+    @property
+    def final(self) -> bool:
+        return self.move.target is not State.PENDING
+
+
+class Requests(Results):
+    # -- ingest --------------------------------------------------------------------------------------------------
+
+    def add_requests(self, run: str, rows: Sequence[RequestRow]) -> tuple[int, list[tuple[RequestRow, int, int, str]]]:
+        """Insert new requests. Returns how many were new, and ``(row, stored_id, stored_line, stored_hash)`` for
+        each row whose custom_id is stored from another line or with another body. Call inside a transaction to
+        make a whole ingest one."""
+        now = self.clock()
+        before = self.conn.total_changes
+        self.conn.executemany(
+            "INSERT INTO requests(run, custom_id, line, endpoint, model, body, body_hash, prompt_tokens,"
+            " output_tokens, n, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(run, custom_id) DO NOTHING",
+            [
+                (run, r.custom_id, r.line, r.endpoint, r.model, r.body, r.body_hash, r.prompt_tokens,
+                 r.output_tokens, r.n, now)
+                for r in rows
+            ],
+        )  # fmt: skip
+        inserted = self.conn.total_changes - before
+        if inserted == len(rows):
+            return inserted, []
+        stored: dict[str, tuple[int, int, str]] = {}
+        ids = [r.custom_id for r in rows]
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for cid, rid, line, h in self.conn.execute(
+                f"SELECT custom_id, id, line, body_hash FROM requests WHERE run=? AND custom_id IN ({marks})",
+                (run, *chunk),
+            ):
+                stored[cid] = (rid, line, h)
+        out: list[tuple[RequestRow, int, int, str]] = []
+        for r in rows:
+            rid, line, h = stored[r.custom_id]
+            if line != r.line or h != r.body_hash:
+                out.append((r, rid, line, h))
+        return inserted, out
+
+    def last_request_id(self) -> int:
+        """The highest request id in the database (0 if none): what ingest adds comes after it."""
+        return int(self.conn.execute("SELECT coalesce(max(id), 0) FROM requests").fetchone()[0])
+
+    def request_id(self, run: str, custom_id: str) -> int | None:
+        row = self.conn.execute("SELECT id FROM requests WHERE run=? AND custom_id=?", (run, custom_id)).fetchone()
+        return None if row is None else int(row[0])
+
+    def refuse(self, run: str, custom_id: str, code: str, message: str) -> None:
+        """pending -> failed before any attempt (it can never succeed as written); the reason is its result."""
+        with self.transaction():
+            row = self.conn.execute(
+                f"UPDATE requests SET state=?, last_error=?, updated_at=? WHERE run=? AND custom_id=?"
+                f" AND {Move.REFUSE.where()} RETURNING id",
+                (Move.REFUSE.target.value, message, self.clock(), run, custom_id),
+            ).fetchone()
+            if row is None:
+                raise StateConflict(f"request {custom_id!r} of run {run!r}: cannot refuse (not pending)")
+            outcome = Outcome(row[0], custom_id, Move.REFUSE, error_code=code, error_message=message)
+            self._insert_result(outcome, run, "sync")
+
+    def cancel(self, run: str, custom_ids: Iterable[str] | None = None) -> int:
+        """Withdraw pending requests of ``run`` (all, or those of ``custom_ids``); returns how many."""
+        with self.transaction():
+            if custom_ids is None:
+                return self._move(Move.CANCEL, "run=?", (run,))
+            moved = 0
+            for custom_id in custom_ids:
+                moved += self._move(Move.CANCEL, "run=? AND custom_id=?", (run, custom_id))
+            return moved
+
+    # -- the queue -----------------------------------------------------------------------------------------------
+
+    def claim(self, run: str, owner: str, limit: int, lease_seconds: float = 600.0) -> list[Claimed]:
+        """Lease up to ``limit`` pending requests that are due, oldest first: pending -> in_flight."""
+        now = self.clock()
+        with self.transaction():
+            rows = self.conn.execute(
+                f"UPDATE requests SET state=?, lease_owner=?, lease_expires=?, attempts=attempts+1, updated_at=?"
+                f" WHERE id IN (SELECT id FROM requests WHERE run=? AND {Move.CLAIM.where()} AND not_before<=?"
+                " ORDER BY id LIMIT ?)"
+                " RETURNING id, custom_id, line, endpoint, model, body, prompt_tokens, output_tokens, n, attempts",
+                (Move.CLAIM.target.value, owner, now + lease_seconds, now, run, now, limit),
+            ).fetchall()
+        return sorted((Claimed(*r) for r in rows), key=lambda c: c.id)
+
+    def next_due(self, run: str) -> float | None:
+        """When the earliest pending request becomes due, or None if nothing is pending."""
+        row = self.conn.execute(
+            "SELECT min(not_before) FROM requests WHERE run=? AND state='pending'", (run,)
+        ).fetchone()
+        return None if row[0] is None else float(row[0])
+
+    def record(self, owner: str, run: str, outcomes: Iterable[Outcome]) -> None:
+        """Apply outcomes of ``owner``'s in-flight requests in one transaction: state, result and spend together."""
+        items = list(outcomes)
+        if not items:
+            return
+        with self.transaction():
+            for o in items:
+                what = f"request {o.custom_id!r} in flight for this process"
+                if o.final:
+                    self._move_one(
+                        o.move, o.request_id, what, "lease_owner=?", (owner,),
+                        last_error=o.error_message, lease_owner=None, lease_expires=None,
+                    )  # fmt: skip
+                    self._insert_result(o, run, "sync")
+                else:
+                    self._move_one(
+                        o.move, o.request_id, what, "lease_owner=?", (owner,),
+                        not_before=o.not_before, last_error=o.error_message, lease_owner=None, lease_expires=None,
+                    )  # fmt: skip
+
+    # -- reports -------------------------------------------------------------------------------------------------
+
+    def counts(self, run: str) -> dict[str, int]:
+        found = dict(self.conn.execute("SELECT state, count(*) FROM requests WHERE run=? GROUP BY state", (run,)))
+        return {s.value: int(found.get(s.value, 0)) for s in State}
+
+    def pending_models(self, run: str) -> list[str]:
+        return [
+            m
+            for (m,) in self.conn.execute("SELECT DISTINCT model FROM requests WHERE run=? AND state='pending'", (run,))
+        ]
+
+    def pending_by_model(self, run: str, count_output: bool = True) -> list[tuple[str, int, int]]:
+        """``(model, requests, estimated tokens)`` of what is pending, per model."""
+        extra = "output_tokens * n" if count_output else "0"
+        return [
+            (str(m), int(n), int(t))
+            for m, n, t in self.conn.execute(
+                f"SELECT model, count(*), sum(prompt_tokens + {extra}) FROM requests WHERE run=? AND state='pending'"
+                " GROUP BY model",
+                (run,),
+            )
+        ]
+
+    def pending_larger_than(self, run: str, model: str, tokens: int, count_output: bool) -> list[tuple[str, int, int]]:
+        """``(custom_id, line, estimate)`` of pending requests of ``model`` whose estimate exceeds ``tokens``."""
+        extra = "output_tokens * n" if count_output else "0"
+        return [
+            (str(c), int(line), int(est))
+            for c, line, est in self.conn.execute(
+                f"SELECT custom_id, line, prompt_tokens + {extra} AS est FROM requests WHERE run=? AND model=?"
+                " AND state='pending' AND est > ?",
+                (run, model, tokens),
+            ).fetchall()
+        ]

@@ -1,0 +1,88 @@
+"""Results and spend: one result per final request, one spend row per billed response, written together with the
+move that made the request final. Daily usage (requests and tokens per model and UTC day) for RPD / TPD."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from runner.store.base import Base
+from runner.store.states import Move
+
+if TYPE_CHECKING:
+    from runner.store.requests import Outcome
+
+__all__ = ["Results"]
+
+_OUTCOME = {Move.ANSWER: "succeeded", Move.COLLECT: "succeeded", Move.FAIL: "failed", Move.REJECT: "failed",
+            Move.REFUSE: "failed"}  # fmt: skip
+
+
+class Results(Base):
+    def _insert_result(self, o: Outcome, run: str, mode: str) -> None:
+        """Write the result (and spend, if billed) of ``o``; call inside the transaction that moved its state."""
+        now = self.clock()
+        self.conn.execute(
+            "INSERT INTO results(request_id, run, custom_id, outcome, status_code, response_id, body,"
+            " error_code, error_message, mode, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (o.request_id, run, o.custom_id, _OUTCOME[o.move], o.status_code, o.response_id, o.body, o.error_code,
+             o.error_message, mode, now),
+        )  # fmt: skip
+        if o.cost is not None:
+            self.conn.execute(
+                "INSERT INTO spend(run, request_id, model, service_tier, prompt_tokens, cached_tokens,"
+                " output_tokens, cost, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                (run, o.request_id, o.model, o.service_tier, o.prompt_tokens, o.cached_tokens, o.output_tokens,
+                 o.cost, now),
+            )  # fmt: skip
+
+    def results(self, run: str) -> Iterator[dict[str, Any]]:
+        cur = self.conn.execute(
+            "SELECT request_id, custom_id, outcome, status_code, response_id, body, error_code, error_message"
+            " FROM results WHERE run=? ORDER BY request_id",
+            (run,),
+        )
+        cols = [d[0] for d in cur.description]
+        for row in cur:
+            yield dict(zip(cols, row, strict=True))
+
+    def failures(self, run: str, limit: int = 5) -> list[tuple[str, str]]:
+        return [
+            (r[0], r[1] or "")
+            for r in self.conn.execute(
+                "SELECT custom_id, error_message FROM results WHERE run=? AND outcome='failed'"
+                " ORDER BY request_id LIMIT ?",
+                (run, limit),
+            )
+        ]
+
+    def total_cost(self, run: str) -> int:
+        """Picodollars spent on ``run``."""
+        return int(self.conn.execute("SELECT coalesce(sum(cost),0) FROM spend WHERE run=?", (run,)).fetchone()[0])
+
+    def spend_by(self, run: str | None = None) -> list[dict[str, Any]]:
+        where, args = ("WHERE run=?", (run,)) if run else ("", ())
+        cur = self.conn.execute(
+            "SELECT run, model, service_tier, count(*) AS responses, sum(prompt_tokens) AS prompt_tokens,"
+            " sum(cached_tokens) AS cached_tokens, sum(output_tokens) AS output_tokens, sum(cost) AS cost"
+            f" FROM spend {where} GROUP BY run, model, service_tier ORDER BY run, model, service_tier",
+            args,
+        )
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, row, strict=True)) for row in cur]
+
+    # -- daily limits --------------------------------------------------------------------------------------------
+
+    def count_daily(self, model: str, day: str, requests: int, tokens: int) -> None:
+        with self.transaction():
+            self.conn.execute(
+                "INSERT INTO daily_usage(model, day, requests, tokens) VALUES (?,?,?,?) ON CONFLICT(model, day)"
+                " DO UPDATE SET requests=requests+excluded.requests, tokens=tokens+excluded.tokens",
+                (model, day, requests, tokens),
+            )
+
+    def daily(self, model: str, day: str) -> tuple[int, int]:
+        row = self.conn.execute(
+            "SELECT requests, tokens FROM daily_usage WHERE model=? AND day=?", (model, day)
+        ).fetchone()
+        return (0, 0) if row is None else (int(row[0]), int(row[1]))
