@@ -1,7 +1,35 @@
 """runner: push large amounts of work through the OpenAI API within a usage tier's limits, resumably.
 
-The public surface is the ``runner`` command (``runner.cli``); the modules below are importable for tests and
-embedding, one noun each: limits, tokens, store, jobfile, ratelimit, retry, pricing, transport, sync, sim.
+The public surface is the ``runner`` command (``runner.cli``). One noun per module:
+
+    cli             parses the command line and delegates; prints what render gives it
+    commands        the use cases: run a job, status, batches, cancel, results, spend
+    render          text for people: summaries, status, batch lists, spend
+    demo            the bundled job against an in-process simulator
+    settings        how a run is worked: the limits the user set, budgets, timing knobs
+    timing          where a run takes its time from (injected: tests use a fake clock)
+    logs            -v log lines on stderr
+    progress        the live progress line, and the Snapshot executors give it
+    errors          the one exception tree, with exit codes
+    limits          tier_limits.json: tiers, per-model limits, prices, speeds
+    money           integer picodollars
+    pricing         what an answer cost
+    durations       Go durations (x-ratelimit-reset, deadlines)
+    endpoints       one row per API endpoint: prompt counting, output keys, usage, schema, inputs
+    encodings       tiktoken's encodings, offline and hash-checked
+    tokens          what a request may consume: prompt tokens and output reservation
+    jobfile         the input JSONL, ingested into the store
+    retry           every retry decision, as pure functions
+    gate            pacing one model under RPM and TPM
+    evidence        what the x-ratelimit-* headers say about other use of a limit
+    gates           a run's gates by model, behind the Pacing interface
+    transport       HTTP for the sync hot path (aiohttp)
+    sync            the sync executor
+    batch/          the Batch API mode: executor, collect (a finished batch), packing, api (the openai SDK)
+    store/          the SQLite database: states (the transition table), base, runs, requests, results, batches,
+                    migrations, schema (the README's description)
+    sim/            the OpenAI simulator: server, http, buckets, answers, caching, faults, files, batches, config,
+                    thread, serve
 """
 
 __version__ = "0.1.0"

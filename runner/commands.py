@@ -26,6 +26,7 @@ from runner.progress import Progress
 from runner.settings import BatchSettings, RunSettings
 from runner.store import BatchState, Store
 from runner.sync import SyncExecutor
+from runner.timing import Timing
 from runner.transport import Credentials
 
 __all__ = [
@@ -83,11 +84,14 @@ def run_job(
     batch: BatchSettings | None = None,
     progress: bool | None = None,
     err: TextIO = sys.stderr,
+    timing: Timing | None = None,
 ) -> RunOutcome:
     """Ingest ``input_path`` into run ``name`` (default: the file's stem) and work it to the end or a stop.
 
     ``mode``: sync, batch or auto. A run may change mode between invocations; its results stay one per custom_id.
+    ``timing``: where the executors take their time from (tests pass a fake clock).
     """
+    timing = timing or Timing()
     limits.tier(settings.tier)
     run = name or Path(input_path).stem
     owner = store.acquire(run, str(Path(input_path).resolve()))
@@ -98,15 +102,18 @@ def run_job(
             print(f"{input_path}:{line}: request {custom_id!r} failed, not sent: {reason}", file=err)
         for model in store.pending_models(run):  # every model with work must have limits at the tier, before sending
             limits.model(model).limits_for(settings.tier)
-        chosen = choose_mode(mode, settings, time.time())
+        chosen = choose_mode(mode, settings, timing.wall())
         store.set_settings(run, settings.tier, chosen)
-        batches = BatchExecutor(store, run, owner, limits, settings, batch or BatchSettings(), credentials,
-                                spool_dir(store, run))  # fmt: skip
+        spool = spool_dir(store, run)
+        batches = BatchExecutor(store, run, owner, limits, settings, batch or BatchSettings(), credentials, spool,
+                                timing.wall, timing.sleep)  # fmt: skip
         if chosen == "batch":
             stopped = anyio.run(_execute, batches, progress, backend="asyncio")
             notices = batches.notices
         else:
-            stopped, notices = _run_sync(store, run, owner, limits, settings, credentials, batches, progress)
+            sync = SyncExecutor(store, run, owner, limits, settings, credentials, None, timing.wall, timing.monotonic,
+                                timing.sleep)  # fmt: skip
+            stopped, notices = _run_sync(store, run, sync, batches, progress)
     except BaseException:
         store.release(run, owner, "error")
         raise
@@ -115,19 +122,11 @@ def run_job(
 
 
 def _run_sync(
-    store: Store,
-    run: str,
-    owner: str,
-    limits: Limits,
-    settings: RunSettings,
-    credentials: Credentials,
-    batches: BatchExecutor,
-    progress: bool | None,
+    store: Store, run: str, executor: SyncExecutor, batches: BatchExecutor, progress: bool | None
 ) -> tuple[RunnerError | None, list[str]]:
     """A sync pass: first collect what batches of the run have finished, then send the rest."""
     if store.batch_rows(run, RUNNING):
         anyio.run(_collect_batches, batches, backend="asyncio")
-    executor = SyncExecutor(store, run, owner, limits, settings, credentials)
     stopped = anyio.run(_execute, executor, progress, backend="asyncio")
     still = store.counts(run)["batched"]
     if stopped is None and still:

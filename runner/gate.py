@@ -14,8 +14,8 @@ stuck. Admission is first come, first served.
   than the gate does (it never gives back what an answer did not use, say). Paced to it, the gate converges on
   what is left either way;
 - ``factor``: cut by a tenth by each 429 the evidence does not explain (a 429 for a request sent before the last
-  cut is an echo of the same overshoot); it regains 2% a second up to just below the factor of that 429, then
-  0.1% a second, and at once when the evidence of other use changes;
+  cut is an echo of the same overshoot); it goes most of the way back to just below the factor before that run
+  of 429s within seconds, then probes beyond at 0.1% a second (at once when the evidence of other use changes);
 - ``start``: half the rate at first, the whole rate after ``START_SECONDS``: the first answers tell what others
   use before the gate can overrun it;
 - ``burst``: starts at ``burst_seconds`` (1 s, the shortest window OpenAI is known to enforce) and halves when an
@@ -45,7 +45,8 @@ DIMENSIONS = ("requests", "tokens")
 MIN_BURST = 0.05  # seconds
 FACTOR_FLOOR = 0.05
 FACTOR_CUT = 0.9
-FACTOR_REGAIN = 0.02  # per second, back to just below the factor of the last 429
+FACTOR_REGAIN = 3.0  # seconds: the time constant of the way back to just below the factor before a run of 429s
+STORM_SECONDS = 10.0  # 429s closer than this to the previous cut belong to the same run of 429s
 FACTOR_PROBE = 0.001  # per second, beyond it
 START_SHARE = 0.5  # of the rate at the first moment: other clients may be using the rest
 START_SECONDS = 5.0  # to reach the whole rate, while the first answers tell what others use
@@ -79,7 +80,8 @@ class Pacer:
         self.burst = burst_seconds
         self.burst_max = burst_seconds
         self.factor = 1.0
-        self.factor_bad = 1.0  # the factor at the last unexplained 429
+        self.factor_bad = 1.0  # the factor before the last run of unexplained 429s
+        self.last_cut = -math.inf
         self.share_at_cut = 1.0  # the share the gate knew of then
         self.share = 1.0
         self.stamp = now
@@ -110,8 +112,11 @@ class Pacer:
         if abs(self.share - self.share_at_cut) > 0.05:  # what the last cut answered has changed
             self.factor_bad, self.share_at_cut = 1.0 / 0.97, self.share
         if self.factor < 1.0:
-            fast = self.factor < self.factor_bad * 0.97
-            self.factor = min(1.0, self.factor + (FACTOR_REGAIN if fast else FACTOR_PROBE) * elapsed)
+            target = self.factor_bad * 0.97
+            if self.factor < target:  # most of the way back within seconds
+                self.factor = target - (target - self.factor) * math.exp(-elapsed / FACTOR_REGAIN)
+            else:  # then probe slowly beyond it
+                self.factor = min(1.0, self.factor + FACTOR_PROBE * elapsed)
             self.factor_bad = max(self.factor_bad, self.factor)
         if self.burst < self.burst_max and now - self.quiet_since > 60.0:
             self.burst, self.quiet_since = min(self.burst_max, self.burst * 2), now
@@ -126,8 +131,10 @@ class Pacer:
         return (need - self.level) / self.rate
 
     def cut(self, now: float) -> None:
-        """An unexplained 429: a tenth off the factor."""
-        self.factor_bad = self.factor
+        """An unexplained 429: a tenth off the factor; the way back aims at the factor before this run of 429s."""
+        if now - self.last_cut > STORM_SECONDS:
+            self.factor_bad = self.factor
+        self.last_cut = now
         self.factor = max(FACTOR_FLOOR, self.factor * FACTOR_CUT)
         self.share_at_cut = self.share
         self.quiet_since = now
@@ -384,8 +391,9 @@ class Gate:
         self._refill(now)
         for pacer in self.pacers.values():
             if pacer:
+                before = pacer.factor
                 pacer.cut(now)
-                pacer.factor = max(FACTOR_FLOOR, pacer.factor_bad * 0.8)
+                pacer.factor = max(FACTOR_FLOOR, before * 0.8)
 
     def statistics(self) -> GateStats:
         now = self.clock()

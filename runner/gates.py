@@ -7,8 +7,9 @@ factory to ``Gates``.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
 from runner.gate import Gate, GateStats, Ticket
@@ -53,10 +54,11 @@ class Pacing(Protocol):
     def statistics(self) -> GateStats: ...
 
 
-Factory = Callable[[RateLimits, RunSettings, Callable[[], float]], Pacing]
+Sleep = Callable[[float], Awaitable[None]]
+Factory = Callable[[RateLimits, RunSettings, Callable[[], float], Sleep], Pacing]
 
 
-def in_process(limits: RateLimits, settings: RunSettings, clock: Callable[[], float]) -> Pacing:
+def in_process(limits: RateLimits, settings: RunSettings, clock: Callable[[], float], sleep: Sleep) -> Pacing:
     return Gate(
         limits.rpm,
         limits.tpm,
@@ -64,6 +66,7 @@ def in_process(limits: RateLimits, settings: RunSettings, clock: Callable[[], fl
         burst_seconds=settings.burst_seconds,
         explicit=settings.explicit_limits,
         clock=clock,
+        sleep=sleep,
     )
 
 
@@ -71,9 +74,13 @@ class Gates:
     """The run's gates by (model, long context), made on first use from the tier's limits and the user's."""
 
     def __init__(
-        self, settings: RunSettings, factory: Factory = in_process, clock: Callable[[], float] = time.monotonic
+        self,
+        settings: RunSettings,
+        factory: Factory = in_process,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
-        self.settings, self.factory, self.clock = settings, factory, clock
+        self.settings, self.factory, self.clock, self.sleep = settings, factory, clock, sleep
         self.gates: dict[tuple[str, bool], Pacing] = {}
         self.limits: dict[tuple[str, bool], RateLimits] = {}
 
@@ -86,7 +93,7 @@ class Gates:
             s = self.settings
             own = raw.override(s.rpm, s.tpm, s.rpd)
             self.limits[key] = own
-            self.gates[key] = self.factory(own, s, self.clock)
+            self.gates[key] = self.factory(own, s, self.clock, self.sleep)
         return self.gates[key], self.limits[key]
 
     @property

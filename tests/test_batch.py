@@ -23,9 +23,10 @@ from runner.store import Store
 from runner.tokens import count_prompt
 from runner.transport import Credentials
 
-from .conftest import chat_line, runner_cli, write_jsonl
+from .conftest import FakeTime, chat_line, runner_cli, write_jsonl
 
-FAST = BatchSettings(poll_min=0.05, poll_max=0.3, queue_wait=0.3)
+FAST = BatchSettings(poll_min=0.05, poll_max=0.3, queue_wait=0.3, calls_per_second=1000)
+REAL = BatchSettings(calls_per_second=1000)  # polls from 10 s, backing off to 5 min: on a fake clock, no cost
 
 
 def settings(**kw: Any) -> RunSettings:
@@ -61,7 +62,16 @@ def batch_cli_args(path: Path, sim: Any, queue_requests: int) -> list[str]:
 
 
 def run_batch(store: Store, path: Path, limits: Limits, sim: Any, batch: BatchSettings = FAST, **kw: Any) -> Any:
-    return run_job(store, str(path), limits, settings(**kw), Credentials(sim.base_url, "k"), mode="batch", batch=batch)
+    """``run_job`` in batch mode; on the simulator's fake clock when it has one (see ``fake_sim``)."""
+    clock = sim.sim.config.clock
+    timing = clock.timing() if isinstance(clock, FakeTime) else None
+    credentials = Credentials(sim.base_url, "k")
+    return run_job(store, str(path), limits, settings(**kw), credentials, mode="batch", batch=batch, timing=timing)
+
+
+def fake_sim(start_sim: Any, **config: Any) -> Any:
+    """A simulator whose batches run on a fake clock shared with the executor: hours pass in no time."""
+    return start_sim(clock=FakeTime(), **config)
 
 
 def results(store: Store, run: str = "job") -> dict[str, dict[str, Any]]:
@@ -179,6 +189,7 @@ def test_simulator_reports_file_problems_the_way_openai_does(
     client.close()
 
 
+@pytest.mark.slow
 def test_simulator_refuses_bad_batch_requests(start_sim: Any) -> None:
     sim = start_sim(latency_scale=0)
     client = openai.OpenAI(base_url=sim.base_url, api_key="k", max_retries=0)
@@ -251,6 +262,7 @@ def test_simulator_expired_and_cancelled_batches_keep_finished_lines(start_sim: 
 # -- the runner in batch mode ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_batch_round_trip_gives_the_sync_answers_at_half_the_price(
     tmp_path: Path, limits: Limits, start_sim: Any
 ) -> None:
@@ -274,24 +286,24 @@ def test_batch_round_trip_gives_the_sync_answers_at_half_the_price(
 def test_big_job_goes_in_waves_under_the_queue_limit(
     tmp_path: Path, store: Store, limits: Limits, start_sim: Any
 ) -> None:
-    sim = start_sim(latency_scale=0, batch_seconds=0.3)
+    sim = fake_sim(start_sim, latency_scale=0, batch_seconds=600)
     path = job(tmp_path, 30, max_tokens=20)
-    outcome = run_batch(store, path, limits, sim, batch_queue_tokens=10 * reserved(path))
+    outcome = run_batch(store, path, limits, sim, REAL, batch_queue_tokens=10 * reserved(path))
     assert outcome.exit_code == 0 and outcome.counts["succeeded"] == 30
     batches = server_batches(sim)
     assert len(batches) >= 3 and all(len(b.lines) <= 10 for b in batches)
     spans = sorted((b.created, b.stamps.get("completed_at", 0.0)) for b in batches)
     for (_, done), (started, _) in itertools.pairwise(spans):
-        assert started >= done - 0.35, "a wave starts only when the queue has room"
+        assert started >= done - 300, "a wave starts only when the queue has room (seen at the next poll)"
     results(store)
 
 
 def test_token_limit_exceeded_is_waited_out_not_a_failure(
     tmp_path: Path, store: Store, limits: Limits, start_sim: Any
 ) -> None:
-    sim = start_sim(latency_scale=0, batch_seconds=0.3, batch_queue_tokens=60)  # the server's queue holds fewer
+    sim = fake_sim(start_sim, latency_scale=0, batch_seconds=600, batch_queue_tokens=60)  # the server's holds fewer
     path = job(tmp_path, 12, max_tokens=20)
-    outcome = run_batch(store, path, limits, sim, batch_queue_tokens=12 * reserved(path))  # the runner: 12 fit
+    outcome = run_batch(store, path, limits, sim, REAL, batch_queue_tokens=12 * reserved(path))  # the runner: 12
     assert outcome.exit_code == 0 and outcome.counts["succeeded"] == 12
     codes = [b.errors[0]["code"] for b in server_batches(sim) if b.errors]
     assert "token_limit_exceeded" in codes
@@ -303,9 +315,9 @@ def test_token_limit_exceeded_is_waited_out_not_a_failure(
 def test_expired_batches_keep_finished_lines_and_requeue_the_rest(
     tmp_path: Path, store: Store, limits: Limits, start_sim: Any
 ) -> None:
-    sim = start_sim(latency_scale=0, batch_seconds=0.4, batch_expire_seconds=0.25)
+    sim = fake_sim(start_sim, latency_scale=0, batch_seconds=1000, batch_expire_seconds=600)
     path = job(tmp_path, 40)
-    outcome = run_batch(store, path, limits, sim, batch=dataclasses.replace(FAST, max_resubmits=20))
+    outcome = run_batch(store, path, limits, sim, batch=dataclasses.replace(REAL, max_resubmits=20))
     assert outcome.exit_code == 0 and outcome.counts["succeeded"] == 40
     assert any(b.status == "expired" for b in server_batches(sim))
     assert store.conn.execute("SELECT count(*) FROM spend").fetchone()[0] == 40  # every billed line, once
@@ -318,8 +330,8 @@ def test_expired_batches_keep_finished_lines_and_requeue_the_rest(
 def test_resubmission_cap_fails_requests_with_the_reason(
     tmp_path: Path, store: Store, limits: Limits, start_sim: Any
 ) -> None:
-    sim = start_sim(latency_scale=0, batch_seconds=0.4, batch_expire_seconds=0.2)
-    outcome = run_batch(store, job(tmp_path, 30), limits, sim, batch=dataclasses.replace(FAST, max_resubmits=1))
+    sim = fake_sim(start_sim, latency_scale=0, batch_seconds=1200, batch_expire_seconds=600)
+    outcome = run_batch(store, job(tmp_path, 30), limits, sim, batch=dataclasses.replace(REAL, max_resubmits=1))
     assert outcome.exit_code == 1 and outcome.counts["failed"] > 0
     failed = [r for r in results(store).values() if r["error"]]
     assert all("gave up after 2 batches" in r["error"]["message"] for r in failed)
@@ -328,14 +340,14 @@ def test_resubmission_cap_fails_requests_with_the_reason(
 
 def test_line_errors_are_classified_like_sync(tmp_path: Path, store: Store, limits: Limits, start_sim: Any) -> None:
     without_4o = dataclasses.replace(limits, models={k: v for k, v in limits.models.items() if k != "gpt-4o-mini"})
-    sim = start_sim(latency_scale=0, batch_seconds=0.3, batch_line_error_rate=0.3, limits=without_4o)
+    sim = fake_sim(start_sim, latency_scale=0, batch_seconds=600, batch_line_error_rate=0.3, limits=without_4o)
     items = [chat_line(f"ok-{i}", f"Q {i}") for i in range(20)]
     items += [
         {**chat_line(f"gone-{i}", f"Q {i}"), "body": {**chat_line("x")["body"], "model": "gpt-4o-mini"}}
         for i in range(3)
     ]
     path = write_jsonl(tmp_path / "job.jsonl", items)
-    outcome = run_batch(store, path, limits, sim, batch=dataclasses.replace(FAST, max_resubmits=10))
+    outcome = run_batch(store, path, limits, sim, batch=dataclasses.replace(REAL, max_resubmits=10))
     assert outcome.counts["succeeded"] == 20 and outcome.counts["failed"] == 3 and outcome.exit_code == 1
     by_id = results(store)
     assert {by_id[f"gone-{i}"]["error"]["code"] for i in range(3)} == {"model_not_found"}
@@ -376,6 +388,7 @@ def test_sync_run_collects_finished_batches_and_names_running_ones(
     results(store)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", ["after_upload", "after_create", "polling", "downloading", "recording"])
 def test_kill_9_at_each_point_never_duplicates_a_batch_or_loses_a_line(
     tmp_path: Path, start_sim: Any, point: str
@@ -440,6 +453,7 @@ def test_simulator_batch_and_file_objects_match_openapi(start_sim: Any, openapi:
     client.close()
 
 
+@pytest.mark.slow
 def test_status_and_batches_show_batch_states_and_the_wave_plan(tmp_path: Path, start_sim: Any) -> None:
     sim = start_sim(latency_scale=0, batch_seconds=60)
     path = job(tmp_path, 12)
@@ -458,9 +472,9 @@ def test_status_and_batches_show_batch_states_and_the_wave_plan(tmp_path: Path, 
 def test_orphaned_uploads_of_the_run_are_deleted_and_others_left_alone(
     tmp_path: Path, store: Store, limits: Limits, start_sim: Any
 ) -> None:
-    sim = start_sim(latency_scale=0, batch_seconds=0.3)
+    sim = fake_sim(start_sim, latency_scale=0, batch_seconds=600)
     path = job(tmp_path, 4)
-    assert run_batch(store, path, limits, sim).exit_code == 0
+    assert run_batch(store, path, limits, sim, REAL).exit_code == 0
     store_id = store.store_id
     client = openai.OpenAI(base_url=sim.base_url, api_key="k", max_retries=0)
     orphan = client.files.create(file=(f"runner-{store_id}-job-00009-deadbeef0000.jsonl", b"{}\n"), purpose="batch")
@@ -475,12 +489,12 @@ def test_orphaned_uploads_of_the_run_are_deleted_and_others_left_alone(
 def test_request_larger_than_the_queue_limit_fails_with_reason(
     tmp_path: Path, store: Store, limits: Limits, start_sim: Any
 ) -> None:
-    sim = start_sim(latency_scale=0, batch_seconds=0.2)
+    sim = fake_sim(start_sim, latency_scale=0, batch_seconds=600)
     path = write_jsonl(
         tmp_path / "job.jsonl",
         [chat_line("small-1", max_tokens=20), chat_line("huge", max_tokens=900), chat_line("small-2", max_tokens=20)],
     )
-    outcome = run_batch(store, path, limits, sim, batch_queue_tokens=100)
+    outcome = run_batch(store, path, limits, sim, REAL, batch_queue_tokens=100)
     assert outcome.exit_code == 1 and outcome.counts["succeeded"] == 2 and outcome.counts["failed"] == 1
     ((custom_id, reason),) = store.failures("job")
     assert custom_id == "huge" and "line 2" in reason and "batch queue limit of 100" in reason

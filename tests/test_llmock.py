@@ -5,7 +5,6 @@ estimate of body bytes / 4, no refund after the answer) and grades the client's 
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -25,6 +24,8 @@ from runner.store import Store
 from runner.transport import Credentials
 
 from .conftest import chat_line, write_jsonl
+
+pytestmark = pytest.mark.slow  # each starts a server of its own in another process
 
 LLMOCK = Path(sys.executable).parent / "llmock"
 
@@ -140,10 +141,6 @@ def test_llmock_grades_our_retry_behaviour_as_resilient(
     verdict = get(root + "/_llmock/verdict")
     assert verdict["passed"], verdict["findings"]
     assert verdict["faults_injected"] == 7 and verdict["errors"] == 0 and verdict["warnings"] == 0
-
-
-if os.environ.get("RUNNER_SKIP_LLMOCK"):
-    pytestmark = pytest.mark.skip("RUNNER_SKIP_LLMOCK set")
 
 
 def test_batch_round_trip_through_llmock(

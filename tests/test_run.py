@@ -45,6 +45,7 @@ def one_result_each(store: Store, run: str, n: int) -> list[dict[str, Any]]:
     return lines
 
 
+@pytest.mark.slow
 def test_steady_pacing_gets_no_429_under_a_one_second_window(
     tmp_path: Path, store: Store, limits: Limits, start_sim: Any
 ) -> None:
@@ -63,6 +64,7 @@ def test_steady_pacing_gets_no_429_under_a_one_second_window(
     one_result_each(store, "job", 90)
 
 
+@pytest.mark.slow
 def test_a_429_storm_pauses_everyone_and_every_request_ends_answered(
     tmp_path: Path, store: Store, limits: Limits, start_sim: Any
 ) -> None:
@@ -75,6 +77,7 @@ def test_a_429_storm_pauses_everyone_and_every_request_ends_answered(
     assert stats["requests"] <= 40 + 25 + 10  # paused as a whole, not a retry storm
 
 
+@pytest.mark.slow
 def test_random_faults_are_retried_to_completion(tmp_path: Path, store: Store, limits: Limits, start_sim: Any) -> None:
     sim = start_sim(latency_scale=0, fault_rate=0.25, seed=4, hang_seconds=1.5)
     outcome = run_job(
@@ -86,6 +89,7 @@ def test_random_faults_are_retried_to_completion(tmp_path: Path, store: Store, l
     one_result_each(store, "job", 60)
 
 
+@pytest.mark.slow
 def test_quota_stop_keeps_state_and_resume_finishes(
     tmp_path: Path, store: Store, limits: Limits, start_sim: Any
 ) -> None:
@@ -151,6 +155,7 @@ def _results(db: Path) -> int:
         return 0
 
 
+@pytest.mark.slow
 def test_kill_9_mid_run_then_resume_gives_exactly_one_result_each(tmp_path: Path, start_sim: Any) -> None:
     sim = start_sim(latency_scale=0.3, rpm=600, window=1.0)
     path, db, env, code, _ = signal_mid_run(tmp_path, sim, signal.SIGKILL)
@@ -164,6 +169,7 @@ def test_kill_9_mid_run_then_resume_gives_exactly_one_result_each(tmp_path: Path
     assert store.counts("job")["succeeded"] == 60
 
 
+@pytest.mark.slow
 def test_secret_is_never_written(tmp_path: Path, start_sim: Any) -> None:
     secret = "sk-proj-THIS-IS-SECRET-123456"
     sim = start_sim(latency_scale=0, api_key=secret)
@@ -177,6 +183,7 @@ def test_secret_is_never_written(tmp_path: Path, start_sim: Any) -> None:
     assert secret not in ran.stderr + ran.stdout
 
 
+@pytest.mark.slow
 def test_refused_key_stops_with_state_kept(tmp_path: Path, start_sim: Any) -> None:
     sim = start_sim(latency_scale=0, api_key="sk-right")
     env = {**os.environ, "OPENAI_API_KEY": "sk-wrong", "RUNNER_DB": str(tmp_path / "k.db")}
@@ -264,6 +271,7 @@ def test_a_200_that_is_not_json_is_retried_not_a_crash(
     one_result_each(store, "job", 5)
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_resumably_then_resume_finishes(tmp_path: Path, start_sim: Any) -> None:
     sim = start_sim(latency_scale=0.2, rpm=600, window=1.0)
     path, db, env, code, err = signal_mid_run(tmp_path, sim, signal.SIGINT)

@@ -134,7 +134,7 @@ def test_max_tokens_cuts_the_answer_with_finish_reason_length(start_sim: Any) ->
     assert answer["usage"]["completion_tokens"] == 7
 
 
-def test_sub_minute_window_rejects_a_burst_that_fits_the_minute(start_sim: Any, openapi: OpenAPI) -> None:
+def test_sub_minute_window_rejects_a_burst_that_fits_the_minute(start_sim: Any, error_shape: Any) -> None:
     sim = start_sim(latency_scale=0, rpm=120, window=1.0)  # 2 per second
     statuses = [call(sim, "POST", "/chat/completions", CHAT) for _ in range(4)]
     assert [s for s, _, _ in statuses] == [200, 200, 429, 429]
@@ -144,7 +144,7 @@ def test_sub_minute_window_rejects_a_burst_that_fits_the_minute(start_sim: Any, 
     assert "Please try again in" in error["message"] and "(RPM): Limit 120" in error["message"]
     assert int(headers["retry-after"]) >= 1 and 0 < int(headers["retry-after-ms"]) <= 1000
     assert headers["x-ratelimit-remaining-requests"] == "117"  # 2 answered + 1 refused: failed requests count
-    check(openapi, "POST", "/chat/completions", CHAT, status, raw)
+    error_shape(json.loads(raw))
 
 
 def test_token_limit_and_request_too_large(start_sim: Any) -> None:
@@ -167,16 +167,19 @@ def test_requests_per_day(start_sim: Any) -> None:
     assert "requests per day (RPD): Limit 2" in error["message"]
 
 
-def test_errors_in_official_shapes(start_sim: Any, openapi: OpenAPI) -> None:
+def test_errors_in_official_shapes(start_sim: Any, error_shape: Any) -> None:
     sim = start_sim(latency_scale=0, api_key="sk-right")
     status, _, raw = call(sim, "POST", "/chat/completions", CHAT, key="sk-wrong-key-123")
     assert status == 401 and json.loads(raw)["error"]["code"] == "invalid_api_key"
+    error_shape(json.loads(raw))
     assert b"sk-wrong-key-123" not in raw
     status, _, raw = call(sim, "POST", "/chat/completions", {**CHAT, "model": "gpt-9"}, key="sk-right")
     assert status == 404 and json.loads(raw)["error"]["code"] == "model_not_found"
+    error_shape(json.loads(raw))
     long = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "word " * 130_000}]}
     status, _, raw = call(sim, "POST", "/chat/completions", long, key="sk-right")
     assert status == 400 and json.loads(raw)["error"]["code"] == "context_length_exceeded"
+    error_shape(json.loads(raw))
 
 
 def test_scripted_faults_and_quota(start_sim: Any) -> None:

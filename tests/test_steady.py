@@ -26,6 +26,8 @@ from runner.transport import Credentials
 
 from .conftest import SPEC, chat_line, write_jsonl
 
+pytestmark = pytest.mark.slow  # each starts a server of its own in another process
+
 STEADY = Path(__file__).resolve().parent / "npm" / "node_modules" / ".bin" / "steady"
 
 
@@ -34,8 +36,6 @@ def steady(tmp_path: Path) -> Iterator[str]:
     """steady serving openapi.yaml on a free loopback port; its base URL (the spec's /v1 prefix is implied)."""
     if not STEADY.exists() or shutil.which("node") is None:
         pytest.skip("steady is not installed: npm ci --prefix tests/npm")
-    if not SPEC.is_file():
-        pytest.skip(f"{SPEC} not present")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -83,7 +83,9 @@ class BatchExecutor:
     async def __aenter__(self) -> BatchExecutor:
         from runner.batch.api import BatchAPI  # the openai SDK only when batch mode runs
 
-        self._api = await BatchAPI(self.credentials, seed=self.settings.seed, sleep=self.sleep).__aenter__()
+        api = BatchAPI(self.credentials, calls_per_second=self.batch.calls_per_second, sleep=self.sleep,
+                       seed=self.settings.seed)  # fmt: skip
+        self._api = await api.__aenter__()
         return self
 
     async def __aexit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:

@@ -13,11 +13,14 @@ import json
 import random
 import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
 from runner.encodings import encoding
+from runner.endpoints import endpoint
+from runner.limits import ModelInfo
 
-__all__ = ["Answer", "chat_completion", "compose", "embedding_list", "response_object", "schema_instance"]
+__all__ = ["SHAPES", "Answer", "chat_completion", "compose", "embedding_list", "response_object", "schema_instance"]
 
 WORDS = [
     "data",
@@ -280,3 +283,38 @@ def embedding_list(seed: int, model: str, inputs: int, dimensions: int, as_base6
         "model": model,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
+
+
+def _chat(seed: int, counter: int, model: ModelInfo, body: dict[str, Any], prompt: int, cached: int,
+          words: tuple[int, int]) -> tuple[dict[str, Any], int]:  # fmt: skip
+    schema = endpoint("/v1/chat/completions").schema(body)
+    explicit = body.get("max_completion_tokens", body.get("max_tokens"))
+    n = body.get("n", 1) if isinstance(body.get("n", 1), int) else 1
+    choices = [compose(seed + i, explicit, schema, model.tokenizer, words) for i in range(n)]
+    name = model.snapshot or model.name
+    return chat_completion(seed, counter, name, choices, prompt, cached), sum(c.tokens for c in choices)
+
+
+def _responses(seed: int, counter: int, model: ModelInfo, body: dict[str, Any], prompt: int, cached: int,
+               words: tuple[int, int]) -> tuple[dict[str, Any], int]:  # fmt: skip
+    schema = endpoint("/v1/responses").schema(body)
+    answer = compose(seed, body.get("max_output_tokens"), schema, model.tokenizer, words)
+    name = model.snapshot or model.name
+    return response_object(seed, counter, name, body, answer, prompt, cached), answer.tokens
+
+
+def _embeddings(seed: int, counter: int, model: ModelInfo, body: dict[str, Any], prompt: int, cached: int,
+                words: tuple[int, int]) -> tuple[dict[str, Any], int]:  # fmt: skip
+    count = endpoint("/v1/embeddings").inputs(body)
+    default = 3072 if model.name.endswith("large") else 1536
+    dims = body.get("dimensions", default) if isinstance(body.get("dimensions"), int) else default
+    as_b64 = body.get("encoding_format") == "base64"
+    return embedding_list(seed, model.name, count, dims, as_b64, prompt), 0
+
+
+# path -> builder of the answer body and its output tokens
+SHAPES: dict[str, Callable[..., tuple[dict[str, Any], int]]] = {
+    "/v1/chat/completions": _chat,
+    "/v1/responses": _responses,
+    "/v1/embeddings": _embeddings,
+}

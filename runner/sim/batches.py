@@ -22,17 +22,37 @@ import json
 import random
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from runner.errors import ConfigError
+from runner.limits import Limits, ModelInfo
+from runner.sim.config import SimConfig
 from runner.sim.files import FileService, page
+from runner.sim.http import Http
 
-if TYPE_CHECKING:
-    from runner.sim.server import Simulator
+__all__ = ["Answerer", "BatchService"]
 
-__all__ = ["BatchService"]
+
+class Answerer(Protocol):
+    """What batches need of the simulator: the same judgement and answers as the sync endpoints."""
+
+    config: SimConfig
+    limits: Limits
+
+    def problem(self, endpoint: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]] | tuple[ModelInfo, int]: ...
+
+    def answer(
+        self,
+        endpoint: str,
+        body: dict[str, Any],
+        text: str,
+        model: ModelInfo,
+        prompt: int,
+        service_tier: str = "standard",
+    ) -> tuple[dict[str, Any], int]: ...
+
 
 MAX_REQUESTS = 50_000
 ENDPOINTS = ("/v1/chat/completions", "/v1/responses", "/v1/embeddings", "/v1/completions", "/v1/moderations")
@@ -60,16 +80,16 @@ class SimBatch:
 
 
 class BatchService:
-    def __init__(self, sim: Simulator) -> None:
-        self.sim = sim
-        self.file_service = FileService(sim, self.now)
+    def __init__(self, http: Http, sim: Answerer) -> None:
+        self.http, self.sim = http, sim
+        self.file_service = FileService(http, self.now)
         self.files = self.file_service.files
         self.batches: dict[str, SimBatch] = {}
         self.rng = random.Random(sim.config.seed + 1)
         self.created = 0  # batches created, for tests
 
     def install(self, app: web.Application) -> None:
-        guard = self.sim._guarded
+        guard = self.http.guard
         self.file_service.install(app)
         app.router.add_post("/v1/batches", guard(self.create))
         app.router.add_get("/v1/batches", guard(self.list_batches))
@@ -83,7 +103,7 @@ class BatchService:
         return self.sim.config.clock()
 
     def bad(self, message: str, param: str | None = None, status: int = 400) -> web.Response:
-        return self.sim.error(status, message, "invalid_request_error", None, param)
+        return self.http.bad(message, param, status)
 
     # -- batches -----------------------------------------------------------------------------------------------
 

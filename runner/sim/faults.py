@@ -8,20 +8,19 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
-if TYPE_CHECKING:
-    from runner.sim.server import Simulator
+from runner.sim.http import Http
 
 __all__ = ["FAULT_KINDS", "inject", "quota_error"]
 
 FAULT_KINDS = ("500", "503", "reset", "timeout")
 
 
-def quota_error(sim: Simulator) -> web.Response:
-    return sim.error(
+def quota_error(http: Http) -> web.Response:
+    return http.error(
         429,
         "You exceeded your current quota, please check your plan and billing details. For more "
         "information on this error, read the docs: https://platform.openai.com/docs/guides/error-codes/api-errors.",
@@ -30,24 +29,24 @@ def quota_error(sim: Simulator) -> web.Response:
     )
 
 
-async def inject(sim: Simulator, request: web.Request, fault: dict[str, Any]) -> web.StreamResponse:
+async def inject(http: Http, request: web.Request, fault: dict[str, Any]) -> web.StreamResponse:
     """The answer (or the dropped connection) for ``fault``."""
     kind = fault["kind"]
     if kind == "500":
-        return sim.error(
+        return http.error(
             500, "The server had an error while processing your request. Sorry about that!", "server_error"
         )
     if kind == "503":
-        return sim.error(
+        return http.error(
             503, "The server is overloaded or not ready yet.", "service_unavailable_error", "server_is_overloaded"
         )
     if kind == "slow_down":
-        return sim.error(
+        return http.error(
             429, "Please reduce your rate of requests.", "rate_limit_error", "slow_down", headers={"retry-after": "1"}
         )
     if kind == "429":
         wait = float(fault.get("retry_after", 1.0))
-        return sim.error(
+        return http.error(
             429,
             f"Rate limit reached for requests. Please try again in {wait:g}s.",
             "requests",
@@ -57,10 +56,10 @@ async def inject(sim: Simulator, request: web.Request, fault: dict[str, Any]) ->
     if kind == "garbage":  # a 200 that is not an API answer, as a misbehaving proxy sends
         return web.Response(status=200, text="<html>502 Bad Gateway</html>", content_type="text/html")
     if kind == "quota":
-        return quota_error(sim)
-    sim.stats.errors[kind] += 1
+        return quota_error(http)
+    http.stats.errors[kind] += 1
     if kind == "timeout":
-        await asyncio.sleep(float(fault.get("seconds", sim.config.hang_seconds)))
+        await asyncio.sleep(float(fault.get("seconds", http.config.hang_seconds)))
     transport = request.transport
     if transport is not None:
         transport.abort()

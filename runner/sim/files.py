@@ -7,12 +7,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import BodyPartReader, web
 
-if TYPE_CHECKING:
-    from runner.sim.server import Simulator
+from runner.sim.http import Http
 
 __all__ = ["MAX_FILE_BYTES", "FileService", "SimFile", "page"]
 
@@ -42,13 +41,13 @@ class SimFile:
 
 
 class FileService:
-    def __init__(self, sim: Simulator, now: Callable[[], float]) -> None:
-        self.sim = sim
+    def __init__(self, http: Http, now: Callable[[], float]) -> None:
+        self.http = http
         self.now = now
         self.files: dict[str, SimFile] = {}
 
     def install(self, app: web.Application) -> None:
-        guard = self.sim._guarded
+        guard = self.http.guard
         app.router.add_post("/v1/files", guard(self.upload))
         app.router.add_get("/v1/files", guard(self.list_files))
         app.router.add_get("/v1/files/{id}", guard(self.get_file))
@@ -56,7 +55,7 @@ class FileService:
         app.router.add_delete("/v1/files/{id}", guard(self.delete_file))
 
     def bad(self, message: str, param: str | None = None, status: int = 400) -> web.Response:
-        return self.sim.error(status, message, "invalid_request_error", None, param)
+        return self.http.bad(message, param, status)
 
     async def upload(self, request: web.Request) -> web.StreamResponse:
         if not request.content_type.startswith("multipart/"):

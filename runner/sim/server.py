@@ -13,32 +13,27 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import hashlib
 import json
 import random
-import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
-from runner.encodings import encoding
+from runner.durations import format_go
+from runner.endpoints import endpoint as endpoint_row
 from runner.errors import ConfigError
 from runner.limits import ModelInfo, load_limits
 from runner.money import from_usd
-from runner.sim.answers import chat_completion, compose, embedding_list, response_object, seed_of
-from runner.sim.buckets import ModelBuckets
-from runner.sim.config import SimConfig, SimStats
+from runner.sim.answers import SHAPES, seed_of
+from runner.sim.batches import BatchService
+from runner.sim.buckets import READINGS, Admission, ModelBuckets
+from runner.sim.caching import PromptCache
+from runner.sim.config import ADMISSIONS, HEADER_TIMES, SimConfig, SimStats
 from runner.sim.faults import FAULT_KINDS, inject, quota_error
+from runner.sim.http import Http, error_body
 from runner.tokens import count_prompt, output_reservation
 
 __all__ = ["SimConfig", "Simulator", "error_body"]
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
 class Simulator:
@@ -46,30 +41,30 @@ class Simulator:
 
     def __init__(self, config: SimConfig | None = None) -> None:
         self.config = config or SimConfig()
+        for value, known, what in (
+            (self.config.headers, READINGS, "header reading"),
+            (self.config.header_time, HEADER_TIMES, "header time"),
+            (self.config.admission, ADMISSIONS, "admission reading"),
+        ):
+            if value not in known:
+                raise ConfigError(f"unknown {what} {value!r} (known: {', '.join(known)})")
         self.limits = self.config.limits or load_limits()
         self.limits.tier(self.config.tier)
         self.stats = SimStats()
+        self.http = Http(self.config, self.stats)
         self.rng = random.Random(self.config.seed)
         self.scripted: collections.deque[dict[str, Any]] = collections.deque()
         self.buckets: dict[tuple[str, bool], ModelBuckets] = {}
-        self.prefixes: collections.OrderedDict[bytes, None] = collections.OrderedDict()
+        self.cache = PromptCache()
         self.counter = 0
-        self.builders: dict[str, Callable[..., tuple[dict[str, Any], int]]] = {
-            "/v1/chat/completions": self._build_chat,
-            "/v1/responses": self._build_responses,
-            "/v1/embeddings": self._build_embeddings,
-        }
         self.app = web.Application(client_max_size=256 * 1024 * 1024)
-        self.app.router.add_post("/v1/chat/completions", self._guarded(self.chat))
-        self.app.router.add_post("/v1/responses", self._guarded(self.responses))
-        self.app.router.add_post("/v1/embeddings", self._guarded(self.embeddings))
-        self.app.router.add_get("/v1/models", self._guarded(self.models))
-        self.app.router.add_get("/v1/models/{model}", self._guarded(self.model))
+        for path in SHAPES:
+            self.app.router.add_post(path, self.http.guard(self._endpoint(path)))
+        self.app.router.add_get("/v1/models", self.http.guard(self.models))
+        self.app.router.add_get("/v1/models/{model}", self.http.guard(self.model))
         self.app.router.add_get("/_sim/stats", self.get_stats)
         self.app.router.add_post("/_sim/faults", self.post_faults)
-        from runner.sim.batches import BatchService
-
-        self.batches = BatchService(self)
+        self.batches = BatchService(self.http, self)
         self.batches.install(self.app)
         self.runner: web.AppRunner | None = None
         self.base_url = ""
@@ -100,28 +95,6 @@ class Simulator:
 
     # -- plumbing ---------------------------------------------------------------------------------------------
 
-    def _guarded(self, handler: Handler) -> Handler:
-        async def wrapped(request: web.Request) -> web.StreamResponse:
-            self.stats.requests += 1
-            self.stats.in_flight += 1
-            self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
-            try:
-                key = self.config.api_key
-                if key is not None and request.headers.get("Authorization") != f"Bearer {key}":
-                    given = request.headers.get("Authorization", "").removeprefix("Bearer ")
-                    shown = f"{given[:3]}***{given[-4:]}" if len(given) > 8 else "***"
-                    return self.error(
-                        401,
-                        f"Incorrect API key provided: {shown}.",
-                        "invalid_request_error",
-                        "invalid_api_key",
-                    )
-                return await handler(request)
-            finally:
-                self.stats.in_flight -= 1
-
-        return wrapped
-
     def error(
         self,
         status: int,
@@ -131,22 +104,7 @@ class Simulator:
         param: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> web.Response:
-        self.stats.errors[f"{status}:{code or type_}"] += 1
-        if status == 429 and type_ in ("tokens", "requests"):
-            self.stats.rate_limited += 1
-        return web.json_response(
-            error_body(message, type_, code, param),
-            status=status,
-            headers={**self._base_headers(), **(headers or {})},
-        )
-
-    def _base_headers(self) -> dict[str, str]:
-        return {
-            "x-request-id": f"req_{uuid.uuid4().hex}",
-            "openai-version": "2020-10-01",
-            "openai-organization": "org-sim",
-            "openai-processing-ms": "1",
-        }
+        return self.http.error(status, message, type_, code, param, headers)
 
     def buckets_for(self, model: ModelInfo, prompt_tokens: int) -> ModelBuckets:
         limits = model.limits_for(self.config.tier, prompt_tokens)
@@ -162,10 +120,7 @@ class Simulator:
         fault = self.scripted.popleft() if self.scripted else None
         if fault is None and self.config.fault_rate and self.rng.random() < self.config.fault_rate:
             fault = {"kind": self.rng.choice(FAULT_KINDS)}
-        return None if fault is None else await inject(self, request, fault)
-
-    def _quota_error(self) -> web.Response:
-        return quota_error(self)
+        return None if fault is None else await inject(self.http, request, fault)
 
     async def _body(self, request: web.Request) -> tuple[dict[str, Any], str] | web.Response:
         raw = await request.read()
@@ -219,10 +174,9 @@ class Simulator:
         The seed is the body's canonical JSON: the same request gets the same answer in sync and batch mode."""
         seed = seed_of(json.dumps(body, sort_keys=True, separators=(",", ":")))
         self.counter += 1
-        cached = self._cached(endpoint, body, model, prompt)
-        limit = output_reservation(endpoint, body, self.limits.output_reservation_tokens, model.max_output_tokens)
-        n = body.get("n", 1) if isinstance(body.get("n", 1), int) else 1
-        result, output = self.builders[endpoint](seed, model, body, prompt, cached, limit, n)
+        generates = bool(endpoint_row(endpoint).output_keys)  # prompt caching is for generation, not embeddings
+        cached = self.cache.cached(body, model.name, model.tokenizer, prompt) if generates else 0
+        result, output = SHAPES[endpoint](seed, self.counter, model, body, prompt, cached, self.config.answer_words)
         tier = str(body.get("service_tier")) if service_tier == "standard" else service_tier
         prices = model.prices.get(tier, model.prices["standard"])
         self.stats.spend += (prompt - cached) * prices.input + cached * prices.cached_input + output * prices.output
@@ -249,7 +203,7 @@ class Simulator:
         if fault is not None:
             return fault
         if self.config.quota_usd is not None and self.stats.spend >= from_usd(self.config.quota_usd):
-            return self._quota_error()
+            return quota_error(self.http)
         reserved = self._charge(endpoint, body, text, model, prompt)
         buckets = self.buckets_for(model, prompt)
         admission = buckets.admit(reserved, self.config.count_rejected)
@@ -263,7 +217,7 @@ class Simulator:
             await asyncio.sleep(delay)
         if self.config.admission != "no-refund":
             buckets.settle(reserved, prompt + output, admitted_at)
-        headers = {**self._base_headers(), **(early if early is not None else buckets.headers())}
+        headers = {**self.http.headers(), **(early if early is not None else buckets.headers())}
         return web.Response(body=json.dumps(result).encode(), content_type="application/json", headers=headers)
 
     def _charge(self, endpoint: str, body: dict[str, Any], text: str, model: ModelInfo, prompt: int) -> int:
@@ -283,9 +237,7 @@ class Simulator:
         speed = float(model.output_tokens_per_second) if c.tokens_per_second is None else c.tokens_per_second
         return (first + (output / speed if speed else 0.0)) * c.latency_scale
 
-    def _rate_limited(self, model: ModelInfo, buckets: ModelBuckets, a: Any, reserved: int) -> web.Response:
-        from runner.durations import format_go
-
+    def _rate_limited(self, model: ModelInfo, buckets: ModelBuckets, a: Admission, reserved: int) -> web.Response:
         headers = buckets.headers()
         if a.too_large:
             limit = buckets.tokens.limit if buckets.tokens else 0
@@ -315,67 +267,13 @@ class Simulator:
             headers=headers,
         )
 
-    def _cached(self, endpoint: str, body: dict[str, Any], model: ModelInfo, prompt: int) -> int:
-        """Prompt caching: exact prefixes from 1,024 tokens, in 128-token steps, seen before."""
-        if prompt < 1024 or endpoint.endswith("/embeddings"):
-            return 0
-        source = body.get("messages") if "messages" in body else [body.get("instructions"), body.get("input")]
-        ids = encoding(model.tokenizer).encode_ordinary(json.dumps(source, separators=(",", ":")))
-        cached = 0
-        digest = hashlib.sha256(model.name.encode())
-        boundaries = set(range(1024, len(ids) + 1, 128))
-        step_start = 0
-        for end in sorted(boundaries):
-            digest.update(repr(ids[step_start:end]).encode())
-            step_start = end
-            key = digest.digest()
-            if key in self.prefixes:
-                cached = end
-                self.prefixes.move_to_end(key)
-            else:
-                self.prefixes[key] = None
-        while len(self.prefixes) > 200_000:
-            self.prefixes.popitem(last=False)
-        return min(cached, prompt)
-
     # -- endpoints --------------------------------------------------------------------------------------------
 
-    async def chat(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, "/v1/chat/completions")
+    def _endpoint(self, path: str) -> Any:
+        async def serve(request: web.Request) -> web.StreamResponse:
+            return await self._serve(request, path)
 
-    async def responses(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, "/v1/responses")
-
-    async def embeddings(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, "/v1/embeddings")
-
-    def _build_chat(
-        self, seed: int, model: ModelInfo, body: dict[str, Any], prompt: int, cached: int, limit: int, n: int
-    ) -> tuple[dict[str, Any], int]:
-        schema = _schema(body.get("response_format"))
-        explicit = body.get("max_completion_tokens", body.get("max_tokens"))
-        choices = [compose(seed + i, explicit, schema, model.tokenizer, self.config.answer_words) for i in range(n)]
-        name = model.snapshot or model.name
-        return chat_completion(seed, self.counter, name, choices, prompt, cached), sum(c.tokens for c in choices)
-
-    def _build_responses(
-        self, seed: int, model: ModelInfo, body: dict[str, Any], prompt: int, cached: int, limit: int, n: int
-    ) -> tuple[dict[str, Any], int]:
-        text = body.get("text")
-        schema = _schema(text.get("format") if isinstance(text, dict) else None, nested=False)
-        answer = compose(seed, body.get("max_output_tokens"), schema, model.tokenizer, self.config.answer_words)
-        name = model.snapshot or model.name
-        return response_object(seed, self.counter, name, body, answer, prompt, cached), answer.tokens
-
-    def _build_embeddings(
-        self, seed: int, model: ModelInfo, body: dict[str, Any], prompt: int, cached: int, limit: int, n: int
-    ) -> tuple[dict[str, Any], int]:
-        given = body.get("input", "")
-        count = len(given) if isinstance(given, list) and given and not isinstance(given[0], int) else 1
-        default = 3072 if model.name.endswith("large") else 1536
-        dims = body.get("dimensions", default) if isinstance(body.get("dimensions"), int) else default
-        as_b64 = body.get("encoding_format") == "base64"
-        return embedding_list(seed, model.name, count, dims, as_b64, prompt), 0
+        return serve
 
     def _model_object(self, info: ModelInfo) -> dict[str, Any]:
         entry: dict[str, Any] = {
@@ -390,7 +288,7 @@ class Simulator:
 
     async def models(self, request: web.Request) -> web.StreamResponse:
         data = [self._model_object(m) for m in self.limits.models.values()]
-        return web.json_response({"object": "list", "data": data}, headers=self._base_headers())
+        return web.json_response({"object": "list", "data": data}, headers=self.http.headers())
 
     async def model(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -403,7 +301,7 @@ class Simulator:
                 "model_not_found",
                 "model",
             )
-        return web.json_response(self._model_object(info), headers=self._base_headers())
+        return web.json_response(self._model_object(info), headers=self.http.headers())
 
     async def get_stats(self, request: web.Request) -> web.StreamResponse:
         return web.json_response(self.stats.as_dict())
@@ -413,12 +311,3 @@ class Simulator:
         params = {k: v for k, v in spec.items() if k not in ("kind", "times")}
         self.script(str(spec["kind"]), int(spec.get("times", 1)), **params)
         return web.json_response({"queued": len(self.scripted)})
-
-
-def _schema(fmt: Any, nested: bool = True) -> dict[str, Any] | None:
-    """The JSON schema of a json_schema response format (chat nests it; the Responses API does not)."""
-    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
-        return None
-    holder = fmt.get("json_schema", {}) if nested else fmt
-    schema = holder.get("schema") if isinstance(holder, dict) else None
-    return schema if isinstance(schema, dict) else {}

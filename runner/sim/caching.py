@@ -1,0 +1,42 @@
+"""Prompt caching as OpenAI describes it: exact prefixes of at least 1,024 tokens, in 128-token steps, seen before."""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+from typing import Any
+
+from runner.encodings import encoding
+
+__all__ = ["PromptCache"]
+
+
+class PromptCache:
+    """Remembers prefixes (per model) of the prompts it has seen; the oldest are forgotten past ``size``."""
+
+    def __init__(self, size: int = 200_000) -> None:
+        self.size = size
+        self.prefixes: collections.OrderedDict[bytes, None] = collections.OrderedDict()
+
+    def cached(self, body: dict[str, Any], model: str, tokenizer: str, prompt: int) -> int:
+        """How many of the prompt's ``prompt`` tokens are a prefix seen before (0 under 1,024)."""
+        if prompt < 1024:
+            return 0
+        source = body.get("messages") if "messages" in body else [body.get("instructions"), body.get("input")]
+        ids = encoding(tokenizer).encode_ordinary(json.dumps(source, separators=(",", ":")))
+        cached = 0
+        digest = hashlib.sha256(model.encode())
+        start = 0
+        for end in range(1024, len(ids) + 1, 128):
+            digest.update(repr(ids[start:end]).encode())
+            start = end
+            key = digest.digest()
+            if key in self.prefixes:
+                cached = end
+                self.prefixes.move_to_end(key)
+            else:
+                self.prefixes[key] = None
+        while len(self.prefixes) > self.size:
+            self.prefixes.popitem(last=False)
+        return min(cached, prompt)

@@ -1,0 +1,99 @@
+"""The shape of the code that others build on: the state machine as one table, SQL only in the store, the module
+map and the README's schema matching the code, and the CLI starting without the openai SDK."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import runner
+from runner.commands import cancel_requests
+from runner.errors import StateConflict
+from runner.jobfile import ingest
+from runner.limits import Limits
+from runner.store import TRANSITIONS, Move, State, Store
+from runner.store.schema import describe
+
+from .conftest import ROOT, chat_line, write_jsonl
+
+PACKAGE = ROOT / "runner"
+
+
+def test_every_move_is_allowed_from_its_sources_and_from_nowhere_else(tmp_path: Path, limits: Limits) -> None:
+    store = Store(tmp_path / "walk.db")
+    path = write_jsonl(tmp_path / "job.jsonl", [chat_line(f"r{i}") for i in range(len(State))])
+    store.acquire("job", str(path))
+    ingest(store, "job", path, limits)
+    ids = {state: i + 1 for i, state in enumerate(State)}
+    for move, transition in TRANSITIONS.items():
+        for state, rid in ids.items():
+            with store.transaction():
+                store.conn.execute("UPDATE requests SET state=? WHERE id=?", (state.value, rid))
+            allowed = state in transition.sources
+            if allowed:
+                store._move_one(move, rid, "walk")
+                assert store.conn.execute("SELECT state FROM requests WHERE id=?", (rid,)).fetchone()[0] == (
+                    transition.target.value
+                ), (move, state)
+            else:
+                with pytest.raises(StateConflict), store.transaction():
+                    store._move_one(move, rid, "walk")
+    assert {t.target for t in TRANSITIONS.values()} == set(State), "every state is reachable"
+    assert not any(transition.sources & {State.SUCCEEDED, State.FAILED, State.CANCELLED}
+                   for transition in TRANSITIONS.values()), "final states are final"  # fmt: skip
+
+
+def test_cancel_withdraws_pending_requests_for_good(tmp_path: Path, store: Store, limits: Limits) -> None:
+    path = write_jsonl(tmp_path / "job.jsonl", [chat_line(f"r{i}") for i in range(4)])
+    owner = store.acquire("job", str(path))
+    ingest(store, "job", path, limits)
+    store.claim("job", owner, 1)  # r0 in flight: not cancelled
+    store.release("job", owner)
+    assert cancel_requests(store, "job", ["r1", "nope"])["cancelled"] == 1
+    assert cancel_requests(store, "job")["cancelled"] == 3
+    assert store.counts("job")["cancelled"] == 4
+    owner = store.acquire("job", str(path))
+    assert store.claim("job", owner, 10) == []  # never sent
+    with pytest.raises(StateConflict):
+        store._move_one(Move.CLAIM, 1, "a cancelled request")
+
+
+def test_no_sql_outside_the_store_package() -> None:
+    pattern = re.compile(r"\b(SELECT [\w*(]|INSERT INTO|UPDATE \w+ SET|DELETE FROM|CREATE TABLE|PRAGMA)\b")
+    offenders = []
+    for file in PACKAGE.rglob("*.py"):
+        if "store" in file.relative_to(PACKAGE).parts:
+            continue
+        for number, line in enumerate(file.read_text().splitlines(), 1):
+            code = line.split("#", 1)[0]
+            if pattern.search(code) and ("execute" in code or '"' in code):
+                offenders.append(f"{file.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert offenders == []
+
+
+def test_the_module_map_names_every_module_and_only_those() -> None:
+    documented = set(re.findall(r"^    (\w+/?)\s", runner.__doc__ or "", re.MULTILINE))
+    present = {p.stem for p in PACKAGE.glob("*.py") if not p.stem.startswith("__")}
+    present |= {f"{p.name}/" for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    assert documented == present
+    for package in ("batch", "store", "sim"):
+        line = re.search(rf"^    {package}/\s+(.*?)(?=^    \w|\Z)", runner.__doc__ or "", re.MULTILINE | re.DOTALL)
+        assert line is not None
+        modules = {p.stem for p in (PACKAGE / package).glob("*.py") if not p.stem.startswith("__")}
+        assert modules <= set(re.findall(r"\w+", line.group(1))), package
+
+
+def test_the_readme_schema_section_is_the_code_s() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("<!-- schema:begin -->\n", 1)[1].split("<!-- schema:end -->", 1)[0]
+    assert section == describe(), "regenerate: python -m runner.store.schema"
+
+
+def test_the_cli_starts_without_the_openai_sdk() -> None:
+    code = "import sys, runner.cli; print('openai' in sys.modules)"
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert shown.stdout.strip() == "False"
