@@ -3,6 +3,7 @@ map and the README's schema matching the code, and the CLI starting without the 
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -97,3 +98,12 @@ def test_the_cli_starts_without_the_openai_sdk() -> None:
     code = "import sys, runner.cli; print('openai' in sys.modules)"
     shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert shown.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("module", ["batches", "files", "faults", "http", "buckets", "answers", "caching"])
+def test_simulator_services_do_not_import_the_server(module: str) -> None:
+    """No cycle: the server wires the services; none of them imports it (not even for types)."""
+    tree = ast.parse((PACKAGE / "sim" / f"{module}.py").read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert "runner.sim.server" not in imported and "runner.sim" not in imported

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from runner.retry import Action, Failure, RetryPolicy, decide
+from runner.retry import Action, Failure, RetryPolicy, decide, decide_line, retry_after_seconds
 
 POLICY = RetryPolicy(max_attempts=4, max_rate_limited=10, base=1.0, cap=30.0)
 
@@ -60,3 +60,38 @@ def test_503_backs_off_longer_than_500() -> None:
 def test_retry_after_on_a_5xx_is_honoured_too() -> None:
     d = decide(Failure(503, "service_unavailable_error", retry_after=5.0), 1, POLICY, random.Random(1))
     assert d.action is Action.RETRY and d.delay >= 5.0
+
+
+@pytest.mark.parametrize(
+    ("status", "resubmits", "action", "exhausted"),
+    [
+        (None, 0, Action.RETRY, False),  # missing, expired, cancelled: another batch
+        (None, 3, Action.FAIL, True),  # ... at most max_resubmits times
+        (500, 1, Action.RETRY, False),
+        (503, 2, Action.RETRY, False),
+        (429, 0, Action.RETRY, False),
+        (408, 0, Action.RETRY, False),
+        (409, 0, Action.RETRY, False),
+        (500, 3, Action.FAIL, True),
+        (400, 0, Action.FAIL, False),  # the server's answer is kept as the reason
+        (404, 0, Action.FAIL, False),
+    ],
+)
+def test_batch_line_table(status: int | None, resubmits: int, action: Action, exhausted: bool) -> None:
+    decision = decide_line(status, resubmits, max_resubmits=3)
+    assert (decision.action, decision.exhausted) == (action, exhausted)
+
+
+@pytest.mark.parametrize(
+    ("headers", "message", "seconds"),
+    [
+        ({"retry-after-ms": "1500", "retry-after": "2"}, "", 1.5),
+        ({"retry-after": "3"}, "", 3.0),
+        ({"retry-after": "soon"}, "", None),
+        ({"retry-after": "-1"}, "Please try again in 1.146s. Visit", 1.146),
+        ({}, "Please try again in 6m0s.", 360.0),
+        ({}, "no hint here", None),
+    ],
+)
+def test_retry_after_table(headers: dict[str, str], message: str, seconds: float | None) -> None:
+    assert retry_after_seconds(headers, message) == (pytest.approx(seconds) if seconds is not None else None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -283,3 +284,15 @@ def test_ctrl_c_stops_resumably_then_resume_finishes(tmp_path: Path, start_sim: 
     resumed = runner_cli("run", str(path), "--base-url", sim.base_url, "--rpm", "600", env=env)
     assert resumed.returncode == 0, resumed.stderr
     one_result_each(Store(db), "job", 60)
+
+
+def test_verbose_logs_one_line_per_event_without_a_terminal(tmp_path: Path, start_sim: Any) -> None:
+    sim = start_sim(latency_scale=0)
+    sim.call(lambda: sim.sim.script("503", times=1))
+    env = {**os.environ, "OPENAI_API_KEY": "k", "RUNNER_DB": str(tmp_path / "v.db")}
+    ran = runner_cli("run", str(job(tmp_path, 3)), "--base-url", sim.base_url, "-v", env=env)
+    assert ran.returncode == 0, ran.stderr
+    lines = ran.stderr.splitlines()
+    assert sum(" -> 200 " in line for line in lines) == 3
+    assert any(re.search(r"req-\d{4} retry in \d+\.\ds \(503 server_is_overloaded, 1/6\)", line) for line in lines)
+    assert all(re.match(r"\d\d:\d\d:\d\d ", line) for line in lines if "->" in line or "retry in" in line)
