@@ -14,6 +14,7 @@ The public surface is the ``runner`` command (``runner.cli``). One noun per modu
     limits          tier_limits.json: tiers, per-model limits, prices, speeds
     money           integer picodollars
     pricing         what an answer cost
+    budget          --max-spend as a hard cap: worst cases reserved before sending or packing
     durations       Go durations (x-ratelimit-reset, deadlines)
     endpoints       one row per API endpoint: prompt counting, output keys, usage, schema, inputs
     encodings       tiktoken's encodings, offline and hash-checked

@@ -7,6 +7,8 @@ with design.md's codes.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 import time
 from decimal import Decimal, InvalidOperation
@@ -35,8 +37,9 @@ verbose_option = click.option(
 )
 
 
-def _store(db: str | None) -> Store:
-    return Store(db or default_db_path())
+def _store(db: str | None, readonly: bool = False) -> Store:
+    """The database; read commands open it without writing (they work on a read-only disk too)."""
+    return Store(db or default_db_path(), readonly=readonly)
 
 
 def _usd(value: str | None) -> int | None:
@@ -104,6 +107,14 @@ def cli() -> None:
     show_default=True,
     help="Batch mode: seconds before the first poll of a batch (backs off to 5 minutes).",
 )
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
+    help="After Ctrl-C, SIGTERM, --deadline or --max-spend: seconds what is in flight may take to finish.",
+)
+@click.option("--retry-failed", is_flag=True, help="Retry every failed request (default: those time may cure).")
 @click.option("--progress/--no-progress", default=None, help="Live progress on stderr (default: when a TTY).")
 @verbose_option
 def run(
@@ -124,6 +135,8 @@ def run(
     headroom: float,
     base_url: str | None,
     poll_every: float,
+    grace: float,
+    retry_failed: bool,
     progress: bool | None,
     verbose: bool,
 ) -> None:
@@ -143,6 +156,8 @@ def run(
         concurrency=concurrency,
         max_spend=_usd(max_spend),
         deadline=None if seconds is None else time.time() + seconds,
+        grace_seconds=grace,
+        retry_failed=retry_failed,
     )
     store = _store(db)
     outcome = commands.run_job(
@@ -182,7 +197,7 @@ def _finish(outcome: commands.RunOutcome, store: Store) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(db: str | None, name: str | None, limits_path: str | None, as_json: bool) -> None:
     """Where a run stands: requests by state, spend, batches and the wave plan, first failures."""
-    report = commands.status_report(_store(db), name, load_limits(limits_path))
+    report = commands.status_report(_store(db, readonly=True), name, load_limits(limits_path))
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
@@ -209,7 +224,7 @@ def batches(
     as_json: bool,
 ) -> None:
     """A run's Batch API batches (status, counts, age) and the wave plan; --cancel or --reconcile them."""
-    store = _store(db)
+    store = _store(db, readonly=action is None)
     limits = load_limits(limits_path)
     if action:
         touched = commands.manage_batches(
@@ -245,17 +260,12 @@ def cancel(db: str | None, name: str | None, custom_ids: tuple[str, ...]) -> Non
 @click.option("-o", "--output", default=None, type=click.Path(dir_okay=False), help="Write here instead of stdout.")
 def results(db: str | None, name: str | None, output: str | None) -> None:
     """Results as OpenAI batch-output JSONL: one line per finished custom_id."""
-    store = _store(db)
-    lines = commands.export_results(store, name)
+    lines = commands.export_results(_store(db, readonly=True), name)
     if output is None:
         for line in lines:
             click.echo(line)
         return
-    with Path(output).open("w", encoding="utf-8") as f:
-        count = 0
-        for line in lines:
-            f.write(line + "\n")
-            count += 1
+    count = commands.write_private(Path(output), lines)
     click.echo(f"wrote {count:,} results to {output}", err=True)
 
 
@@ -265,7 +275,7 @@ def results(db: str | None, name: str | None, output: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def spend(db: str | None, name: str | None, as_json: bool) -> None:
     """Money spent, by run, model and service tier, from the recorded usage of every billed response."""
-    report = commands.spend_report(_store(db), name)
+    report = commands.spend_report(_store(db, readonly=True), name)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
@@ -350,6 +360,13 @@ def sim(
     from runner.sim import SimConfig
     from runner.sim.serve import serve
 
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(
+            f"warning: serving on {host}: anyone who can reach this machine can use the simulator (it checks no key "
+            "unless --api-key is given)",
+            err=True,
+        )
+
     config = SimConfig(
         tier=tier,
         limits=load_limits(limits_path),
@@ -387,9 +404,11 @@ def demo(db: str | None, tier: str, progress: bool | None, verbose: bool) -> Non
 
 
 def main(argv: list[str] | None = None) -> Any:
+    os.umask(0o077)  # the database, results and batch files hold prompts and answers: private to their owner
+    signal.signal(signal.SIGTERM, _terminated)  # outside a run's event loop (which stops gracefully itself)
     try:
         return cli.main(args=argv, prog_name="runner", standalone_mode=False)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("interrupted; re-run the same command to resume", err=True)
         sys.exit(3)
     except click.ClickException as exc:
@@ -398,6 +417,7 @@ def main(argv: list[str] | None = None) -> Any:
     except RunnerError as exc:
         click.echo(f"runner: error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo("interrupted; re-run the same command to resume", err=True)
-        sys.exit(3)
+
+
+def _terminated(number: int, frame: object) -> None:
+    raise KeyboardInterrupt

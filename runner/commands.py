@@ -8,6 +8,8 @@ raises a ``RunnerError``; the CLI only parses arguments and prints (``runner.ren
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -21,6 +23,7 @@ from runner.batch.executor import BatchExecutor
 from runner.errors import ConfigError, RunnerError, StoppedEarly
 from runner.jobfile import IngestReport, ingest
 from runner.limits import Limits
+from runner.logs import log
 from runner.money import usd
 from runner.progress import Progress
 from runner.settings import BatchSettings, RunSettings
@@ -38,6 +41,7 @@ __all__ = [
     "run_job",
     "spend_report",
     "status_report",
+    "write_private",
 ]
 
 RUNNING = (BatchState.UPLOADING, BatchState.CREATING, BatchState.SUBMITTED)
@@ -94,12 +98,16 @@ def run_job(
     timing = timing or Timing()
     limits.tier(settings.tier)
     run = name or Path(input_path).stem
-    owner = store.acquire(run, str(Path(input_path).resolve()))
+    owner = store.acquire(run, str(Path(input_path).resolve()), settings.takeover_seconds)
     stopped: RunnerError | None = None
     try:
         report = ingest(store, run, input_path, limits, default_model)
         for line, custom_id, reason in report.refused:
             print(f"{input_path}:{line}: request {custom_id!r} failed, not sent: {reason}", file=err)
+        reopened = store.reopen(run, every=settings.retry_failed)
+        if reopened:
+            which = "failed" if settings.retry_failed else "whose last failure time may cure (--retry-failed: all)"
+            print(f"retrying {reopened:,} requests {which}", file=err)
         for model in store.pending_models(run):  # every model with work must have limits at the tier, before sending
             limits.model(model).limits_for(settings.tier)
         chosen = choose_mode(mode, settings, timing.wall())
@@ -118,7 +126,7 @@ def run_job(
         store.release(run, owner, "error")
         raise
     store.release(run, owner, None if stopped is None else type(stopped).__name__)
-    return RunOutcome(run, store.counts(run), report, stopped, notices)
+    return RunOutcome(run, store.counts(run), report, stopped, store.takeovers + notices)
 
 
 def _run_sync(
@@ -138,12 +146,42 @@ def _run_sync(
 
 
 async def _execute(executor: SyncExecutor | BatchExecutor, progress: bool | None) -> RunnerError | None:
-    """Open the executor's connection, show progress, run to the end or a stop."""
-    async with executor, Progress(executor.snapshot, progress) as display, anyio.create_task_group() as tg:
-        tg.start_soon(display.tick)
-        stopped = await executor.execute()
-        tg.cancel_scope.cancel()
+    """Open the executor's connection, show progress, run to the end or a stop. A first SIGINT or SIGTERM stops it
+    gracefully, a second at once; both leave the run resumable."""
+    try:
+        async with executor, Progress(executor.snapshot, progress) as display, anyio.create_task_group() as tg:
+            tg.start_soon(display.tick)
+            tg.start_soon(_signals, executor)
+            stopped = await executor.execute()
+            tg.cancel_scope.cancel()
+    except BaseExceptionGroup as group:  # a task group wraps what its tasks raise: one clear error, not a tree
+        raise _first(group) from None
     return stopped
+
+
+async def _signals(executor: SyncExecutor | BatchExecutor) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
+        count = 0
+        async for number in received:
+            count += 1
+            name = signal.Signals(number).name
+            if count == 1:
+                log.warning("%s: finishing what is in flight (a second signal stops at once)", name)
+                executor.interrupt(name)
+            else:
+                executor.abort()
+
+
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error a user should see in ``group``: its first RunnerError, else (a bug) the group itself."""
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first(exc)
+            if found is not exc:
+                return found
+        elif isinstance(exc, RunnerError | KeyboardInterrupt):
+            return exc
+    return group
 
 
 async def _collect_batches(executor: BatchExecutor) -> None:
@@ -179,7 +217,8 @@ def status_report(store: Store, name: str | None, limits: Limits | None = None) 
         "total": sum(counts.values()),
         "states": counts,
         "spend_usd": str(usd(store.total_cost(run))),
-        "working": bool(info.get("owner")),
+        "working": store.owner_of(run)[1] == "alive",
+        "owner": {"process": info.get("owner"), "state": store.owner_of(run)[1]} if info.get("owner") else None,
         "last_stop": info.get("stop_reason"),
         "tier": info.get("tier"),
         "mode": info.get("mode"),
@@ -261,6 +300,18 @@ def spend_report(store: Store, name: str | None = None) -> dict[str, Any]:
         "total_usd": str(usd(total)),
         "rows": [{**{k: v for k, v in r.items() if k != "cost"}, "cost_usd": str(usd(int(r["cost"])))} for r in rows],
     }
+
+
+def write_private(path: Path, lines: Iterable[str]) -> int:
+    """Write ``lines`` to ``path``, readable by its owner only (answers are private); returns how many."""
+    count = 0
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        os.fchmod(f.fileno(), 0o600)
+        for line in lines:
+            f.write(line + "\n")
+            count += 1
+    return count
 
 
 def export_results(store: Store, name: str | None) -> Iterator[str]:

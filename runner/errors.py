@@ -11,7 +11,11 @@ Every error a user can cause or must act on is a ``RunnerError``; its ``exit_cod
     ├── StoppedEarly         (3)     the run stopped before finishing and can be resumed
     │   ├── QuotaExhausted   (3)     insufficient_quota: out of credit or over a spend limit
     │   ├── BudgetReached    (3)     --max-spend reached
-    │   └── DeadlineReached  (3)     --deadline passed
+    │   ├── DeadlineReached  (3)     --deadline passed
+    │   ├── Interrupted      (3)     SIGINT or SIGTERM: what was in flight finished (or was handed back)
+    │   ├── Unreachable      (3)     the API could not be reached at all for a while
+    │   ├── TakenOver        (3)     another process took the run over; this one sent nothing more
+    │   └── DiskFull         (3)     the database could not be written; nothing was recorded half-way
     ├── BatchAPIError        (2)     the Batch API refused a call for good (runner.batch.api)
     └── StateConflict        (70)    a store transition matched no row: a bug or a race, never ignored
 """
@@ -24,12 +28,16 @@ __all__ = [
     "BudgetReached",
     "ConfigError",
     "DeadlineReached",
+    "DiskFull",
     "InputError",
+    "Interrupted",
     "QuotaExhausted",
     "RunLocked",
     "RunnerError",
     "StateConflict",
     "StoppedEarly",
+    "TakenOver",
+    "Unreachable",
 ]
 
 
@@ -75,6 +83,24 @@ class BudgetReached(StoppedEarly):
 
 class DeadlineReached(StoppedEarly):
     """Raised when --deadline passes with requests still pending."""
+
+
+class Interrupted(StoppedEarly):
+    """Raised when SIGINT or SIGTERM stops a run: nothing more was sent; what was in flight was recorded or handed
+    back."""
+
+
+class Unreachable(StoppedEarly):
+    """Raised when the API could not be reached at all (connections refused or timing out, no answer) for a while:
+    the requests are kept as they were, to send when it is back."""
+
+
+class TakenOver(StoppedEarly):
+    """Raised in a process whose run another process took over (it found this one gone or silent)."""
+
+
+class DiskFull(StoppedEarly):
+    """Raised when the database cannot be written (disk full, I/O error): nothing was recorded half-way."""
 
 
 class BatchAPIError(RunnerError):

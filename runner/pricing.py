@@ -10,10 +10,10 @@ from typing import Any
 from runner.endpoints import Usage, endpoint
 from runner.limits import ModelInfo, Prices
 
-__all__ = ["Usage", "cost", "price_table", "usage_of"]
+__all__ = ["SERVICE_TIERS", "Usage", "cost", "price_table", "usage_of"]
 
-# what the API reports in a response's ``service_tier`` -> the price table that bills it
-_SERVICE_TIERS = {
+# what the API reports (or a body asks for) as ``service_tier`` -> the price table that bills it
+SERVICE_TIERS = {
     "default": "standard",
     "auto": "standard",
     "scale": "standard",
@@ -33,7 +33,7 @@ def price_table(model: ModelInfo, body: dict[str, Any], mode: str = "sync") -> t
     """The service tier name and prices that bill this response."""
     if mode == "batch":
         return "batch", model.prices["batch"]
-    name = _SERVICE_TIERS.get(str(body.get("service_tier") or "default"), "standard")
+    name = SERVICE_TIERS.get(str(body.get("service_tier") or "default"), "standard")
     if name not in model.prices:
         name = "standard"
     return name, model.prices[name]

@@ -32,7 +32,7 @@ def status_lines(report: dict[str, Any]) -> list[str]:
     states = ", ".join(f"{k} {v:,}" for k, v in report["states"].items() if v)
     lines = [
         f"run {report['run']} ({report['input']}): {report['total']:,} requests: {states or 'none'}",
-        f"spent ${report['spend_usd']}" + ("; a process is working on it" if report["working"] else ""),
+        f"spent ${report['spend_usd']}" + _owner(report.get("owner")),
     ]
     if report["batches"]:
         lines.append("batches: " + ", ".join(f"{n} {s}" for s, n in sorted(report["batches"].items())))
@@ -73,3 +73,11 @@ def spend_lines(report: dict[str, Any]) -> list[str]:
     ]
     lines.append(f"total ${report['total_usd']}")
     return lines
+
+
+def _owner(owner: dict[str, Any] | None) -> str:
+    if owner is None:
+        return ""
+    if owner["state"] == "alive":
+        return f"; a process is working on it ({owner['process']})"
+    return f"; its last process ({owner['process']}) is {owner['state']}: the next run takes over"

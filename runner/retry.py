@@ -105,7 +105,7 @@ def decide(failure: Failure, attempt: int, policy: RetryPolicy, rng: random.Rand
         if type_ == "tokens" and failure.server_tpm is not None and failure.reserved_tokens > failure.server_tpm:
             return Decision(Action.FAIL)
         if attempt >= policy.max_rate_limited:
-            return Decision(Action.FAIL)
+            return Decision(Action.FAIL, exhausted=True)
         if code == "slow_down":
             return Decision(Action.RETRY, backoff(attempt, policy, rng) + 1.0, slow_down=True)
         if failure.retry_after is not None:

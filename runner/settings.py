@@ -24,8 +24,12 @@ class RunSettings:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     request_timeout: float = 600.0
     lease_seconds: float = 900.0
+    takeover_seconds: float = 900.0  # another host's owner is taken over after this long without a heartbeat
     heartbeat_seconds: float = 5.0
     flush_seconds: float = 0.05
+    grace_seconds: float = 5.0  # after a stop (signal, budget, deadline...): how long what is in flight may finish
+    unreachable_seconds: float = 30.0  # no answer at all for this long (and several tries): stop, resumably
+    retry_failed: bool = False  # reopen every failed request, not only those whose failure time may cure
     seed: int | None = None
 
     @property

@@ -17,6 +17,7 @@ import datetime as dt
 import json
 import math
 import random
+import sqlite3
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -25,11 +26,24 @@ from typing import Any
 
 import anyio
 
-from runner.errors import AuthError, BudgetReached, DeadlineReached, QuotaExhausted, RunnerError, StoppedEarly
+from runner.budget import Budget, worst_case
+from runner.errors import (
+    AuthError,
+    BudgetReached,
+    DeadlineReached,
+    DiskFull,
+    Interrupted,
+    QuotaExhausted,
+    RunnerError,
+    StoppedEarly,
+    TakenOver,
+    Unreachable,
+)
 from runner.gate import Ticket
 from runner.gates import Gates, Pacing
 from runner.limits import Limits, ModelInfo
 from runner.logs import log
+from runner.money import fmt_usd
 from runner.pricing import cost, price_table, usage_of
 from runner.progress import Snapshot
 from runner.retry import Action, Decision, Failure, decide, rate_limit_detail, retry_after_seconds
@@ -79,6 +93,11 @@ class SyncExecutor:
         self.spend = store.total_cost(run)
         self.started = monotonic()
         self.done_at_start = self.done + self.failed
+        self.budget = Budget(settings.max_spend, self.spend)
+        self.held: dict[int, int] = {}  # request id -> budget reserved for it
+        self.unreachable: tuple[float, int, str] | None = None  # (since, failures, last error) without an answer
+        self._senders: anyio.CancelScope | None = None
+        self.dropped = 0  # answers that arrived after another process took the run over
 
     async def __aenter__(self) -> SyncExecutor:
         await self.transport.__aenter__()
@@ -89,21 +108,43 @@ class SyncExecutor:
 
     @property
     def notices(self) -> list[str]:
-        return list(dict.fromkeys(self.gates.notices))
+        dropped = [f"{self.dropped:,} answers arrived after another process took the run over: not recorded"]
+        return list(dict.fromkeys(self.gates.notices + (dropped if self.dropped else [])))
 
     # -- the run ----------------------------------------------------------------------------------------------
 
     async def execute(self) -> RunnerError | None:
-        """Work until no request is pending; returns why it stopped before that (StoppedEarly, AuthError), or None."""
+        """Work until no request is pending; returns why it stopped before that (StoppedEarly, AuthError), or None.
+
+        After a stop, what is in flight may finish for ``grace_seconds`` and is recorded; what is left then is
+        handed back when the run is released."""
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._background)
                 async with anyio.create_task_group() as senders:
+                    self._senders = senders.cancel_scope
                     await self._dispatch(senders)
+                    if self.stop is not None and self.in_flight:
+                        with anyio.move_on_after(self.settings.grace_seconds):
+                            while self.in_flight:
+                                await self._wait_for_slot(0.1)
+                        senders.cancel_scope.cancel()
                 tg.cancel_scope.cancel()
         finally:
             self._flush()
         return self.stop
+
+    def interrupt(self, reason: str) -> None:
+        """Stop admitting (a first SIGINT or SIGTERM): what is in flight may finish within the grace period."""
+        if self.stop is None:
+            self.stop = Interrupted(f"{reason}: stopped sending; re-run the same command to resume")
+        self.slot_freed.set()
+
+    def abort(self) -> None:
+        """Stop at once (a second signal): what is in flight is handed back unrecorded (its answers may be paid)."""
+        self.interrupt("interrupted twice")
+        if self._senders is not None:
+            self._senders.cancel()
 
     async def _background(self) -> None:
         last_beat = self.monotonic()
@@ -111,8 +152,15 @@ class SyncExecutor:
             await self.sleep(self.settings.flush_seconds)
             self._flush()
             if self.monotonic() - last_beat >= self.settings.heartbeat_seconds:
-                self.store.heartbeat(self.run, self.owner, self.settings.lease_seconds)
+                if not self.store.heartbeat(self.run, self.owner, self.settings.lease_seconds):
+                    self._taken_over()
                 last_beat = self.monotonic()
+
+    def _taken_over(self) -> None:
+        owner, _ = self.store.owner_of(self.run)
+        self.stop = TakenOver(f"another process ({owner}) took this run over: this one stopped sending")
+        if self._senders is not None:
+            self._senders.cancel()
 
     async def _dispatch(self, senders: anyio.abc.TaskGroup) -> None:
         while self.stop is None:
@@ -190,6 +238,16 @@ class SyncExecutor:
                     "re-run after 00:00 UTC to continue"
                 )
                 return
+        worst = worst_case(model, request.prompt_tokens, request.output_tokens, request.n, _service_tier(request.body))
+        if not self.budget.reserve(worst):
+            self._put_back([request])
+            left = fmt_usd(self.budget.left or 0)
+            self.stop = BudgetReached(
+                f"--max-spend: the next request could cost up to {fmt_usd(worst)} and {left} is left of the cap "
+                "once what is in flight is paid; raise it and re-run to continue"
+            )
+            return
+        self.held[request.id] = worst
         self.expected = 0.9 * self.expected + 0.1 * model.expected_seconds(request.output_tokens)
         ticket = await gate.acquire(reserved)
         counter = self.daily.setdefault((model.name, day), [0, 0])
@@ -204,24 +262,40 @@ class SyncExecutor:
         self.failed += 1
 
     async def _send(self, request: Claimed, model: ModelInfo, gate: Pacing, ticket: Ticket) -> None:
+        cost = 0
         try:
             try:
                 reply = await self.transport.post(request.endpoint, request.body.encode())
             except TransportError as exc:
                 gate.settle(ticket, 0)
+                self._unreachable(str(exc))
                 self._after_failure(request, gate, Failure(kind=exc.kind), None, str(exc))
                 return
+            self.unreachable = None
             self.latency = 0.9 * self.latency + 0.1 * reply.seconds if self.latency else reply.seconds
             if reply.status == 200:
-                self._after_success(request, model, gate, ticket, reply)
+                cost = self._after_success(request, model, gate, ticket, reply)
             else:
                 self._after_error(request, gate, ticket, reply)
         finally:
+            self.budget.settle(self.held.pop(request.id, 0), cost)
             self.in_flight -= 1
             self.sent_at.pop(request.id, None)
             self.slot_freed.set()
 
-    def _after_success(self, request: Claimed, model: ModelInfo, gate: Pacing, ticket: Ticket, reply: Reply) -> None:
+    def _unreachable(self, error: str) -> None:
+        """No answer at all (refused, reset, timed out): after ``unreachable_seconds`` of only that, stop."""
+        now = self.monotonic()
+        since, failures, _ = self.unreachable or (now, 0, error)
+        self.unreachable = (since, failures + 1, error)
+        if self.stop is None and failures + 1 >= 10 and now - since >= self.settings.unreachable_seconds:
+            self.stop = Unreachable(
+                f"the API at {self.credentials.base_url} gave no answer for {now - since:,.0f}s ({error}); nothing "
+                "is lost: re-run the same command when it is back"
+            )
+
+    def _after_success(self, request: Claimed, model: ModelInfo, gate: Pacing, ticket: Ticket, reply: Reply) -> int:
+        """Record an answer; returns what it cost."""
         try:
             text = reply.body.decode()
             data = json.loads(text)
@@ -236,7 +310,7 @@ class SyncExecutor:
                 None,
                 f"a 200 answer that is not a JSON object: {reply.body[:80]!r}",
             )
-            return
+            return 0
         usage = usage_of(data, request.endpoint)
         gate.settle(ticket, usage.total)
         gate.observe(reply.headers, ticket)
@@ -262,8 +336,7 @@ class SyncExecutor:
                 cost=price,
             )
         )
-        if self.settings.max_spend is not None and self.spend >= self.settings.max_spend and self.stop is None:
-            self.stop = BudgetReached("--max-spend reached; raise it and re-run to continue")
+        return price
 
     def _after_error(self, request: Claimed, gate: Pacing, ticket: Ticket, reply: Reply) -> None:
         error: dict[str, Any] = {}
@@ -333,6 +406,7 @@ class SyncExecutor:
                     body=reply.body.decode(errors="replace") if reply else None,
                     error_code=failure.code or failure.type or failure.kind,
                     error_message=f"{label}: {message}"[:2000],
+                    retryable=decision.exhausted,
                 )
             )
             self.failed += 1
@@ -345,13 +419,22 @@ class SyncExecutor:
                 self.stop = AuthError(f"the API refused the key ({failure.status}): {message}")
 
     def _flush(self) -> None:
-        if self.outcomes:
-            batch, self.outcomes = self.outcomes, []
-            self.store.record(self.owner, self.run, batch)
-        if self.daily:
-            daily, self.daily = self.daily, {}
-            for (model, day), (requests, tokens) in daily.items():
-                self.store.count_daily(model, day, requests, tokens)
+        try:
+            if self.outcomes:
+                batch, self.outcomes = self.outcomes, []
+                self.dropped += self.store.record(self.owner, self.run, batch)
+            if self.daily:
+                daily, self.daily = self.daily, {}
+                for (model, day), (requests, tokens) in daily.items():
+                    self.store.count_daily(model, day, requests, tokens)
+        except sqlite3.OperationalError as exc:  # disk full, I/O error: the transaction rolled back whole
+            if self.stop is None or not isinstance(self.stop, DiskFull):
+                self.stop = DiskFull(
+                    f"cannot write {self.store.path} ({exc}): stopped; nothing was recorded half-way. Free space and "
+                    "re-run the same command (the answers in flight then are sent again)"
+                )
+            if self._senders is not None:
+                self._senders.cancel()
 
     # -- progress ---------------------------------------------------------------------------------------------
 
@@ -377,3 +460,11 @@ class SyncExecutor:
             gate.statistics().paused_for if gate else 0.0,
             tuple(self.notices),
         )
+
+
+def _service_tier(body: str) -> str:
+    """The service tier a stored body asks for (standard unless it says; parsed only when it might)."""
+    if '"service_tier"' not in body:
+        return "standard"
+    tier = json.loads(body).get("service_tier")
+    return str(tier) if isinstance(tier, str) else "standard"

@@ -45,6 +45,10 @@ class Credentials:
             if url == DEFAULT_BASE_URL:
                 raise ConfigError("OPENAI_API_KEY is not set (or pass --base-url to use another server)")
             key = "unused"
+        if not key.isprintable() or any(c.isspace() for c in key):
+            raise ConfigError("OPENAI_API_KEY has a line break or a space in it: set it to the key alone")
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"base URL {url!r} must start with http:// or https://")
         return cls(url, key, os.environ.get("OPENAI_ORG_ID"), os.environ.get("OPENAI_PROJECT_ID"))
 
     def headers(self) -> dict[str, str]:

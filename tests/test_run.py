@@ -120,16 +120,17 @@ def test_request_larger_than_tpm_fails_fast_with_reason(
     assert sim.call(lambda: sim.sim.stats.requests) == 1  # never sent
 
 
-def test_max_spend_stops_resumably(tmp_path: Path, store: Store, limits: Limits, start_sim: Any) -> None:
+def test_max_spend_is_a_hard_cap_and_a_higher_one_resumes(
+    tmp_path: Path, store: Store, limits: Limits, start_sim: Any
+) -> None:
     sim = start_sim(latency_scale=0)
-    outcome = run_job(
-        store,
-        str(job(tmp_path, 60, max_tokens=100)),
-        limits,
-        settings(max_spend=10**12 // 10_000, concurrency=8),
-        Credentials(sim.base_url, "k"),
-    )
+    path, cap = job(tmp_path, 60, max_tokens=100), 10**12 // 1_000  # $0.001: room for ~6 worst cases at once
+    outcome = run_job(store, str(path), limits, settings(max_spend=cap, concurrency=8), Credentials(sim.base_url, "k"))
     assert outcome.exit_code == 3 and 0 < outcome.counts["succeeded"] < 60
+    assert "--max-spend" in str(outcome.stopped)
+    assert store.total_cost("job") <= cap and sim.call(lambda: sim.sim.stats.spend) <= cap  # the bill too
+    again = run_job(store, str(path), limits, settings(max_spend=10 * cap), Credentials(sim.base_url, "k"))
+    assert again.exit_code == 0 and again.counts["succeeded"] == 60
 
 
 def signal_mid_run(tmp_path: Path, sim: Any, sig: int, n: int = 60) -> tuple[Path, Path, dict[str, str], int, str]:

@@ -127,25 +127,47 @@ def test_transitions_are_compare_and_set(tmp_path: Path, store: Store, limits: L
     )
     with pytest.raises(StateConflict):  # a is final: it can never be answered twice
         store.record(owner, "job", [Outcome(a.id, a.custom_id, Move.ANSWER, status_code=200, body="{}")])
-    with pytest.raises(StateConflict):  # another owner cannot settle b
-        store.record("someone-else", "job", [Outcome(b.id, b.custom_id, Move.FAIL)])
+    # another process (one that was taken over, say) cannot settle b: nothing is recorded, and it is told so
+    assert store.record("someone-else", "job", [Outcome(b.id, b.custom_id, Move.FAIL)]) == 1
     counts = store.counts("job")
     assert (counts["succeeded"], counts["in_flight"]) == (1, 1)
     assert store.total_cost("job") == 5
 
 
-def test_live_owner_locks_the_run_and_dead_owner_is_taken_over(tmp_path: Path, limits: Limits) -> None:
+def test_a_live_owner_is_never_taken_over_however_long_it_is_silent(tmp_path: Path, limits: Limits) -> None:
     now = [1_000_000.0]
     store = Store(tmp_path / "r.db", clock=lambda: now[0])
     path = write_jsonl(tmp_path / "job.jsonl", [chat_line("a"), chat_line("b")])
     owner = store.acquire("job", str(path))
     ingest(store, "job", path, limits)
     assert len(store.claim("job", owner, 10)) == 2
-    with pytest.raises(RunLocked):  # this very process is alive and beating
+    now[0] += 3600  # an hour without a heartbeat (SIGSTOP, a laptop lid): this process is still alive
+    with pytest.raises(RunLocked, match="alive"):
         store.acquire("job", str(path))
-    now[0] += 60  # no heartbeat for a minute: the owner is considered dead
-    store.acquire("job", str(path))
-    assert store.counts("job")["pending"] == 2  # its leases went back to pending
+    assert store.owner_of("job") == (owner, "alive")
+
+
+def test_another_hosts_owner_is_taken_over_after_its_lease_and_learns_it(tmp_path: Path, limits: Limits) -> None:
+    now = [1_000_000.0]
+    store = Store(tmp_path / "r.db", clock=lambda: now[0])
+    path = write_jsonl(tmp_path / "job.jsonl", [chat_line("a"), chat_line("b")])
+    first = store.acquire("job", str(path))
+    ingest(store, "job", path, limits)
+    store.claim("job", first, 1)
+    elsewhere = "other-host:4242:1:abcd1234"
+    with store.transaction():  # as if another machine owned it
+        store.conn.execute("UPDATE runs SET owner=?", (elsewhere,))
+        store.conn.execute("UPDATE requests SET lease_owner=? WHERE state='in_flight'", (elsewhere,))
+    now[0] += 600
+    with pytest.raises(RunLocked):  # silent for 10 minutes: not yet (it may be stalled, not dead)
+        store.acquire("job", str(path), takeover_after=900)
+    now[0] += 400
+    second = store.acquire("job", str(path), takeover_after=900)
+    assert store.takeovers == [f"took over run 'job' from {elsewhere} (silent, silent for 1,000s)"]
+    assert store.counts("job")["pending"] == 2  # its lease went back to pending
+    assert not store.heartbeat("job", elsewhere, 60)  # the old owner learns it at its next beat ...
+    assert store.claim("job", elsewhere, 10) == []  # ... and can claim nothing more
+    assert len(store.claim("job", second, 10)) == 2
 
 
 def test_owner_whose_process_is_gone_is_taken_over_at_once(tmp_path: Path, store: Store, limits: Limits) -> None:

@@ -21,7 +21,7 @@ import openai
 from aiolimiter import AsyncLimiter
 from openai.types import Batch
 
-from runner.errors import AuthError, BatchAPIError, QuotaExhausted
+from runner.errors import AuthError, BatchAPIError, QuotaExhausted, Unreachable
 from runner.retry import Action, Failure, RetryPolicy, decide, retry_after_seconds
 from runner.transport import Credentials
 
@@ -96,6 +96,9 @@ class BatchAPI:
                 raise QuotaExhausted(f"insufficient quota ({problem}); add credit, then re-run")
             if decision.action is Action.STOP_AUTH:
                 raise AuthError(f"the API refused the key ({problem})")
+            if decision.action is Action.FAIL and decision.exhausted:
+                raise Unreachable(f"the Batch API did not answer ({problem}, {attempt} tries); nothing is lost: "
+                                  "re-run the same command later")  # fmt: skip
             if decision.action is Action.FAIL:
                 raise BatchAPIError(problem, failure.status)
             await self.sleep(decision.delay)

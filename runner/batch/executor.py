@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -29,9 +30,21 @@ import anyio
 
 from runner.batch.collect import Settled, queue_limit_hint, read_lines, settle, settle_failed
 from runner.batch.packing import pack
-from runner.errors import BatchAPIError, BudgetReached, DeadlineReached, RunnerError
+from runner.budget import Budget, worst_case
+from runner.errors import (
+    AuthError,
+    BatchAPIError,
+    BudgetReached,
+    DeadlineReached,
+    DiskFull,
+    Interrupted,
+    RunnerError,
+    StoppedEarly,
+    TakenOver,
+)
 from runner.limits import Limits
 from runner.logs import log
+from runner.money import fmt_usd
 from runner.progress import Snapshot
 from runner.settings import BatchSettings, RunSettings
 from runner.store import BatchRow, BatchState, Store
@@ -79,6 +92,9 @@ class BatchExecutor:
         self._notices: list[str] = []
         self._snapshot: Snapshot | None = None
         self._snapshot_at = -math.inf
+        self._stop: RunnerError | None = None
+        self._scope: anyio.CancelScope | None = None
+        self._nap: anyio.CancelScope | None = None
 
     async def __aenter__(self) -> BatchExecutor:
         from runner.batch.api import BatchAPI  # the openai SDK only when batch mode runs
@@ -106,16 +122,31 @@ class BatchExecutor:
 
     async def execute(self) -> RunnerError | None:
         """Work until every request is final; returns why it stopped before that, or None."""
+        try:
+            with anyio.CancelScope() as self._scope:
+                return await self._loop()
+        except (StoppedEarly, AuthError) as exc:  # quota, a refused key, an API that does not answer
+            return exc
+        except sqlite3.OperationalError as exc:
+            return DiskFull(f"cannot write {self.store.path} ({exc}): stopped; nothing was recorded half-way")
+        return self._stop or Interrupted("interrupted: batches keep running on the server; re-run to collect them")
+
+    async def _loop(self) -> RunnerError | None:
         await self.reconcile()
         self._fail_unqueueable()
         while True:
-            self.store.heartbeat(self.run, self.owner, self.settings.lease_seconds)
+            if self._stop is not None:
+                return self._stop
+            if not self.store.heartbeat(self.run, self.owner, self.settings.lease_seconds):
+                owner, _ = self.store.owner_of(self.run)
+                return TakenOver(f"another process ({owner}) took this run over: this one stopped")
             if self.settings.deadline is not None and self.clock() >= self.settings.deadline:
                 return DeadlineReached("deadline reached; submitted batches keep running: re-run to collect them")
-            if self.settings.max_spend is not None and self.store.total_cost(self.run) >= self.settings.max_spend:
-                return BudgetReached("--max-spend reached; raise it and re-run to continue")
+            budget, packed = self._budget_now(), None
             if self.clock() >= self.blocked_until:
-                pack(self.store, self.run, self.spool, self._budget, self.batch.count_output, now=self.clock)
+                spend = (budget, self.limits.model) if budget.cap is not None else None
+                packed = pack(self.store, self.run, self.spool, self._queue_room, self.batch.count_output,
+                              now=self.clock, spend=spend)  # fmt: skip
             for row in self.store.batch_rows(self.run, [BatchState.PACKED]):
                 await self.upload(row)
             for row in self.store.batch_rows(self.run, [BatchState.UPLOADED]):
@@ -127,7 +158,34 @@ class BatchExecutor:
             pending = self.store.counts(self.run)["pending"]
             if not open_rows and not pending:
                 return None
-            await self.sleep(self._until_next(open_rows, pending))
+            due = self.store.next_due(self.run)
+            if packed == [] and not open_rows and budget.cap is not None and due is not None and due <= self.clock():
+                left = fmt_usd(budget.left or 0)
+                return BudgetReached(f"--max-spend: {left} is left of the cap, less than the next request could cost;"
+                                     " raise it and re-run to continue")  # fmt: skip
+            with anyio.CancelScope() as self._nap:
+                await self.sleep(self._until_next(open_rows, pending))
+
+    def interrupt(self, reason: str) -> None:
+        """Stop (SIGINT or SIGTERM): submitted batches keep running on the server; the next run collects them."""
+        if self._stop is None:
+            self._stop = Interrupted(f"{reason}: stopped; submitted batches keep running, re-run to collect them")
+        if self._nap is not None:
+            self._nap.cancel()
+
+    def abort(self) -> None:
+        """Stop at once (a second signal), even inside an API call: its intent row makes the next run reconcile."""
+        self.interrupt("interrupted twice")
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def _budget_now(self) -> Budget:
+        """What may still be spent: the cap, less what is recorded and the worst case of what is in batches."""
+        reserved = sum(
+            worst_case(self.limits.model(model), prompt, output, 1, "batch")
+            for model, prompt, output in self.store.batched_tokens(self.run)
+        )
+        return Budget(self.settings.max_spend, self.store.total_cost(self.run), reserved)
 
     def _until_next(self, open_rows: list[BatchRow], pending: int) -> float:
         now = self.clock()
@@ -159,7 +217,7 @@ class BatchExecutor:
                 f"{row.model}: the server's batch queue limit is lower than configured; packing to {learned:,} tokens"
             )
 
-    def _budget(self, model: str) -> int | None:
+    def _queue_room(self, model: str) -> int | None:
         limit = self.queue_limit(model)
         return None if limit is None else limit - self.store.queued_tokens(model, self.run)
 

@@ -16,7 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from runner.budget import Budget, worst_case
 from runner.endpoints import endpoint as endpoint_row
+from runner.limits import ModelInfo
 from runner.store import Store
 
 __all__ = ["MAX_BYTES", "MAX_REQUESTS", "Packed", "pack"]
@@ -63,10 +65,13 @@ def pack(
     max_bytes: int = MAX_BYTES,
     now: Callable[[], float] = time.time,
     max_inputs: int | None = None,
+    spend: tuple[Budget, Callable[[str], ModelInfo]] | None = None,
 ) -> list[Packed]:
     """Pack what fits now; ``budget(model)`` is the queue tokens still free for ``model`` (None: no limit).
-    ``max_inputs`` caps inputs per file below what the endpoint's row allows."""
-    spool.mkdir(parents=True, exist_ok=True)
+    ``max_inputs`` caps inputs per file below what the endpoint's row allows. ``spend``: the run's budget and how
+    to find a model's prices; each request's worst case at batch prices is reserved as it is packed, and packing
+    stops where the next one would not fit."""
+    spool.mkdir(mode=0o700, parents=True, exist_ok=True)  # the files hold prompts: private to their owner
     due = now()
     packed: list[Packed] = []
     for model, path in store.pending_groups(run, due):
@@ -78,7 +83,8 @@ def pack(
             chunk = store.next_chunk(run)
             file = spool / f"{run}-{chunk:05d}.jsonl"
             limits = _Limits(remaining, count_output, max_requests, max_bytes, inputs)
-            written = _write(store, run, (model, path), due, after, file, limits)
+            money = (spend[0], spend[1](model)) if spend else None
+            written = _write(store, run, (model, path), due, after, file, limits, money)
             if written is None:
                 file.unlink(missing_ok=True)
                 break
@@ -93,7 +99,14 @@ def pack(
 
 
 def _write(
-    store: Store, run: str, group: tuple[str, str], due: float, after: int, file: Path, limits: _Limits
+    store: Store,
+    run: str,
+    group: tuple[str, str],
+    due: float,
+    after: int,
+    file: Path,
+    limits: _Limits,
+    money: tuple[Budget, ModelInfo] | None,
 ) -> _Written | None:
     model, path = group
     row = endpoint_row(path)
@@ -114,6 +127,12 @@ def _write(
                 if count and inputs + size > limits.max_inputs:
                     break
                 inputs += size
+            if money is not None:
+                budget, info = money
+                if not budget.reserve(
+                    worst_case(info, request.prompt_tokens, request.output_tokens, request.n, "batch")
+                ):
+                    break
             f.write(line)
             digest.update(line)
             count += 1

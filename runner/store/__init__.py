@@ -24,8 +24,10 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from runner.errors import ConfigError
 from runner.store.base import Clock
 from runner.store.batches import BATCH_MOVES, QUEUED, Batches, BatchRow, BatchState, PackedLine
+from runner.store.migrations import known as migrations_known
 from runner.store.migrations import migrations
 from runner.store.requests import Claimed, Outcome, RequestRow, Requests
 from runner.store.runs import Runs
@@ -51,24 +53,88 @@ __all__ = [
 
 
 class Store(Runs, Requests, Batches):
-    """One SQLite database; ``clock`` is injectable so lease and heartbeat logic is tested without sleeping."""
+    """One SQLite database; ``clock`` is injectable so lease and heartbeat logic is tested without sleeping.
 
-    def __init__(self, path: str | Path, clock: Clock = time.time) -> None:
+    Opening checks what a user can get wrong and says so in one line (``ConfigError``): a missing folder, a
+    directory, a file that is not a runner database (or is damaged), one written by a newer runner. A new database
+    is created readable by its owner only (SQLite gives its WAL the same permissions). ``readonly`` opens without
+    writing anything (read commands; they work on a read-only disk too)."""
+
+    def __init__(self, path: str | Path, clock: Clock = time.time, readonly: bool = False) -> None:
         self.path = str(path)
         self.clock = clock
-        conn = sqlite3.connect(self.path, timeout=30)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        self.db = Database(conn)
-        migrations.apply(self.db)
-        self.conn = conn
+        self.readonly = readonly
+        self.takeovers: list[str] = []
+        conn = _connect(Path(path), readonly)
+        try:
+            self.db = Database(conn)
+            self.conn = conn
+            self._check_schema()
+            if not readonly:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA foreign_keys=ON")
+                migrations.apply(self.db)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise _problem(self.path, exc) from exc
 
     def __repr__(self) -> str:
-        return f"<Store {self.path}>"
+        return f"<Store {self.path}{' (read-only)' if self.readonly else ''}>"
 
     def close(self) -> None:
         self.conn.close()
+
+    def _check_schema(self) -> None:
+        applied = [m.name for m in migrations.applied(self.db)]
+        known = migrations_known()
+        newer = [name for name in applied if name not in known]
+        if newer:
+            raise ConfigError(
+                f"{self.path} was written by a newer runner (schema {newer[-1]}; this runner knows up to "
+                f"{known[-1]}): upgrade runner to use it"
+            )
+        if self.readonly and applied and len(applied) < len(known):
+            raise ConfigError(
+                f"{self.path} has an older schema ({applied[-1]}; this runner needs {known[-1]}): run any writing "
+                "command (runner run) once to upgrade it"
+            )
+
+
+def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder, not a database file: pass a file path with --db")
+    if readonly:
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such database")
+        try:  # a read-only disk cannot take the WAL's shared memory file: read it as it stands
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError:
+            conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, timeout=30)
+        return conn
+    if not path.parent.is_dir():
+        raise ConfigError(f"{path}: the folder {path.parent} does not exist")
+    if not path.exists():
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))  # private: prompts and answers
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot create the database ({exc.strerror})") from exc
+    try:
+        return sqlite3.connect(path, timeout=30)
+    except sqlite3.OperationalError as exc:
+        raise _problem(str(path), exc) from exc
+
+
+def _problem(path: str, exc: sqlite3.DatabaseError) -> ConfigError:
+    text = str(exc)
+    if "readonly" in text or "unable to open" in text:
+        return ConfigError(f"{path}: cannot write the database ({text}): is the disk read-only?")
+    if "not a database" in text or "malformed" in text or "corrupt" in text:
+        return ConfigError(f"{path} is not a runner database, or it is damaged ({text})")
+    return ConfigError(f"{path}: {text}")
 
 
 def default_db_path() -> str:

@@ -25,6 +25,9 @@ class Base:
     db: Database
     clock: Clock = time.time
 
+    def owns(self, name: str, owner: str) -> bool:
+        raise NotImplementedError
+
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """One atomic write: everything inside commits together or not at all."""

@@ -135,6 +135,18 @@ class Batches(Results):
             )
         ]
 
+    def batched_tokens(self, run: str) -> list[tuple[str, int, int]]:
+        """``(model, prompt tokens, output maximum x n)`` summed over the requests of ``run`` inside batches: what
+        their worst case is reckoned from."""
+        return [
+            (str(m), int(p), int(o))
+            for m, p, o in self.conn.execute(
+                "SELECT model, sum(prompt_tokens), sum(output_tokens * n) FROM requests WHERE run=? AND state='batched'"
+                " GROUP BY model",
+                (run,),
+            )
+        ]
+
     # -- packing ---------------------------------------------------------------------------------------------------
 
     def pending_groups(self, run: str, due: float) -> list[tuple[str, str]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-__all__ = ["migrations"]
+__all__ = ["known", "migrations"]
 
 migrations = Migrations("runner")
 
@@ -140,3 +140,15 @@ def m002_batches(db: Database) -> None:
 def m003_run_settings(db: Database) -> None:
     db.execute("ALTER TABLE runs ADD COLUMN tier TEXT")  # as last run, for status and the wave plan
     db.execute("ALTER TABLE runs ADD COLUMN mode TEXT")
+
+
+@migrations()
+def m004_retryable_failures(db: Database) -> None:
+    # a failure that time may cure (connection, timeout, 5xx, rate limits, attempts or resubmissions exhausted):
+    # the next run of the same command tries the request again
+    db.execute("ALTER TABLE results ADD COLUMN retryable INTEGER NOT NULL DEFAULT 0")
+
+
+def known() -> list[str]:
+    """The names of every migration this runner knows, in order."""
+    return [m.name for m in migrations.pending(Database(memory=True))]

@@ -63,6 +63,7 @@ class Outcome:
     cached_tokens: int = 0
     output_tokens: int = 0
     cost: int | None = None
+    retryable: bool = False  # a failure time may cure: the next run tries again
 
     @property
     def final(self) -> bool:
@@ -128,6 +129,20 @@ class Requests(Results):
             outcome = Outcome(row[0], custom_id, Move.REFUSE, error_code=code, error_message=message)
             self._insert_result(outcome, run, "sync")
 
+    def reopen(self, run: str, every: bool = False) -> int:
+        """Failed requests of ``run`` whose failure time may cure (all with ``every``) go back to pending, their
+        results deleted and their attempts reset, in one transaction. Returns how many."""
+        which = "" if every else " AND retryable=1"
+        with self.transaction():
+            ids = [r[0] for r in self.conn.execute(
+                f"SELECT request_id FROM results WHERE run=? AND outcome='failed'{which}", (run,)
+            )]  # fmt: skip
+            for rid in ids:
+                self.conn.execute("DELETE FROM results WHERE request_id=?", (rid,))
+                self._move_one(Move.REOPEN, rid, f"request {rid} of run {run!r}", attempts=0, resubmits=0,
+                               not_before=0)  # fmt: skip
+        return len(ids)
+
     def cancel(self, run: str, custom_ids: Iterable[str] | None = None) -> int:
         """Withdraw pending requests of ``run`` (all, or those of ``custom_ids``); returns how many."""
         with self.transaction():
@@ -147,9 +162,9 @@ class Requests(Results):
             rows = self.conn.execute(
                 f"UPDATE requests SET state=?, lease_owner=?, lease_expires=?, attempts=attempts+1, updated_at=?"
                 f" WHERE id IN (SELECT id FROM requests WHERE run=? AND {Move.CLAIM.where()} AND not_before<=?"
-                " ORDER BY id LIMIT ?)"
+                " ORDER BY id LIMIT ?) AND EXISTS (SELECT 1 FROM runs WHERE name=? AND owner=?)"
                 " RETURNING id, custom_id, line, endpoint, model, body, prompt_tokens, output_tokens, n, attempts",
-                (Move.CLAIM.target.value, owner, now + lease_seconds, now, run, now, limit),
+                (Move.CLAIM.target.value, owner, now + lease_seconds, now, run, now, limit, run, owner),
             ).fetchall()
         return sorted((Claimed(*r) for r in rows), key=lambda c: c.id)
 
@@ -160,12 +175,17 @@ class Requests(Results):
         ).fetchone()
         return None if row[0] is None else float(row[0])
 
-    def record(self, owner: str, run: str, outcomes: Iterable[Outcome]) -> None:
-        """Apply outcomes of ``owner``'s in-flight requests in one transaction: state, result and spend together."""
+    def record(self, owner: str, run: str, outcomes: Iterable[Outcome]) -> int:
+        """Apply outcomes of ``owner``'s in-flight requests in one transaction: state, result and spend together.
+
+        Returns how many could not be recorded because another process has taken the run over (its requests went
+        back to pending and are that process's now); 0 otherwise."""
         items = list(outcomes)
         if not items:
-            return
+            return 0
         with self.transaction():
+            if not self.owns(run, owner):
+                return len(items)
             for o in items:
                 what = f"request {o.custom_id!r} in flight for this process"
                 if o.final:
@@ -179,6 +199,7 @@ class Requests(Results):
                         o.move, o.request_id, what, "lease_owner=?", (owner,),
                         not_before=o.not_before, last_error=o.error_message, lease_owner=None, lease_expires=None,
                     )  # fmt: skip
+        return 0
 
     # -- reports -------------------------------------------------------------------------------------------------
 

@@ -1,20 +1,30 @@
-"""Runs and who works on them: one live process owns a run at a time (``runs.owner`` + heartbeat)."""
+"""Runs and who works on them: one live process owns a run at a time (``runs.owner`` + heartbeat).
+
+An owner is ``host:pid:start:token`` (``start``: when the process started, so a reused pid is not mistaken for it).
+It is taken over only when it is gone: on the same host, when no process with that pid and start time exists
+(however long it was silent: a stopped or busy process is still alive); on another host, when it has not beaten
+for ``takeover_after`` seconds (long enough for a stalled process). A takeover is announced (``takeovers``), and
+the process taken over learns it at its next heartbeat or claim and stops without sending anything more.
+"""
 
 from __future__ import annotations
 
 import os
 import socket
 import uuid
+from pathlib import Path
 from typing import Any
 
 from runner.errors import RunLocked
 from runner.store.base import Base
 from runner.store.states import Move
 
-__all__ = ["Runs"]
+__all__ = ["Runs", "owner_state"]
 
 
 class Runs(Base):
+    takeovers: list[str]
+
     @property
     def store_id(self) -> str:
         """A random id of this database, written into each batch's metadata."""
@@ -30,9 +40,9 @@ class Runs(Base):
     def runs(self) -> list[str]:
         return [r[0] for r in self.conn.execute("SELECT name FROM runs ORDER BY created_at")]
 
-    def acquire(self, name: str, input_path: str | None, stale_after: float = 15.0) -> str:
+    def acquire(self, name: str, input_path: str | None, takeover_after: float = 900.0) -> str:
         """Own run ``name`` (creating it); recover what a dead owner left in flight. Returns the owner token."""
-        owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        owner = f"{socket.gethostname()}:{os.getpid()}:{_started(os.getpid())}:{uuid.uuid4().hex[:8]}"
         now = self.clock()
         with self.transaction():
             self.conn.execute(
@@ -42,8 +52,12 @@ class Runs(Base):
             current, heartbeat = self.conn.execute(
                 "SELECT owner, heartbeat_at FROM runs WHERE name=?", (name,)
             ).fetchone()
-            if current and _owner_alive(current, heartbeat, now, stale_after):
-                raise RunLocked(f"run {name!r} is being worked on by {current}; wait for it or stop it")
+            if current:
+                state = owner_state(current, heartbeat, now, takeover_after)
+                if state == "alive":
+                    raise RunLocked(f"run {name!r} is being worked on by {current} (alive); wait for it or stop it")
+                silent = "" if heartbeat is None else f", silent for {now - heartbeat:,.0f}s"
+                self.takeovers.append(f"took over run {name!r} from {current} ({state}{silent})")
             self.conn.execute(
                 "UPDATE runs SET owner=?, heartbeat_at=?, stop_reason=NULL,"
                 " input_path=coalesce(?, input_path) WHERE name=?",
@@ -52,14 +66,30 @@ class Runs(Base):
             self._move(Move.RELEASE, "run=?", (name,), "lease_owner=NULL, lease_expires=NULL")
         return owner
 
-    def heartbeat(self, name: str, owner: str, lease_seconds: float) -> None:
+    def owner_of(self, name: str, takeover_after: float = 900.0) -> tuple[str | None, str]:
+        """``(owner, state)`` of run ``name``: state is alive, gone (its process ended), silent (another host's
+        owner that has not beaten for ``takeover_after``) or none."""
+        row = self.conn.execute("SELECT owner, heartbeat_at FROM runs WHERE name=?", (name,)).fetchone()
+        if row is None or not row[0]:
+            return None, "none"
+        return row[0], owner_state(row[0], row[1], self.clock(), takeover_after)
+
+    def heartbeat(self, name: str, owner: str, lease_seconds: float) -> bool:
+        """Say ``owner`` is alive and extend its leases; False when another process has taken the run over."""
         now = self.clock()
         with self.transaction():
-            self.conn.execute("UPDATE runs SET heartbeat_at=? WHERE name=? AND owner=?", (now, name, owner))
+            beat = self.conn.execute(
+                "UPDATE runs SET heartbeat_at=? WHERE name=? AND owner=?", (now, name, owner)
+            ).rowcount
             self.conn.execute(
                 "UPDATE requests SET lease_expires=? WHERE run=? AND lease_owner=? AND state='in_flight'",
                 (now + lease_seconds, name, owner),
             )
+        return bool(beat)
+
+    def owns(self, name: str, owner: str) -> bool:
+        row = self.conn.execute("SELECT 1 FROM runs WHERE name=? AND owner=?", (name, owner)).fetchone()
+        return row is not None
 
     def release(self, name: str, owner: str, stop_reason: str | None = None) -> int:
         """Give up the run: this owner's in-flight requests go back to pending. Returns how many did."""
@@ -85,15 +115,28 @@ class Runs(Base):
             )
 
 
-def _owner_alive(owner: str, heartbeat: float | None, now: float, stale_after: float) -> bool:
-    host, pid, _ = [*owner.split(":"), "", "", ""][:3]
-    if heartbeat is None or now - heartbeat > stale_after:
-        return False
+def owner_state(owner: str, heartbeat: float | None, now: float, takeover_after: float) -> str:
+    """alive, gone (same host, no such process) or silent (another host, no heartbeat for ``takeover_after``)."""
+    host, pid, started, *_ = [*owner.split(":"), "", "", ""]
     if host == socket.gethostname():
         try:
             os.kill(int(pid), 0)
         except (ProcessLookupError, ValueError):
-            return False
+            return "gone"
         except PermissionError:
-            return True
-    return True
+            pass  # exists, owned by someone else
+        if started and started != "0" and _started(int(pid)) not in (started, "0"):
+            return "gone"  # the pid was reused by another process
+        return "alive"
+    if heartbeat is None or now - heartbeat > takeover_after:
+        return "silent"
+    return "alive"
+
+
+def _started(pid: int) -> str:
+    """When process ``pid`` started (clock ticks since boot, Linux), or "0" where that cannot be read."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return "0"
+    return stat.rsplit(")", 1)[1].split()[19]

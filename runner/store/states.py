@@ -5,11 +5,13 @@ pending -> in_flight (claim) -> succeeded (answer) | failed (fail) | pending (re
 pending -> batched (pack) -> succeeded (collect) | failed (reject) | pending (requeue: expired, cancelled, failed)
 pending -> failed (refuse: can never succeed as written)
 pending -> cancelled (cancel: the user withdrew it)
+failed -> pending (reopen: the next run retries a failure time may cure, or every failure with --retry-failed)
 ```
 
 A move is one ``UPDATE ... WHERE id=? AND state IN (sources)``; a move that changes no row raises
-``StateConflict`` (a bug or a race, never ignored). ``succeeded``, ``failed`` and ``cancelled`` are final: a
-final request has exactly one row in ``results`` (``cancelled`` ones have none and are never sent).
+``StateConflict`` (a bug or a race, never ignored). ``succeeded``, ``failed`` and ``cancelled`` are final within
+a run: a final request has exactly one row in ``results`` (``cancelled`` ones have none and are never sent);
+reopening a failed one deletes its result in the same transaction.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class Move(StrEnum):
     REJECT = "reject"  # its batch line failed for good
     REQUEUE = "requeue"  # its batch ended without an answer for it
     CANCEL = "cancel"  # withdrawn by the user
+    REOPEN = "reopen"  # failed, to be tried again by a later run
 
     @property
     def sources(self) -> frozenset[State]:
@@ -82,4 +85,5 @@ TRANSITIONS: dict[Move, Transition] = {
     Move.REJECT: _t({State.BATCHED}, State.FAILED),
     Move.REQUEUE: _t({State.BATCHED}, State.PENDING),
     Move.CANCEL: _t({State.PENDING}, State.CANCELLED),
+    Move.REOPEN: _t({State.FAILED}, State.PENDING),
 }
