@@ -7,6 +7,7 @@ raises a ``RunnerError``; the CLI only parses arguments and prints (``runner.ren
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -20,7 +21,7 @@ from typing import Any, TextIO
 import anyio
 
 from runner.batch.executor import BatchExecutor
-from runner.errors import ConfigError, RunnerError, StoppedEarly
+from runner.errors import ConfigError, DiskFull, RunnerError, StoppedEarly
 from runner.jobfile import IngestReport, ingest
 from runner.limits import Limits
 from runner.logs import log
@@ -123,9 +124,13 @@ def run_job(
                                 timing.sleep)  # fmt: skip
             stopped, notices = _run_sync(store, run, sync, batches, progress)
     except BaseException:
-        store.release(run, owner, "error")
+        with contextlib.suppress(DiskFull):  # the run is left owned by this process, which is gone: taken over
+            store.release(run, owner, "error")
         raise
-    store.release(run, owner, None if stopped is None else type(stopped).__name__)
+    try:
+        store.release(run, owner, None if stopped is None else type(stopped).__name__)
+    except DiskFull as exc:  # as above; the next run takes it over
+        stopped = stopped if isinstance(stopped, DiskFull) else exc
     return RunOutcome(run, store.counts(run), report, stopped, store.takeovers + notices)
 
 

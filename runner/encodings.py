@@ -63,17 +63,28 @@ def _load(name: str) -> tiktoken.Encoding:
     actual = hashlib.sha256(data).hexdigest()
     if actual != expected:
         raise ConfigError(f"tokenizer {name}: bpe-openai's file has SHA-256 {actual}, tiktoken expects {expected}")
-    with tempfile.TemporaryDirectory(prefix="runner-tiktoken-") as cache:
-        Path(cache, hashlib.sha1(blob.encode()).hexdigest()).write_bytes(data)
-        previous = os.environ.get("TIKTOKEN_CACHE_DIR")
-        os.environ["TIKTOKEN_CACHE_DIR"] = cache
-        try:
-            spec = _constructor(name)()
-        finally:
-            if previous is None:
-                del os.environ["TIKTOKEN_CACHE_DIR"]
-            else:
-                os.environ["TIKTOKEN_CACHE_DIR"] = previous
+    try:
+        with tempfile.TemporaryDirectory(prefix="runner-tiktoken-") as cache:
+            Path(cache, hashlib.sha1(blob.encode()).hexdigest()).write_bytes(data)
+            return _from_cache(name, cache)
+    except OSError as exc:
+        raise ConfigError(
+            f"tokenizer {name}: cannot write its {len(data):,}-byte file to {tempfile.gettempdir()} "
+            f"({exc.strerror}); free some space there or point TMPDIR elsewhere"
+        ) from exc
+
+
+def _from_cache(name: str, cache: str) -> tiktoken.Encoding:
+    """tiktoken's own constructor for ``name``, reading the verified file from ``cache`` (under ``_lock``)."""
+    previous = os.environ.get("TIKTOKEN_CACHE_DIR")
+    os.environ["TIKTOKEN_CACHE_DIR"] = cache
+    try:
+        spec = _constructor(name)()
+    finally:
+        if previous is None:
+            del os.environ["TIKTOKEN_CACHE_DIR"]
+        else:
+            os.environ["TIKTOKEN_CACHE_DIR"] = previous
     return tiktoken.Encoding(**spec)
 
 

@@ -99,9 +99,13 @@ def _parse(path: str, line: int, raw: bytes, limits: Limits, default_model: str 
         return InputError(path, line, problem)
 
     try:
-        item = json.loads(raw)
+        item = json.loads(raw, parse_constant=_refuse_constant)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise bad(f"not valid JSON ({exc})") from exc
+    except ValueError as exc:  # NaN, Infinity
+        raise bad(str(exc)) from exc
+    except RecursionError as exc:
+        raise bad("nested too deeply to be a request") from exc
     if not isinstance(item, dict):
         raise bad("expected a JSON object with custom_id and body")
     custom_id = item.get("custom_id")
@@ -129,6 +133,20 @@ def _parse(path: str, line: int, raw: bytes, limits: Limits, default_model: str 
         raise bad(f"request {custom_id!r}: {model_name} does not serve {url} (serves {', '.join(model.endpoints)})")
     if "model" not in body:
         body = {"model": model_name, **body}
+    try:
+        text = dumps(body)
+        text.encode()
+    except UnicodeEncodeError as exc:
+        raise bad(f"request {custom_id!r}: text with a lone surrogate ({exc.object[exc.start:exc.end]!r}) is not "
+                  "valid UTF-8; OpenAI would refuse it") from exc  # fmt: skip
+    except (RecursionError, ValueError) as exc:
+        raise bad(f"request {custom_id!r}: body cannot be sent as JSON ({exc})") from exc
+    if not custom_id.isprintable() or custom_id != custom_id.encode(errors="replace").decode():
+        raise bad(f"request {custom_id!r}: custom_id must be printable text")
+    for key in ("max_tokens", "max_completion_tokens", "max_output_tokens", "n"):
+        value = body.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 10**9):
+            raise bad(f"request {custom_id!r}: {key} must be a whole number from 1, not {json.dumps(value)[:40]}")
     cost = estimate(url, body, model.tokenizer, limits.output_reservation_tokens, model.max_output_tokens)
     refusal = ""
     if cost.prompt_tokens > model.input_limit:
@@ -140,7 +158,6 @@ def _parse(path: str, line: int, raw: bytes, limits: Limits, default_model: str 
             f"prompt {cost.prompt_tokens:,} + output {cost.output_tokens:,} tokens exceeds {model.name}'s "
             f"context window of {model.context_window:,}"
         )
-    text = dumps(body)
     digest = hashlib.sha256(f"{url}\n{text}".encode()).hexdigest()
     row = RequestRow(custom_id, line, url, model.name, text, digest, cost.prompt_tokens, cost.output_tokens, cost.n)
     return row, refusal
@@ -164,3 +181,7 @@ def _store(store: Store, run: str, path: str, rows: list[RequestRow], watermark:
         if (store.request_id(run, custom_id) or 0) > watermark:
             store.refuse(run, custom_id, "request_too_large", reason)
     return inserted
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number OpenAI accepts")

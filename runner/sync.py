@@ -17,7 +17,6 @@ import datetime as dt
 import json
 import math
 import random
-import sqlite3
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -427,12 +426,9 @@ class SyncExecutor:
                 daily, self.daily = self.daily, {}
                 for (model, day), (requests, tokens) in daily.items():
                     self.store.count_daily(model, day, requests, tokens)
-        except sqlite3.OperationalError as exc:  # disk full, I/O error: the transaction rolled back whole
-            if self.stop is None or not isinstance(self.stop, DiskFull):
-                self.stop = DiskFull(
-                    f"cannot write {self.store.path} ({exc}): stopped; nothing was recorded half-way. Free space and "
-                    "re-run the same command (the answers in flight then are sent again)"
-                )
+        except DiskFull as exc:  # the transaction rolled back whole
+            if not isinstance(self.stop, DiskFull):
+                self.stop = exc
             if self._senders is not None:
                 self._senders.cancel()
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import os
 import signal
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -36,7 +35,6 @@ from runner.errors import (
     BatchAPIError,
     BudgetReached,
     DeadlineReached,
-    DiskFull,
     Interrupted,
     RunnerError,
     StoppedEarly,
@@ -127,8 +125,6 @@ class BatchExecutor:
                 return await self._loop()
         except (StoppedEarly, AuthError) as exc:  # quota, a refused key, an API that does not answer
             return exc
-        except sqlite3.OperationalError as exc:
-            return DiskFull(f"cannot write {self.store.path} ({exc}): stopped; nothing was recorded half-way")
         return self._stop or Interrupted("interrupted: batches keep running on the server; re-run to collect them")
 
     async def _loop(self) -> RunnerError | None:

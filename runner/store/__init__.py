@@ -104,17 +104,21 @@ class Store(Runs, Requests, Batches):
 def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
     if path.is_dir():
         raise ConfigError(f"{path} is a folder, not a database file: pass a file path with --db")
-    if readonly:
-        if not path.is_file():
-            raise ConfigError(f"{path}: no such database")
-        try:  # a read-only disk cannot take the WAL's shared memory file: read it as it stands
-            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
-            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        except sqlite3.OperationalError:
-            conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, timeout=30)
-        return conn
     if not path.parent.is_dir():
         raise ConfigError(f"{path}: the folder {path.parent} does not exist")
+    if readonly:
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such database (no run has been started with it)")
+        try:
+            try:
+                conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            except sqlite3.OperationalError:  # a read-only disk cannot take the WAL's index: read the file as it is
+                conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, timeout=30)
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise _problem(str(path), exc) from exc
+        return conn
     if not path.exists():
         try:
             os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))  # private: prompts and answers

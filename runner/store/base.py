@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -9,7 +10,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from runner.errors import StateConflict
+from runner.errors import DiskFull, StateConflict
 from runner.store.states import Move
 
 __all__ = ["Base", "Clock"]
@@ -30,9 +31,20 @@ class Base:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """One atomic write: everything inside commits together or not at all."""
-        with self.db.atomic():
-            yield
+        """One atomic write: everything inside commits together or not at all.
+
+        A disk that is full or fails raises ``DiskFull`` (the transaction rolled back whole)."""
+        try:
+            with self.db.atomic():
+                yield
+        except sqlite3.OperationalError as exc:
+            text = str(exc)
+            if "disk" not in text and "I/O" not in text:
+                raise
+            raise DiskFull(
+                f"cannot write {self.path} ({text}): stopped; nothing was recorded half-way. Free space and re-run "
+                "the same command (what was in flight is sent again)"
+            ) from exc
 
     def _move(self, move: Move, where: str, args: tuple[Any, ...], sets: str = "", values: tuple[Any, ...] = ()) -> int:
         """Apply ``move`` to the requests matching ``where`` (and allowed by the table); returns how many moved.
