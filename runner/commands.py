@@ -24,7 +24,6 @@ from runner.batch.executor import BatchExecutor
 from runner.errors import ConfigError, DiskFull, RunnerError, StoppedEarly
 from runner.jobfile import IngestReport, ingest
 from runner.limits import Limits
-from runner.logs import log
 from runner.money import usd
 from runner.progress import Progress
 from runner.settings import BatchSettings, RunSettings
@@ -171,9 +170,10 @@ async def _signals(executor: SyncExecutor | BatchExecutor) -> None:
             count += 1
             name = signal.Signals(number).name
             if count == 1:
-                log.warning("%s: finishing what is in flight (a second signal stops at once)", name)
+                print(f"{name}: stopping; finishing what is in flight (a second signal stops at once)", file=sys.stderr)
                 executor.interrupt(name)
             else:
+                print(f"{name}: stopping at once", file=sys.stderr)
                 executor.abort()
 
 

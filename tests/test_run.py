@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -16,7 +18,7 @@ from typing import Any
 import pytest
 
 from runner.commands import export_results, run_job
-from runner.errors import QuotaExhausted
+from runner.errors import QuotaExhausted, Unreachable
 from runner.limits import Limits
 from runner.retry import RetryPolicy
 from runner.settings import RunSettings
@@ -149,6 +151,14 @@ def signal_mid_run(tmp_path: Path, sim: Any, sig: int, n: int = 60) -> tuple[Pat
     return path, db, env, child.returncode, err
 
 
+def poll_until(condition: Any, seconds: float = 60) -> None:
+    """Wait (polling) until ``condition()`` holds: another process or thread is to make it true."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
 def _results(db: Path) -> int:
     try:
         with sqlite3.connect(db) as conn:
@@ -183,6 +193,44 @@ def test_secret_is_never_written(tmp_path: Path, start_sim: Any) -> None:
     for file in tmp_path.iterdir():
         assert secret.encode() not in file.read_bytes(), file
     assert secret not in ran.stderr + ran.stdout
+
+
+def test_an_api_that_cannot_be_reached_stops_the_run_with_every_request_still_to_send(
+    tmp_path: Path, store: Store, limits: Limits, start_sim: Any
+) -> None:
+    nobody = socket.socket()
+    nobody.bind(("127.0.0.1", 0))  # a port that refuses every connection
+    url = f"http://127.0.0.1:{nobody.getsockname()[1]}/v1"
+    path = job(tmp_path, 10)
+    outcome = run_job(store, str(path), limits, settings(unreachable_seconds=0.3), Credentials(url, "k"))
+    nobody.close()
+    assert outcome.exit_code == 3 and isinstance(outcome.stopped, Unreachable), outcome.stopped
+    assert outcome.counts["pending"] == 10  # no request burned its attempts on the outage
+    sim = start_sim(latency_scale=0)
+    again = run_job(store, str(path), limits, settings(), Credentials(sim.base_url, "k"))
+    assert again.exit_code == 0 and again.counts["succeeded"] == 10
+
+
+def test_requests_failed_by_transient_errors_are_retried_by_the_next_run_permanent_ones_on_request(
+    tmp_path: Path, store: Store, limits: Limits, start_sim: Any
+) -> None:
+    sim = start_sim(latency_scale=0)
+    path = job(tmp_path, 10)
+    sim.call(lambda: sim.sim.script("503", times=20))  # two attempts each: every request fails, transiently
+    two = settings(retry=RetryPolicy(max_attempts=2, max_rate_limited=60, base=0.01, cap=0.05))
+    first = run_job(store, str(path), limits, two, Credentials(sim.base_url, "k"))
+    assert first.exit_code == 1 and first.counts["failed"] == 10
+    sim.call(lambda: sim.sim.script("400", times=3))  # three refused as written: no retry can cure that
+    err = io.StringIO()
+    second = run_job(store, str(path), limits, settings(concurrency=1), Credentials(sim.base_url, "k"), err=err)
+    assert "retrying 10 requests whose last failure time may cure" in err.getvalue()
+    assert second.exit_code == 1 and second.counts == {**second.counts, "failed": 3, "succeeded": 7}
+    err = io.StringIO()
+    third = run_job(store, str(path), limits, settings(), Credentials(sim.base_url, "k"), err=err)
+    assert "retrying" not in err.getvalue() and third.counts["failed"] == 3  # permanent: left as they are
+    fourth = run_job(store, str(path), limits, settings(retry_failed=True), Credentials(sim.base_url, "k"))
+    assert fourth.exit_code == 0 and fourth.counts["succeeded"] == 10
+    one_result_each(store, "job", 10)
 
 
 @pytest.mark.slow
@@ -274,14 +322,41 @@ def test_a_200_that_is_not_json_is_retried_not_a_crash(
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_resumably_then_resume_finishes(tmp_path: Path, start_sim: Any) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_lets_what_is_in_flight_finish_and_the_resume_pays_nothing_twice(
+    tmp_path: Path, start_sim: Any, sig: int
+) -> None:
     sim = start_sim(latency_scale=0.2, rpm=600, window=1.0)
-    path, db, env, code, err = signal_mid_run(tmp_path, sim, signal.SIGINT)
+    path, db, env, code, err = signal_mid_run(tmp_path, sim, sig)
     assert code == 3, err
-    assert "re-run the same command to resume" in err
+    assert "re-run the same command to resume" in err and "Traceback" not in err
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM requests WHERE state='in_flight'").fetchone()[0] == 0
         assert conn.execute("SELECT owner FROM runs").fetchone()[0] is None  # released, not left locked
+    resumed = runner_cli("run", str(path), "--base-url", sim.base_url, "--rpm", "600", env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    one_result_each(Store(db), "job", 60)
+    assert sim.call(lambda: sim.sim.stats.answered) == 60  # every answer paid once
+
+
+@pytest.mark.slow
+def test_a_second_signal_stops_at_once_still_resumable(tmp_path: Path, start_sim: Any) -> None:
+    sim = start_sim(latency_scale=3.0, rpm=600, window=1.0)  # answers take seconds: the grace would be long
+    path, db = job(tmp_path, 60), tmp_path / "twice.db"
+    env = {**os.environ, "OPENAI_API_KEY": "sk-signal-test", "RUNNER_DB": str(db)}
+    args = [sys.executable, "-m", "runner", "run", str(path), "--base-url", sim.base_url, "--rpm", "600",
+            "--grace", "60"]  # fmt: skip
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as stderr:
+        child = subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr)
+    poll_until(lambda: sim.call(lambda: sim.sim.stats.in_flight) >= 5)
+    child.send_signal(signal.SIGTERM)
+    poll_until(lambda: "SIGTERM: stopping; finishing what is in flight" in log.read_text())
+    child.send_signal(signal.SIGINT)
+    child.wait(timeout=10)  # far sooner than the 60 s grace
+    err = log.read_text()
+    assert child.returncode == 3 and "SIGINT: stopping at once" in err, err
+    assert "Traceback" not in err
     resumed = runner_cli("run", str(path), "--base-url", sim.base_url, "--rpm", "600", env=env)
     assert resumed.returncode == 0, resumed.stderr
     one_result_each(Store(db), "job", 60)

@@ -252,14 +252,22 @@ class BatchExecutor:
             self.store.collect_batch(row, [], lost, "not_submitted", "spool file missing", None)
             return
         row = self.store.move_batch(row, BatchState.UPLOADING)
-        file_id = await self.api.upload(path, self.filename(row))
+        try:
+            file_id = await self.api.upload(path, self.filename(row))
+        except BatchAPIError as exc:  # refused for good: the server kept no file
+            self._give_back(self.store.move_batch(row, BatchState.PACKED), exc)
+            raise
         crash_point("after_upload")
         self.store.move_batch(row, BatchState.UPLOADED, input_file_id=file_id)
 
     async def create(self, row: BatchRow) -> None:
         row = self.store.move_batch(row, BatchState.CREATING)
         assert row.input_file_id is not None
-        created = await self.api.create(row.input_file_id, row.endpoint, self.metadata(row))
+        try:
+            created = await self.api.create(row.input_file_id, row.endpoint, self.metadata(row))
+        except BatchAPIError as exc:  # refused for good: no batch (its upload is deleted as an orphan next run)
+            self._give_back(self.store.move_batch(row, BatchState.UPLOADED), exc)
+            raise
         crash_point("after_create")
         self.store.move_batch(
             row,
@@ -269,6 +277,11 @@ class BatchExecutor:
             next_poll_at=self.clock() + self.batch.poll_min,
         )
         log.info("%s submitted: %s requests (chunk %d)", created.id, f"{row.requests:,}", row.chunk)
+
+    def _give_back(self, row: BatchRow, refusal: BatchAPIError) -> None:
+        """The server refused ``row`` for good: its requests go back to pending, uncharged, for any later run."""
+        back = [(rid, False, f"batch not submitted: {refusal}") for rid, _, _ in self.store.batch_members(row)]
+        self.store.collect_batch(row, [], back, "not_submitted", str(refusal), None)
 
     async def poll(self, row: BatchRow) -> None:
         crash_point("polling")

@@ -1,8 +1,9 @@
 """Faults the simulator injects, scripted or at random, in OpenAI's shapes.
 
-500 server_error · 503 server_is_overloaded · 429 rate_limit_exceeded (with Retry-After) · 429 slow_down ·
-429 insufficient_quota · a 200 that is not JSON (a proxy's page) · a connection reset · a timeout (no answer for
-``hang_seconds``, then a reset). Random faults (``fault_rate``) draw from ``FAULT_KINDS``.
+400 invalid_request_error · 500 server_error · 503 server_is_overloaded · 429 rate_limit_exceeded (with
+Retry-After) · 429 slow_down · 429 insufficient_quota · a 200 that is not JSON (a proxy's page) · a connection
+reset · a timeout (no answer for ``hang_seconds``, then a reset). Random faults (``fault_rate``) draw from
+``FAULT_KINDS``.
 """
 
 from __future__ import annotations
@@ -52,6 +53,14 @@ async def inject(http: Http, request: web.Request, fault: dict[str, Any]) -> web
             "requests",
             "rate_limit_exceeded",
             headers={"retry-after": str(max(1, round(wait))), "retry-after-ms": str(round(wait * 1000))},
+        )
+    if kind == "400":  # a request OpenAI refuses as written: no retry can cure it
+        return http.error(
+            400,
+            "Invalid value for 'temperature': expected a number between 0 and 2.",
+            "invalid_request_error",
+            "invalid_value",
+            "temperature",
         )
     if kind == "garbage":  # a 200 that is not an API answer, as a misbehaving proxy sends
         return web.Response(status=200, text="<html>502 Bad Gateway</html>", content_type="text/html")

@@ -89,7 +89,8 @@ class Simulator:
             await self.runner.cleanup()
 
     def script(self, kind: str, times: int = 1, **params: Any) -> None:
-        """Queue a fault for the next ``times`` requests: 500, 503, reset, timeout, 429, slow_down, quota, garbage."""
+        """Queue a fault for the next ``times`` requests: 400, 500, 503, reset, timeout, 429, slow_down, quota,
+        garbage."""
         for _ in range(times):
             self.scripted.append({"kind": kind, **params})
 

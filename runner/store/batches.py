@@ -36,9 +36,9 @@ class BatchState(StrEnum):
 
 
 BATCH_MOVES: dict[BatchState, frozenset[BatchState]] = {
-    BatchState.PACKED: frozenset({BatchState.UPLOADING, BatchState.DONE}),  # done: its file was lost
+    BatchState.PACKED: frozenset({BatchState.UPLOADING, BatchState.DONE}),  # done: its file lost, or refused
     BatchState.UPLOADING: frozenset({BatchState.UPLOADED, BatchState.PACKED}),  # packed: the upload did not happen
-    BatchState.UPLOADED: frozenset({BatchState.CREATING}),
+    BatchState.UPLOADED: frozenset({BatchState.CREATING, BatchState.DONE}),  # done: the server refused to create it
     BatchState.CREATING: frozenset({BatchState.SUBMITTED, BatchState.UPLOADED}),  # uploaded: no batch was created
     BatchState.SUBMITTED: frozenset({BatchState.DONE}),
     BatchState.DONE: frozenset(),
