@@ -26,6 +26,7 @@ The public surface is the ``runner`` command (``runner.cli``). One noun per modu
     gates           a run's gates by model, behind the Pacing interface
     transport       HTTP for the sync hot path (aiohttp)
     sync            the sync executor
+    crash           named crash points (RUNNER_CRASH_AT) for the crash harness and kill -9 tests
     batch/          the Batch API mode: executor, collect (a finished batch), packing, api (the openai SDK)
     store/          the SQLite database: states (the transition table), base, runs, requests, results, batches,
                     migrations, schema (the README's description)

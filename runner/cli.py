@@ -332,6 +332,16 @@ def spend(db: str | None, name: str | None, as_json: bool) -> None:
 @click.option("--first-token", type=float, default=None, help="Seconds to the first token (default: the model's).")
 @click.option("--tokens-per-second", type=float, default=None, help="Output speed (default: the model's; 0: instant).")
 @click.option("--fault-rate", type=float, default=0.0, show_default=True, help="Share of requests given a fault.")
+@click.option(
+    "--hang-seconds", type=float, default=30.0, show_default=True, help="How long a timeout fault holds the request."
+)
+@click.option(
+    "--batch-seconds", type=float, default=2.0, show_default=True, help="How long a batch takes (the 24 h, shrunk)."
+)
+@click.option(
+    "--batch-line-error-rate", type=float, default=0.0, show_default=True, help="Share of batch lines given a 500."
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the faults and answers.")
 @click.option("--quota-usd", default=None, help="Answer insufficient_quota once this much is billed.")
 @click.option("--api-key", default=None, help="Require this key (401 otherwise).")
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
@@ -352,6 +362,10 @@ def sim(
     first_token: float | None,
     tokens_per_second: float | None,
     fault_rate: float,
+    hang_seconds: float,
+    batch_seconds: float,
+    batch_line_error_rate: float,
+    seed: int,
     quota_usd: str | None,
     api_key: str | None,
     duration: float | None,
@@ -382,6 +396,10 @@ def sim(
         first_token_seconds=first_token,
         tokens_per_second=tokens_per_second,
         fault_rate=fault_rate,
+        hang_seconds=hang_seconds,
+        batch_seconds=batch_seconds,
+        batch_line_error_rate=batch_line_error_rate,
+        seed=seed,
         quota_usd=None if quota_usd is None else Decimal(quota_usd),
         api_key=api_key,
     )

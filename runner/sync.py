@@ -26,6 +26,7 @@ from typing import Any
 import anyio
 
 from runner.budget import Budget, worst_case
+from runner.crash import crash_point
 from runner.errors import (
     AuthError,
     BudgetReached,
@@ -264,6 +265,7 @@ class SyncExecutor:
         cost = 0
         try:
             try:
+                crash_point("sending")
                 reply = await self.transport.post(request.endpoint, request.body.encode())
             except TransportError as exc:
                 gate.settle(ticket, 0)
@@ -273,6 +275,7 @@ class SyncExecutor:
             self.unreachable = None
             self.latency = 0.9 * self.latency + 0.1 * reply.seconds if self.latency else reply.seconds
             if reply.status == 200:
+                crash_point("answered")
                 cost = self._after_success(request, model, gate, ticket, reply)
             else:
                 self._after_error(request, gate, ticket, reply)
@@ -422,6 +425,7 @@ class SyncExecutor:
             if self.outcomes:
                 batch, self.outcomes = self.outcomes, []
                 self.dropped += self.store.record(self.owner, self.run, batch)
+                crash_point("recorded")
             if self.daily:
                 daily, self.daily = self.daily, {}
                 for (model, day), (requests, tokens) in daily.items():

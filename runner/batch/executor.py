@@ -10,15 +10,14 @@ On start, ``reconcile`` settles intents a killed process left behind: an upload 
 its metadata (``runner_store``, ``runner_run``, ``runner_chunk``), so no chunk is ever created twice; uploaded files
 of this run that no batch uses are deleted.
 
-``RUNNER_CRASH_AT`` (after_upload, after_create, polling, downloading, recording) kills the process at that point:
-the crash-safety tests use it. Time is injected (``clock``, ``sleep``): tests run whole batch jobs on a fake clock.
+Named crash points (``runner.crash``: after_upload, after_create, polling, downloading, recording) let the
+crash-safety tests and ``bench/crash.py`` kill the process there. Time is injected (``clock``, ``sleep``): tests
+run whole batch jobs on a fake clock.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import signal
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -30,6 +29,7 @@ import anyio
 from runner.batch.collect import Settled, queue_limit_hint, read_lines, settle, settle_failed
 from runner.batch.packing import pack
 from runner.budget import Budget, worst_case
+from runner.crash import crash_point
 from runner.errors import (
     AuthError,
     BatchAPIError,
@@ -53,16 +53,11 @@ if TYPE_CHECKING:
 
     from runner.batch.api import BatchAPI
 
-__all__ = ["BatchExecutor", "crash_point"]
+__all__ = ["BatchExecutor"]
 
 FINAL = ("completed", "failed", "expired", "cancelled")
 OPEN = (BatchState.PACKED, BatchState.UPLOADING, BatchState.UPLOADED, BatchState.CREATING, BatchState.SUBMITTED)
 T = TypeVar("T")
-
-
-def crash_point(name: str) -> None:
-    if os.environ.get("RUNNER_CRASH_AT") == name:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class BatchExecutor:
