@@ -13,12 +13,14 @@ from typing import Any
 import openai
 import pytest
 
+from runner.batch import packing
 from runner.batch.packing import pack
 from runner.commands import export_results, manage_batches, run_job
 from runner.jobfile import ingest
 from runner.limits import Limits
 from runner.retry import RetryPolicy
 from runner.settings import BatchSettings, RunSettings
+from runner.sim.config import SimConfig
 from runner.store import Store
 from runner.tokens import count_prompt
 from runner.transport import Credentials
@@ -203,8 +205,12 @@ def test_simulator_refuses_bad_batch_requests(start_sim: Any) -> None:
             completion_window="24h",
             metadata={f"k{i}": "v" for i in range(17)},
         )
-    with pytest.raises(openai.BadRequestError, match="200 MB"):
-        client.files.create(file=("big.jsonl", b"x" * (200 * 1024 * 1024 + 1)), purpose="batch")
+    small = start_sim(latency_scale=0, max_file_bytes=1024 * 1024)  # the 200 MB rule, at 1 MB
+    with openai.OpenAI(base_url=small.base_url, api_key="k", max_retries=0) as small_client:
+        small_client.files.create(file=("fits.jsonl", b"x" * (1024 * 1024)), purpose="batch")
+        with pytest.raises(openai.BadRequestError, match="at most 1 MB"):
+            small_client.files.create(file=("big.jsonl", b"x" * (1024 * 1024 + 1)), purpose="batch")
+    assert SimConfig().max_file_bytes == 200 * 1024 * 1024 == packing.MAX_BYTES + 1
     too_many = client.batches.create(
         input_file_id=upload(client, [line(f"r{i}") for i in range(50_001)]),
         endpoint="/v1/chat/completions",

@@ -82,7 +82,7 @@ class SimBatch:
 class BatchService:
     def __init__(self, http: Http, sim: Answerer) -> None:
         self.http, self.sim = http, sim
-        self.file_service = FileService(http, self.now)
+        self.file_service = FileService(http, self.now, sim.config.max_file_bytes)
         self.files = self.file_service.files
         self.batches: dict[str, SimBatch] = {}
         self.rng = random.Random(sim.config.seed + 1)

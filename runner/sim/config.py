@@ -46,6 +46,7 @@ class SimConfig:
     batch_expire_seconds: float = 86_400.0  # the 24 h completion window, on the same clock
     batch_line_error_rate: float = 0.0  # share of batch lines answered with a 500 in the error file
     batch_queue_tokens: int | None = None  # instead of the tier's batch queue limit
+    max_file_bytes: int = 200 * 1024 * 1024  # largest batch input file accepted at upload (OpenAI: 200 MB)
 
 
 @dataclass

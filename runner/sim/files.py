@@ -1,6 +1,7 @@
 """Files endpoints of the simulator: ``POST /v1/files`` (multipart), ``GET /v1/files`` (``purpose``, ``after``,
 ``limit``, ``order``), ``GET /v1/files/{id}``, ``GET /v1/files/{id}/content``, ``DELETE /v1/files/{id}``.
-A batch input over 200 MB, or not named ``.jsonl``, is refused at upload as OpenAI does."""
+A file over the batch input limit (200 MB unless configured), or a batch input not named ``.jsonl``, is
+refused at upload as OpenAI does."""
 
 from __future__ import annotations
 
@@ -13,9 +14,7 @@ from aiohttp import BodyPartReader, web
 
 from runner.sim.http import Http
 
-__all__ = ["MAX_FILE_BYTES", "FileService", "SimFile", "page"]
-
-MAX_FILE_BYTES = 200 * 1024 * 1024
+__all__ = ["FileService", "SimFile", "page"]
 
 
 @dataclass
@@ -41,9 +40,10 @@ class SimFile:
 
 
 class FileService:
-    def __init__(self, http: Http, now: Callable[[], float]) -> None:
+    def __init__(self, http: Http, now: Callable[[], float], max_bytes: int) -> None:
         self.http = http
         self.now = now
+        self.max_bytes = max_bytes
         self.files: dict[str, SimFile] = {}
 
     def install(self, app: web.Application) -> None:
@@ -60,7 +60,7 @@ class FileService:
     async def upload(self, request: web.Request) -> web.StreamResponse:
         if not request.content_type.startswith("multipart/"):
             return self.bad("Expected a multipart/form-data upload.")
-        purpose, filename, content = None, "upload.jsonl", b""
+        purpose, filename, content, size = None, "upload.jsonl", b"", 0
         reader = await request.multipart()
         while (part := await reader.next()) is not None:
             if not isinstance(part, BodyPartReader):
@@ -69,17 +69,28 @@ class FileService:
                 purpose = (await part.read()).decode()
             elif part.name == "file":
                 filename = part.filename or filename
-                content = bytes(await part.read())
+                content, size = await self.read_capped(part)
         if purpose is None:
             return self.bad("Missing required parameter: 'purpose'.", "purpose")
-        if purpose == "batch" and len(content) > MAX_FILE_BYTES:
+        if size > self.max_bytes:
             return self.bad(
-                f"File is too large: {len(content)} bytes; batch input files may be at most 200 MB.", "file"
+                f"File is too large: {size} bytes; batch input files may be at most {self.max_bytes / 2**20:g} MB.",
+                "file",
             )
         if purpose == "batch" and not filename.endswith(".jsonl"):
             return self.bad("Invalid file format for Batch API. Must be .jsonl", "file")
         file = self.add_file(filename, purpose, content)
         return web.json_response(file.as_dict())
+
+    async def read_capped(self, part: BodyPartReader) -> tuple[bytes, int]:
+        """The part's bytes and its size, reading in chunks and keeping nothing past the limit (a file over it is
+        refused whole, so the server never holds more than the limit)."""
+        kept, size = bytearray(), 0
+        while chunk := await part.read_chunk(1 << 20):
+            size += len(chunk)
+            if size <= self.max_bytes:
+                kept += chunk
+        return bytes(kept), size
 
     def add_file(self, filename: str, purpose: str, content: bytes) -> SimFile:
         file = SimFile(f"file-{uuid.uuid4().hex[:24]}", filename, purpose, content, int(self.now()))
