@@ -19,6 +19,7 @@ The public surface is the ``runner`` command (``runner.cli``). One noun per modu
     endpoints       one row per API endpoint: prompt counting, output keys, usage, schema, inputs
     encodings       tiktoken's encodings, offline and hash-checked
     tokens          what a request may consume: prompt tokens and output reservation
+    caching         prompt caching as OpenAI describes it (the simulator bills by it, the planner expects it)
     jobfile         the input JSONL, ingested into the store
     retry           every retry decision, as pure functions
     gate            pacing one model under RPM and TPM
@@ -26,11 +27,15 @@ The public surface is the ``runner`` command (``runner.cli``). One noun per modu
     gates           a run's gates by model, behind the Pacing interface
     transport       HTTP for the sync hot path (aiohttp)
     sync            the sync executor
+    workload        what a plan is made for: a job file, a stored run's pending requests, or made-up figures
+    planner         time and cost per tier, sync and batch; the decision of --mode auto
+    detect          which tier the account is on: stated limits, the admin rate-limits endpoint
+    chart           the plan as a picture (matplotlib, an optional extra)
     crash           named crash points (RUNNER_CRASH_AT) for the crash harness and kill -9 tests
     batch/          the Batch API mode: executor, collect (a finished batch), packing, api (the openai SDK)
     store/          the SQLite database: states (the transition table), base, runs, requests, results, batches,
-                    migrations, schema (the README's description)
-    sim/            the OpenAI simulator: server, http, buckets, answers, caching, faults, files, batches, config,
+                    history (what the planner learns), migrations, schema (the README's description)
+    sim/            the OpenAI simulator: server, http, buckets, answers, faults, files, batches, config,
                     thread, serve
 """
 

@@ -18,12 +18,13 @@ from typing import Any
 import click
 
 from runner import commands, render
+from runner.detect import admin_limits
 from runner.durations import parse_duration
 from runner.errors import RunnerError
 from runner.limits import load_limits
 from runner.logs import configure
-from runner.money import from_usd
-from runner.settings import BatchSettings, RunSettings
+from runner.money import fmt_usd, from_usd
+from runner.settings import BatchSettings, Lane, RunSettings
 from runner.store import Store, default_db_path
 from runner.transport import Credentials
 
@@ -280,6 +281,103 @@ def spend(db: str | None, name: str | None, as_json: bool) -> None:
         click.echo(json.dumps(report, indent=2))
         return
     for line in render.spend_lines(report):
+        click.echo(line)
+
+
+@cli.command()
+@click.argument("input_path", metavar="[INPUT.jsonl]", required=False, type=click.Path(dir_okay=False))
+@name_option
+@db_option
+@limits_option
+@click.option("--requests", type=click.IntRange(min=1), default=None, help="Plan this many requests alike ...")
+@click.option("--input-tokens", type=click.IntRange(min=0), default=None, help="... of this many prompt tokens ...")
+@click.option("--output-tokens", type=click.IntRange(min=0), default=None, help="... and output tokens each.")
+@click.option(
+    "--shared-prefix", type=click.IntRange(min=0), default=0, help="Prompt tokens every request starts with alike."
+)
+@click.option("--model", default=None, help="Model (default: the lines' own; gpt-4.1-mini for --requests).")
+@click.option("--tier", default=None, help="The tier you are at (default: detected from the server's limits).")
+@click.option("--deadline", default=None, help="When it must be done, e.g. 6h: marks the cheapest plan that makes it.")
+@click.option("--headroom", type=click.FloatRange(0, 0.9), default=0.02, show_default=True)
+@click.option(
+    "--pilot",
+    type=click.IntRange(min=1),
+    default=None,
+    help="First send this many requests of INPUT (sync; they count as done) and plan on their real output.",
+)
+@click.option("--base-url", default=None, help="API base URL for --pilot and the admin API.")
+@click.option("--project", default=None, help="Project for the admin API (default: $OPENAI_PROJECT_ID).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--chart", default=None, type=click.Path(dir_okay=False), help="Draw the plan: a .png or .svg file.")
+def plan(
+    input_path: str | None,
+    name: str | None,
+    db: str | None,
+    limits_path: str | None,
+    requests: int | None,
+    input_tokens: int | None,
+    output_tokens: int | None,
+    shared_prefix: int,
+    model: str | None,
+    tier: str | None,
+    deadline: str | None,
+    headroom: float,
+    pilot: int | None,
+    base_url: str | None,
+    project: str | None,
+    as_json: bool,
+    chart: str | None,
+) -> None:
+    """How long a job takes and what it costs at each tier, sync or batch, and what one tier up would buy.
+
+    Plan INPUT.jsonl, a stored run's pending requests (--name), or --requests N --input-tokens X
+    --output-tokens Y. With OPENAI_ADMIN_KEY set, your project's own limits are read from the admin API."""
+    limits = load_limits(limits_path)
+    seconds = _duration(deadline)
+    if chart is not None:
+        from runner.chart import check_chart_path
+
+        check_chart_path(chart)
+    path = Path(db or default_db_path())
+    store: Store | None = None
+    if pilot is not None:
+        if input_path is None:
+            raise click.UsageError("--pilot needs INPUT.jsonl")
+        store = _store(db)
+        settings = RunSettings(tier=tier or "tier-1", headroom=headroom)
+        outcome = commands.run_job(store, input_path, limits, settings, Credentials.from_env(base_url), name=name,
+                                   default_model=model, lane=Lane(most=pilot))  # fmt: skip
+        click.echo(
+            f"pilot: {outcome.counts['succeeded']:,} answered in run {outcome.name} "
+            f"(spent {fmt_usd(store.total_cost(outcome.name))}; `runner run` sends the rest)",
+            err=True,
+        )
+        if outcome.stopped is not None:
+            raise outcome.stopped
+    elif path.is_file():
+        store = _store(db, readonly=True)
+    stated = None
+    if os.environ.get("OPENAI_ADMIN_KEY"):
+        url = Credentials.from_env(base_url, api_key="unused").base_url
+        stated = admin_limits(url, project)
+        if store is not None and not store.readonly:
+            for model_name, row in stated.items():
+                store.state_limits(model_name, "admin", row.rpm, row.tpm, row.rpd, row.batch_queue_tokens)
+    ask = commands.PlanAsk(input_path, name, requests, input_tokens, output_tokens, shared_prefix, model)
+    result, said = commands.plan_job(store, limits, ask, tier=tier, deadline=seconds, headroom=headroom,
+                                     stated=stated)  # fmt: skip
+    report = result.as_json()
+    if chart is not None:
+        from runner.chart import draw
+
+        draw(report, chart)
+        said.append(f"chart: {chart}")
+    if as_json:
+        click.echo(json.dumps({**report, "notes": said}, indent=2))
+        return
+    for line in said:
+        click.echo(line, err=True)
+    for line in render.plan_lines(report):
         click.echo(line)
 
 

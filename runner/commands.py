@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -21,16 +21,19 @@ from typing import Any, TextIO
 import anyio
 
 from runner.batch.executor import BatchExecutor
+from runner.detect import detect, tier_for
 from runner.errors import ConfigError, DiskFull, RunnerError, StoppedEarly
 from runner.jobfile import IngestReport, ingest
-from runner.limits import Limits
+from runner.limits import Limits, RateLimits
 from runner.money import usd
+from runner.planner import Decision, Plan, decide, plan
 from runner.progress import Progress
-from runner.settings import BatchSettings, RunSettings
+from runner.settings import BatchSettings, Lane, RunSettings
 from runner.store import BatchState, Store
 from runner.sync import SyncExecutor
 from runner.timing import Timing
 from runner.transport import Credentials
+from runner.workload import from_file, from_store, pending, synthetic
 
 __all__ = [
     "RunOutcome",
@@ -62,13 +65,16 @@ class RunOutcome:
         return 1 if self.counts["failed"] else 0
 
 
-def choose_mode(mode: str, settings: RunSettings, clock: float) -> str:
-    """``auto``: the Batch API (half price) unless a deadline closer than its 24 h window is set."""
+def choose_mode(store: Store, run: str, limits: Limits, settings: RunSettings, mode: str, now: float) -> Decision:
+    """What this pass runs: ``mode`` as asked, or for ``auto`` the planner's choice for what is pending (the Batch
+    API where it meets the deadline, the rate limit for the rest; see ``runner.planner.decide``)."""
     if mode != "auto":
-        return mode
-    if settings.deadline is not None and settings.deadline - clock < 24 * 3600:
-        return "sync"
-    return "batch"
+        count = store.pending_count(run)
+        return Decision(mode, count if mode == "batch" else 0, count if mode == "sync" else 0, mode)
+    if store.pending_count(run) == 0:
+        return Decision("sync", 0, 0, "auto: nothing pending")
+    deadline = None if settings.deadline is None else max(settings.deadline - now, 0.0)
+    return decide(pending(store, run, limits), limits, settings.tier, deadline, settings.headroom)
 
 
 def spool_dir(store: Store, run: str) -> Path:
@@ -89,11 +95,13 @@ def run_job(
     progress: bool | None = None,
     err: TextIO = sys.stderr,
     timing: Timing | None = None,
+    lane: Lane | None = None,
 ) -> RunOutcome:
     """Ingest ``input_path`` into run ``name`` (default: the file's stem) and work it to the end or a stop.
 
     ``mode``: sync, batch or auto. A run may change mode between invocations; its results stay one per custom_id.
-    ``timing``: where the executors take their time from (tests pass a fake clock).
+    ``timing``: where the executors take their time from (tests pass a fake clock). ``lane.most``: send at most
+    that many requests in this pass (a pilot; sync mode).
     """
     timing = timing or Timing()
     limits.tier(settings.tier)
@@ -110,17 +118,25 @@ def run_job(
             print(f"retrying {reopened:,} requests {which}", file=err)
         for model in store.pending_models(run):  # every model with work must have limits at the tier, before sending
             limits.model(model).limits_for(settings.tier)
-        chosen = choose_mode(mode, settings, timing.wall())
-        store.set_settings(run, settings.tier, chosen)
+        decision = choose_mode(store, run, limits, settings, mode, timing.wall())
+        store.set_settings(run, settings.tier, decision.mode)
+        if mode == "auto":
+            store.set_plan(run, {**decision.as_json(), "tier": settings.tier, "deadline": settings.deadline})
+            print(f"auto: {decision.reason}", file=err)
         spool = spool_dir(store, run)
+        boundary = store.nth_pending_id(run, decision.batch_requests) if decision.mode == "split" else None
         batches = BatchExecutor(store, run, owner, limits, settings, batch or BatchSettings(), credentials, spool,
-                                timing.wall, timing.sleep)  # fmt: skip
-        if chosen == "batch":
-            stopped = anyio.run(_execute, batches, progress, backend="asyncio")
+                                timing.wall, timing.sleep, lane=Lane(upto=boundary))  # fmt: skip
+        sync = SyncExecutor(store, run, owner, limits, settings, credentials, None, timing.wall, timing.monotonic,
+                            timing.sleep, lane=Lane(above=boundary or 0, most=(lane or Lane()).most))  # fmt: skip
+        if decision.mode == "batch":
+            stopped = anyio.run(_execute, (batches,), progress, backend="asyncio")
             notices = batches.notices
+        elif decision.mode == "split":  # both lanes at once: batches run on the server while sync sends the rest
+            both: tuple[Executor, ...] = (sync, batches)
+            stopped = anyio.run(_execute, both, progress, backend="asyncio")
+            notices = sync.notices + batches.notices
         else:
-            sync = SyncExecutor(store, run, owner, limits, settings, credentials, None, timing.wall, timing.monotonic,
-                                timing.sleep)  # fmt: skip
             stopped, notices = _run_sync(store, run, sync, batches, progress)
     except BaseException:
         with contextlib.suppress(DiskFull):  # the run is left owned by this process, which is gone: taken over
@@ -139,7 +155,7 @@ def _run_sync(
     """A sync pass: first collect what batches of the run have finished, then send the rest."""
     if store.batch_rows(run, RUNNING):
         anyio.run(_collect_batches, batches, backend="asyncio")
-    stopped = anyio.run(_execute, executor, progress, backend="asyncio")
+    stopped = anyio.run(_execute, (executor,), progress, backend="asyncio")
     still = store.counts(run)["batched"]
     if stopped is None and still:
         stopped = StoppedEarly(
@@ -149,21 +165,39 @@ def _run_sync(
     return stopped, executor.notices + batches.notices
 
 
-async def _execute(executor: SyncExecutor | BatchExecutor, progress: bool | None) -> RunnerError | None:
-    """Open the executor's connection, show progress, run to the end or a stop. A first SIGINT or SIGTERM stops it
-    gracefully, a second at once; both leave the run resumable."""
+Executor = SyncExecutor | BatchExecutor
+
+
+async def _execute(executors: Sequence[Executor], progress: bool | None) -> RunnerError | None:
+    """Open the executors' connections, show the first one's progress, run them side by side to the end or a stop
+    (when one stops, the others stop too). A first SIGINT or SIGTERM stops them gracefully, a second at once; both
+    leave the run resumable."""
+    outcomes: list[RunnerError | None] = [None] * len(executors)
+
+    async def work(i: int) -> None:
+        outcomes[i] = await executors[i].execute()
+        if outcomes[i] is not None:
+            for other in executors:
+                other.interrupt(str(outcomes[i]))
+
     try:
-        async with executor, Progress(executor.snapshot, progress) as display, anyio.create_task_group() as tg:
+        async with contextlib.AsyncExitStack() as stack:
+            for executor in executors:
+                await stack.enter_async_context(executor)
+            display = await stack.enter_async_context(Progress(executors[0].snapshot, progress))
+            tg = await stack.enter_async_context(anyio.create_task_group())
             tg.start_soon(display.tick)
-            tg.start_soon(_signals, executor)
-            stopped = await executor.execute()
+            tg.start_soon(_signals, executors)
+            async with anyio.create_task_group() as workers:
+                for i in range(len(executors)):
+                    workers.start_soon(work, i)
             tg.cancel_scope.cancel()
     except BaseExceptionGroup as group:  # a task group wraps what its tasks raise: one clear error, not a tree
         raise _first(group) from None
-    return stopped
+    return next((o for o in outcomes if o is not None), None)
 
 
-async def _signals(executor: SyncExecutor | BatchExecutor) -> None:
+async def _signals(executors: Sequence[Executor]) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
         count = 0
         async for number in received:
@@ -171,10 +205,12 @@ async def _signals(executor: SyncExecutor | BatchExecutor) -> None:
             name = signal.Signals(number).name
             if count == 1:
                 print(f"{name}: stopping; finishing what is in flight (a second signal stops at once)", file=sys.stderr)
-                executor.interrupt(name)
+                for executor in executors:
+                    executor.interrupt(name)
             else:
                 print(f"{name}: stopping at once", file=sys.stderr)
-                executor.abort()
+                for executor in executors:
+                    executor.abort()
 
 
 def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -342,3 +378,70 @@ def export_results(store: Store, name: str | None) -> Iterator[str]:
             "error": error,
         }
         yield json.dumps(line, ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class PlanAsk:
+    """What ``runner plan`` is asked about: an input file, a stored run's pending requests, or plain figures."""
+
+    input_path: str | None = None
+    name: str | None = None
+    requests: int | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    shared_prefix: int = 0
+    model: str | None = None
+
+
+def plan_job(
+    store: Store | None,
+    limits: Limits,
+    ask: PlanAsk,
+    *,
+    tier: str | None = None,
+    deadline: float | None = None,
+    headroom: float = 0.02,
+    stated: dict[str, RateLimits] | None = None,
+) -> tuple[Plan, list[str]]:
+    """The plan for ``ask`` at every tier, and the lines to say first (tier detection, warnings).
+
+    Expected output comes from answers already given (a pilot, an earlier run of the same job) where the database
+    has them; batch times from the batches it has seen; the current tier from ``tier``, else from the limits
+    servers stated (headers, the admin API)."""
+    if tier is not None:
+        limits.tier(tier)
+    run = ask.name or (Path(ask.input_path).stem if ask.input_path else None)
+    if ask.input_path:
+        workload = from_file(ask.input_path, limits, ask.model)
+    elif ask.name:
+        if store is None:
+            raise ConfigError(f"no database to find run {ask.name!r} in")
+        workload = from_store(store, _run_name(store, ask.name), limits)
+    else:
+        if not (ask.requests and ask.input_tokens is not None and ask.output_tokens is not None):
+            raise ConfigError("plan what? give INPUT.jsonl, --name RUN, or --requests, --input-tokens and "
+                              "--output-tokens")  # fmt: skip
+        workload = synthetic(limits, ask.model or "gpt-4.1-mini", ask.requests, ask.input_tokens, ask.output_tokens,
+                             ask.shared_prefix)  # fmt: skip
+    said: list[str] = []
+    turnarounds: list[float] = []
+    models = [p.model for p in workload.pools]
+    if store is not None:
+        if run is not None and run in store.runs():
+            workload = workload.calibrated(store.calibration(run), f"run {run!r}")
+        turnarounds = store.turnarounds()
+        found = detect(store, limits, models, tier)
+        tier = found.tier
+        if found.said:
+            said.append(found.said)
+    if stated:
+        own = [m for m in models if m in stated]
+        if tier is None:
+            tier = next((t for m in own if (t := tier_for(limits, m, stated[m].rpm, stated[m].tpm))), None)
+        said.append(
+            f"your project's own limits (admin API) for {', '.join(own) or 'none of the models'}: "
+            + (f"planned as {tier}" if tier else "they match no tier; pass --tier to plan on them")
+        )
+    result = plan(workload, limits, headroom=headroom, deadline=deadline, current=tier, turnarounds=turnarounds,
+                  stated=stated)  # fmt: skip
+    return result, said

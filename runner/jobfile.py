@@ -28,7 +28,7 @@ from runner.limits import Limits
 from runner.store import RequestRow, Store, dumps
 from runner.tokens import estimate
 
-__all__ = ["IngestReport", "ingest"]
+__all__ = ["IngestReport", "ingest", "read"]
 
 CHUNK = 2000
 
@@ -68,6 +68,18 @@ def ingest(store: Store, run: str, path: str | Path, limits: Limits, default_mod
         report.added += _store(store, run, str(path), pending, watermark, refusals)
         store.set_ingested(run, f.tell(), digest.hexdigest(), line_no)
     return report
+
+
+def read(path: str | Path, limits: Limits, default_model: str | None = None) -> Iterator[tuple[RequestRow, str]]:
+    """Every request of ``path`` as ingest would store it, with the reason it could never be sent ("" if none),
+    without storing anything (the planner reads a job this way). Raises InputError naming the first bad line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such input file")
+    with path.open("rb") as f:
+        for line_no, raw in enumerate(f, 1):
+            if raw.strip():
+                yield _parse(str(path), line_no, raw, limits, default_model)
 
 
 def _resume_point(f: Any, info: dict[str, Any]) -> tuple[Any, int]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import ConfigError
-from runner.money import from_usd, price_per_token
+from runner.money import from_usd, price_per_token, usd
 
 __all__ = ["Limits", "ModelInfo", "Prices", "RateLimits", "Tier", "find_limits_file", "load_limits", "packaged"]
 
@@ -32,6 +32,15 @@ class Tier:
     name: str
     qualification: str
     monthly_usage_limit: int  # picodollars
+    paid: int | None = None  # picodollars paid to the API to reach this tier
+    days: int | None = None  # days since the first payment (older docs)
+
+    def requirement(self) -> str:
+        """What it takes to reach this tier, in words: ``$50 paid, 7+ days since the first payment``."""
+        if not self.paid:
+            return self.qualification or "see OpenAI's limits page"
+        days = f", {self.days}+ days since the first payment" if self.days else ""
+        return f"${usd(self.paid):,} paid{days}"
 
 
 @dataclass(frozen=True)
@@ -210,7 +219,15 @@ class _Reader:
             entry = self.obj(item, where)
             name = self.text(self.key(entry, "name", where), f"{where}.name")
             limit = self.usd(self.key(entry, "monthly_usage_limit_usd", where), f"{where}.monthly_usage_limit_usd")
-            tiers[name] = Tier(name, str(entry.get("qualification", "")), from_usd(limit))
+            paid = entry.get("paid_usd")
+            days = entry.get("days_since_first_payment")
+            tiers[name] = Tier(
+                name,
+                str(entry.get("qualification", "")),
+                from_usd(limit),
+                None if paid is None else from_usd(self.usd(paid, f"{where}.paid_usd")),
+                None if days is None else self.count(days, f"{where}.days_since_first_payment", allow_zero=True),
+            )
         defaults = self.obj(top.get("defaults", {}), "defaults")
         reservation = self.count(defaults.get("output_reservation_tokens", 4096), "defaults.output_reservation_tokens")
         models_raw = self.obj(self.key(top, "models", ""), "models")

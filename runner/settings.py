@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from runner.retry import RetryPolicy
 
-__all__ = ["BatchSettings", "RunSettings"]
+__all__ = ["BatchSettings", "Lane", "RunSettings"]
 
 
 @dataclass
@@ -45,3 +45,13 @@ class BatchSettings:
     count_output: bool = True  # count max output tokens in the queue estimate (OpenAI does not say; be safe)
     queue_wait: float = 60.0  # after token_limit_exceeded, wait this long (or for a batch to finish)
     calls_per_second: float = 20.0  # control-plane calls (upload, create, poll, download), politely paced
+
+
+@dataclass(frozen=True)
+class Lane:
+    """Which pending requests an executor works on: in a split run (``--mode auto``) the batch lane holds the ids
+    up to ``upto`` and the sync lane those above ``above``; ``most`` caps the requests sent in one pass (a pilot)."""
+
+    above: int = 0
+    upto: int | None = None
+    most: int | None = None

@@ -19,7 +19,7 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -47,7 +47,7 @@ from runner.money import fmt_usd
 from runner.pricing import cost, price_table, usage_of
 from runner.progress import Snapshot
 from runner.retry import Action, Decision, Failure, decide, rate_limit_detail, retry_after_seconds
-from runner.settings import RunSettings
+from runner.settings import Lane, RunSettings
 from runner.store import Claimed, Move, Outcome, Store
 from runner.transport import Credentials, Reply, Transport, TransportError, open_files_allowed
 
@@ -69,8 +69,12 @@ class SyncExecutor:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        *,
+        lane: Lane | None = None,
     ) -> None:
         self.store, self.run, self.owner, self.limits = store, run, owner, limits
+        self.lane = lane or Lane()
+        self.sent = 0  # requests sent in this pass
         self.settings, self.credentials = settings, credentials
         self.clock, self.monotonic, self.sleep = clock, monotonic, sleep
         self.gates = gates or Gates(settings, clock=monotonic, sleep=sleep)
@@ -98,6 +102,8 @@ class SyncExecutor:
         self.unreachable: tuple[float, int, str] | None = None  # (since, failures, last error) without an answer
         self._senders: anyio.CancelScope | None = None
         self.dropped = 0  # answers that arrived after another process took the run over
+        self.stated: dict[str, tuple[int | None, int | None]] = {}  # model -> (rpm, tpm) the headers state
+        self.unsaved_stated: dict[str, tuple[int | None, int | None]] = {}
 
     async def __aenter__(self) -> SyncExecutor:
         await self.transport.__aenter__()
@@ -167,15 +173,18 @@ class SyncExecutor:
             if self.settings.deadline is not None and self.clock() >= self.settings.deadline:
                 self.stop = DeadlineReached("deadline reached with requests still pending; re-run to continue")
                 break
-            free = self._bound() - self.in_flight
+            free = min(self._bound() - self.in_flight, self._left_in_pass())
             if free <= 0:
+                if self._left_in_pass() <= 0 and self.in_flight == 0:
+                    return  # the pilot's share is answered
                 await self._wait_for_slot(1.0)
                 continue
-            claimed = self.store.claim(self.run, self.owner, min(free, self._claim_size()), self.settings.lease_seconds)
+            size = min(free, self._claim_size())
+            claimed = self.store.claim(self.run, self.owner, size, self.settings.lease_seconds, self.lane.above)
             if not claimed:
                 if self.in_flight == 0:
                     self._flush()
-                    due = self.store.next_due(self.run)
+                    due = self.store.next_due(self.run, above=self.lane.above)
                     if due is None:
                         return
                     await self.sleep(min(max(due - self.clock(), 0.01), 1.0))
@@ -187,6 +196,10 @@ class SyncExecutor:
                     self._put_back(claimed[i:])
                     break
                 await self._admit(request, senders)
+
+    def _left_in_pass(self) -> int:
+        """Requests this pass may still send (``lane.most``: a pilot)."""
+        return 2**62 if self.lane.most is None else self.lane.most - self.sent
 
     def _claim_size(self) -> int:
         rpm = min((g.rpm for g in self.gates.gates.values() if g.rpm), default=600)
@@ -254,6 +267,7 @@ class SyncExecutor:
         counter[0] += 1
         counter[1] += reserved
         self.in_flight += 1
+        self.sent += 1
         self.sent_at[request.id] = self.monotonic()
         senders.start_soon(self._send, request, model, gate, ticket)
 
@@ -336,8 +350,10 @@ class SyncExecutor:
                 cached_tokens=usage.cached_tokens,
                 output_tokens=usage.output_tokens,
                 cost=price,
+                seconds=reply.seconds,
             )
         )
+        self._limits_seen(model.name, reply.headers)
         return price
 
     def _after_error(self, request: Claimed, gate: Pacing, ticket: Ticket, reply: Reply) -> None:
@@ -420,8 +436,17 @@ class SyncExecutor:
             else:
                 self.stop = AuthError(f"the API refused the key ({failure.status}): {message}")
 
+    def _limits_seen(self, model: str, headers: Mapping[str, str]) -> None:
+        """Remember the limits the server states (x-ratelimit-limit-*), for the planner's tier detection."""
+        stated = (_whole(headers.get("x-ratelimit-limit-requests")), _whole(headers.get("x-ratelimit-limit-tokens")))
+        if stated != (None, None) and self.stated.get(model) != stated:
+            self.stated[model] = self.unsaved_stated[model] = stated
+
     def _flush(self) -> None:
         try:
+            for model, (rpm, tpm) in self.unsaved_stated.items():
+                self.store.state_limits(model, "headers", rpm=rpm, tpm=tpm)
+            self.unsaved_stated = {}
             if self.outcomes:
                 batch, self.outcomes = self.outcomes, []
                 self.dropped += self.store.record(self.owner, self.run, batch)
@@ -468,3 +493,8 @@ def _service_tier(body: str) -> str:
         return "standard"
     tier = json.loads(body).get("service_tier")
     return str(tier) if isinstance(tier, str) else "standard"
+
+
+def _whole(value: str | None) -> int | None:
+    """A header's positive whole number, else None."""
+    return int(value) if value is not None and value.strip().isdigit() and int(value) > 0 else None

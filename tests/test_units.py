@@ -150,17 +150,6 @@ def test_cost_is_exact_in_picodollars(limits: Limits) -> None:
     assert price_per_token(Decimal("0.0125")) == 12_500
 
 
-def test_auto_mode_takes_the_batch_api_unless_the_deadline_is_closer_than_its_window() -> None:
-    from runner.commands import choose_mode
-    from runner.settings import RunSettings
-
-    now = 1_000_000.0
-    assert choose_mode("auto", RunSettings(), now) == "batch"
-    assert choose_mode("auto", RunSettings(deadline=now + 3600), now) == "sync"
-    assert choose_mode("auto", RunSettings(deadline=now + 30 * 3600), now) == "batch"
-    assert choose_mode("sync", RunSettings(), now) == "sync"
-
-
 def test_progress_line_shows_rates_against_limits_in_sync_and_batch_states_in_batch() -> None:
     from runner.progress import Snapshot, render
 

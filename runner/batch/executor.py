@@ -44,7 +44,7 @@ from runner.limits import Limits
 from runner.logs import log
 from runner.money import fmt_usd
 from runner.progress import Snapshot
-from runner.settings import BatchSettings, RunSettings
+from runner.settings import BatchSettings, Lane, RunSettings
 from runner.store import BatchRow, BatchState, Store
 from runner.transport import Credentials
 
@@ -75,10 +75,13 @@ class BatchExecutor:
         spool: Path,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        *,
+        lane: Lane | None = None,
     ) -> None:
         self.store, self.run, self.owner, self.limits = store, run, owner, limits
         self.settings, self.batch, self.credentials, self.spool = settings, batch, credentials, spool
         self.clock, self.sleep = clock, sleep
+        self.lane = lane or Lane()
         self._api: BatchAPI | None = None
         self.blocked_until = 0.0
         self.learned: dict[str, int] = {}  # queue limits the server showed to be lower than configured
@@ -137,7 +140,7 @@ class BatchExecutor:
             if self.clock() >= self.blocked_until:
                 spend = (budget, self.limits.model) if budget.cap is not None else None
                 packed = pack(self.store, self.run, self.spool, self._queue_room, self.batch.count_output,
-                              now=self.clock, spend=spend)  # fmt: skip
+                              now=self.clock, spend=spend, upto=self.lane.upto)  # fmt: skip
             for row in self.store.batch_rows(self.run, [BatchState.PACKED]):
                 await self.upload(row)
             for row in self.store.batch_rows(self.run, [BatchState.UPLOADED]):
@@ -146,10 +149,10 @@ class BatchExecutor:
                 if row.next_poll_at <= self.clock():
                     await self.poll(row)
             open_rows = self.store.batch_rows(self.run, OPEN)
-            pending = self.store.counts(self.run)["pending"]
+            pending = self.store.pending_count(self.run, self.lane.upto)
             if not open_rows and not pending:
                 return None
-            due = self.store.next_due(self.run)
+            due = self.store.next_due(self.run, upto=self.lane.upto)
             if packed == [] and not open_rows and budget.cap is not None and due is not None and due <= self.clock():
                 left = fmt_usd(budget.left or 0)
                 return BudgetReached(f"--max-spend: {left} is left of the cap, less than the next request could cost;"
@@ -184,7 +187,7 @@ class BatchExecutor:
         if pending and self.blocked_until > now:
             wake.append(self.blocked_until)
         if pending and not open_rows and self.blocked_until <= now:
-            due = self.store.next_due(self.run)
+            due = self.store.next_due(self.run, upto=self.lane.upto)
             wake.append(due if due is not None else now)
         delay = min(wake, default=now + self.batch.poll_min) - now
         return min(max(delay, 0.01), self.batch.poll_max)
@@ -218,7 +221,9 @@ class BatchExecutor:
             limit = self.queue_limit(model)
             if limit is None:
                 continue
-            for custom_id, line, est in self.store.pending_larger_than(self.run, model, limit, self.batch.count_output):
+            for custom_id, line, est in self.store.pending_larger_than(
+                self.run, model, limit, self.batch.count_output, self.lane.upto
+            ):
                 self.store.refuse(
                     self.run,
                     custom_id,
@@ -318,7 +323,8 @@ class BatchExecutor:
             self._check_usage(row, batch, settled)
         crash_point("recording")
         counts = batch.request_counts.model_dump() if batch.request_counts else None
-        self.store.collect_batch(row, settled.outcomes, settled.requeue, batch.status, note, counts)
+        took = batch.completed_at - batch.created_at if batch.completed_at and batch.created_at else None
+        self.store.collect_batch(row, settled.outcomes, settled.requeue, batch.status, note, counts, took)
         for suffix in ("", ".out", ".err"):  # settled: requeued requests go into new files
             Path(row.spool_path + suffix).unlink(missing_ok=True)
         if batch.status in ("completed", "expired", "cancelled"):

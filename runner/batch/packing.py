@@ -43,6 +43,7 @@ class _Limits:
     max_requests: int
     max_bytes: int
     max_inputs: int | None
+    upto: int | None = None  # only requests with an id up to this (a split run's batch lane)
 
 
 @dataclass(frozen=True)
@@ -66,11 +67,12 @@ def pack(
     now: Callable[[], float] = time.time,
     max_inputs: int | None = None,
     spend: tuple[Budget, Callable[[str], ModelInfo]] | None = None,
+    upto: int | None = None,
 ) -> list[Packed]:
     """Pack what fits now; ``budget(model)`` is the queue tokens still free for ``model`` (None: no limit).
     ``max_inputs`` caps inputs per file below what the endpoint's row allows. ``spend``: the run's budget and how
     to find a model's prices; each request's worst case at batch prices is reserved as it is packed, and packing
-    stops where the next one would not fit."""
+    stops where the next one would not fit. ``upto``: only requests with an id up to it (a split run's batch lane)."""
     spool.mkdir(mode=0o700, parents=True, exist_ok=True)  # the files hold prompts: private to their owner
     due = now()
     packed: list[Packed] = []
@@ -82,7 +84,7 @@ def pack(
         while remaining is None or remaining > 0:
             chunk = store.next_chunk(run)
             file = spool / f"{run}-{chunk:05d}.jsonl"
-            limits = _Limits(remaining, count_output, max_requests, max_bytes, inputs)
+            limits = _Limits(remaining, count_output, max_requests, max_bytes, inputs, upto)
             money = (spend[0], spend[1](model)) if spend else None
             written = _write(store, run, (model, path), due, after, file, limits, money)
             if written is None:
@@ -115,7 +117,7 @@ def _write(
     count = nbytes = tokens = inputs = 0
     first = last = 0
     with file.open("wb", buffering=1 << 20) as f:
-        for request in store.pending_lines(run, model, path, due, after):
+        for request in store.pending_lines(run, model, path, due, after, limits.upto):
             est = request.prompt_tokens + (request.output_tokens * request.n if limits.count_output else 0)
             line = b'{"custom_id":' + json.dumps(request.custom_id).encode() + head + request.body.encode() + b"}\n"
             if count and (count >= limits.max_requests or nbytes + len(line) > limits.max_bytes):

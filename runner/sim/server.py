@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
+from runner.caching import PromptCache
 from runner.durations import format_go
 from runner.endpoints import endpoint as endpoint_row
 from runner.errors import ConfigError
@@ -27,7 +28,6 @@ from runner.money import from_usd
 from runner.sim.answers import SHAPES, seed_of
 from runner.sim.batches import BatchService
 from runner.sim.buckets import READINGS, Admission, ModelBuckets
-from runner.sim.caching import PromptCache
 from runner.sim.config import ADMISSIONS, HEADER_TIMES, SimConfig, SimStats
 from runner.sim.faults import FAULT_KINDS, inject, quota_error
 from runner.sim.http import Http, error_body

@@ -10,7 +10,8 @@ Invariants, kept by this package alone (nothing else in ``runner`` writes SQL):
 - A batch row moves only along ``batches.BATCH_MOVES``; its intents are written before the API call they announce.
 
 ``Store`` is one object with the parts' named operations: ``runs`` (ownership), ``requests`` (ingest, queue,
-outcomes), ``results`` (results, spend, daily usage), ``batches`` (the batch book, packing reads).
+outcomes), ``results`` (results, spend, daily usage), ``batches`` (the batch book, packing reads), ``history``
+(what the planner learns: stated limits, batch turnarounds, output use and latency, a run's plan).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from sqlite_utils import Database
 from runner.errors import ConfigError
 from runner.store.base import Clock
 from runner.store.batches import BATCH_MOVES, QUEUED, Batches, BatchRow, BatchState, PackedLine
+from runner.store.history import Calibration, History, StatedLimits
 from runner.store.migrations import known as migrations_known
 from runner.store.migrations import migrations
 from runner.store.requests import Claimed, Outcome, RequestRow, Requests
@@ -40,19 +42,21 @@ __all__ = [
     "TRANSITIONS",
     "BatchRow",
     "BatchState",
+    "Calibration",
     "Claimed",
     "Move",
     "Outcome",
     "PackedLine",
     "RequestRow",
     "State",
+    "StatedLimits",
     "Store",
     "default_db_path",
     "dumps",
 ]
 
 
-class Store(Runs, Requests, Batches):
+class Store(Runs, Requests, Batches, History):
     """One SQLite database; ``clock`` is injectable so lease and heartbeat logic is tested without sleeping.
 
     Opening checks what a user can get wrong and says so in one line (``ConfigError``): a missing folder, a

@@ -70,6 +70,7 @@ class BatchRow:
     next_poll_at: float
     created_at: float
     updated_at: float
+    turnaround: float | None  # seconds from the server's created_at to completed_at, once completed
 
     @property
     def filename(self) -> str:
@@ -159,12 +160,16 @@ class Batches(Results):
             )
         ]
 
-    def pending_lines(self, run: str, model: str, endpoint: str, due: float, after: int) -> Iterator[PackedLine]:
-        """Pending, due requests of one group with an id above ``after``, in id order, streamed from SQLite."""
+    def pending_lines(
+        self, run: str, model: str, endpoint: str, due: float, after: int, upto: int | None = None
+    ) -> Iterator[PackedLine]:
+        """Pending, due requests of one group with an id above ``after`` (and up to ``upto``: a split run's batch
+        lane), in id order, streamed from SQLite."""
         cursor: sqlite3.Cursor = self.conn.execute(
             "SELECT id, custom_id, body, prompt_tokens, output_tokens, n FROM requests NOT INDEXED"
-            " WHERE id>? AND run=? AND model=? AND endpoint=? AND state='pending' AND not_before<=? ORDER BY id",
-            (after, run, model, endpoint, due),
+            " WHERE id>? AND id<=? AND run=? AND model=? AND endpoint=? AND state='pending' AND not_before<=?"
+            " ORDER BY id",
+            (after, upto or 2**62, run, model, endpoint, due),
         )
         try:
             for values in cursor:
@@ -245,9 +250,11 @@ class Batches(Results):
         status: str,
         note: str,
         counts: dict[str, Any] | None,
+        turnaround: float | None = None,
     ) -> None:
         """Settle a finished batch in one transaction: results and spend of its lines (COLLECT or REJECT),
-        requeued requests (``(request id, counts as a resubmission, reason)``), and the batch row ``done``."""
+        requeued requests (``(request id, counts as a resubmission, reason)``), and the batch row ``done``
+        (with the server's ``turnaround``, creation to completion, in seconds, when it completed)."""
         if BatchState.DONE not in BATCH_MOVES[row.state]:
             raise StateConflict(f"batch chunk {row.chunk} of {row.run!r}: cannot be done from {row.state}")
         with self.transaction():
@@ -263,9 +270,10 @@ class Batches(Results):
                 if counted:
                     self.conn.execute("UPDATE requests SET resubmits=resubmits+1 WHERE id=?", (request_id,))
             changed = self.conn.execute(
-                "UPDATE batches SET state=?, status=?, note=?, counts=?, updated_at=? WHERE id=? AND state=?",
-                (BatchState.DONE.value, status, note, json.dumps(counts) if counts else None, self.clock(), row.id,
-                 row.state.value),
+                "UPDATE batches SET state=?, status=?, note=?, counts=?, updated_at=?, turnaround=? WHERE id=?"
+                " AND state=?",
+                (BatchState.DONE.value, status, note, json.dumps(counts) if counts else None, self.clock(),
+                 turnaround, row.id, row.state.value),
             ).rowcount  # fmt: skip
             if changed != 1:
                 raise StateConflict(f"batch chunk {row.chunk} of {row.run!r}: not {row.state} (-> done)")

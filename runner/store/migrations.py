@@ -149,6 +149,29 @@ def m004_retryable_failures(db: Database) -> None:
     db.execute("ALTER TABLE results ADD COLUMN retryable INTEGER NOT NULL DEFAULT 0")
 
 
+@migrations()
+def m005_planning(db: Database) -> None:
+    # what the planner learns from runs: each sync answer's round trip, each batch's turnaround on the server,
+    # the rate limits the server's headers (or its admin API) gave per model, and the plan a run was started with
+    db.execute("ALTER TABLE results ADD COLUMN seconds REAL")  # sync: request sent to answer read
+    db.execute("ALTER TABLE batches ADD COLUMN turnaround REAL")  # seconds from created_at to completed_at (server)
+    db.execute("ALTER TABLE runs ADD COLUMN plan TEXT")  # JSON: the mode chosen and why (--mode auto)
+    db.execute(
+        """
+        CREATE TABLE observed_limits (                  -- rate limits as the server stated them, per model
+            model           TEXT NOT NULL,
+            source          TEXT NOT NULL,                -- headers, admin (the project's rate_limits)
+            rpm             INTEGER,
+            tpm             INTEGER,
+            rpd             INTEGER,
+            batch_queue_tokens INTEGER,
+            seen_at         REAL NOT NULL,
+            PRIMARY KEY (model, source)
+        )
+        """
+    )
+
+
 def known() -> list[str]:
     """The names of every migration this runner knows, in order."""
     return [m.name for m in migrations.pending(Database(memory=True))]

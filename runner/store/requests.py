@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from runner.errors import StateConflict
@@ -64,6 +64,7 @@ class Outcome:
     output_tokens: int = 0
     cost: int | None = None
     retryable: bool = False  # a failure time may cure: the next run tries again
+    seconds: float | None = None  # sync answers: from sending to the answer read
 
     @property
     def final(self) -> bool:
@@ -155,23 +156,25 @@ class Requests(Results):
 
     # -- the queue -----------------------------------------------------------------------------------------------
 
-    def claim(self, run: str, owner: str, limit: int, lease_seconds: float = 600.0) -> list[Claimed]:
-        """Lease up to ``limit`` pending requests that are due, oldest first: pending -> in_flight."""
+    def claim(self, run: str, owner: str, limit: int, lease_seconds: float = 600.0, above: int = 0) -> list[Claimed]:
+        """Lease up to ``limit`` pending requests that are due, oldest first, with an id above ``above`` (a split
+        run's sync lane): pending -> in_flight."""
         now = self.clock()
         with self.transaction():
             rows = self.conn.execute(
                 f"UPDATE requests SET state=?, lease_owner=?, lease_expires=?, attempts=attempts+1, updated_at=?"
                 f" WHERE id IN (SELECT id FROM requests WHERE run=? AND {Move.CLAIM.where()} AND not_before<=?"
-                " ORDER BY id LIMIT ?) AND EXISTS (SELECT 1 FROM runs WHERE name=? AND owner=?)"
+                " AND id>? ORDER BY id LIMIT ?) AND EXISTS (SELECT 1 FROM runs WHERE name=? AND owner=?)"
                 " RETURNING id, custom_id, line, endpoint, model, body, prompt_tokens, output_tokens, n, attempts",
-                (Move.CLAIM.target.value, owner, now + lease_seconds, now, run, now, limit, run, owner),
+                (Move.CLAIM.target.value, owner, now + lease_seconds, now, run, now, above, limit, run, owner),
             ).fetchall()
         return sorted((Claimed(*r) for r in rows), key=lambda c: c.id)
 
-    def next_due(self, run: str) -> float | None:
-        """When the earliest pending request becomes due, or None if nothing is pending."""
+    def next_due(self, run: str, above: int = 0, upto: int | None = None) -> float | None:
+        """When the earliest pending request (with an id in ``above``..``upto``) becomes due; None if none is."""
         row = self.conn.execute(
-            "SELECT min(not_before) FROM requests WHERE run=? AND state='pending'", (run,)
+            "SELECT min(not_before) FROM requests WHERE run=? AND state='pending' AND id>? AND id<=?",
+            (run, above, upto or 2**62),
         ).fetchone()
         return None if row[0] is None else float(row[0])
 
@@ -207,6 +210,42 @@ class Requests(Results):
         found = dict(self.conn.execute("SELECT state, count(*) FROM requests WHERE run=? GROUP BY state", (run,)))
         return {s.value: int(found.get(s.value, 0)) for s in State}
 
+    def pending_requests(self, run: str) -> Iterator[tuple[str, str, str, int, int, int]]:
+        """``(endpoint, model, body, prompt tokens, output allowance per choice, n)`` of what is pending, in order."""
+        yield from self.conn.execute(
+            "SELECT endpoint, model, body, prompt_tokens, output_tokens, n FROM requests WHERE run=? AND"
+            " state='pending' ORDER BY id",
+            (run,),
+        )
+
+    def pending_totals(self, run: str, model: str, long_above: int | None) -> list[tuple[bool, int, int, int, int]]:
+        """``(long context, requests, prompt tokens, output allowance, largest)`` of ``model``'s pending requests,
+        split at ``long_above`` prompt tokens (None: no long-context row)."""
+        line = 2**62 if long_above is None else long_above
+        return [
+            (bool(long), int(n), int(p), int(o), int(big))
+            for long, n, p, o, big in self.conn.execute(
+                "SELECT prompt_tokens > ?, count(*), sum(prompt_tokens), sum(output_tokens * n),"
+                " max(prompt_tokens + output_tokens * n) FROM requests WHERE run=? AND model=? AND state='pending'"
+                " GROUP BY 1",
+                (line, run, model),
+            )
+        ]
+
+    def nth_pending_id(self, run: str, nth: int) -> int:
+        """The id of the ``nth`` pending request (1-based, in id order); 0 for none."""
+        row = self.conn.execute(
+            "SELECT id FROM requests WHERE run=? AND state='pending' ORDER BY id LIMIT 1 OFFSET ?", (run, nth - 1)
+        ).fetchone()
+        return 0 if row is None or nth < 1 else int(row[0])
+
+    def pending_count(self, run: str, upto: int | None = None) -> int:
+        """Pending requests of ``run`` (with an id up to ``upto``: a split run's batch lane)."""
+        row = self.conn.execute(
+            "SELECT count(*) FROM requests WHERE run=? AND state='pending' AND id<=?", (run, upto or 2**62)
+        ).fetchone()
+        return int(row[0])
+
     def pending_models(self, run: str) -> list[str]:
         return [
             m
@@ -225,14 +264,17 @@ class Requests(Results):
             )
         ]
 
-    def pending_larger_than(self, run: str, model: str, tokens: int, count_output: bool) -> list[tuple[str, int, int]]:
-        """``(custom_id, line, estimate)`` of pending requests of ``model`` whose estimate exceeds ``tokens``."""
+    def pending_larger_than(
+        self, run: str, model: str, tokens: int, count_output: bool, upto: int | None = None
+    ) -> list[tuple[str, int, int]]:
+        """``(custom_id, line, estimate)`` of pending requests of ``model`` (with an id up to ``upto``) whose
+        estimate exceeds ``tokens``."""
         extra = "output_tokens * n" if count_output else "0"
         return [
             (str(c), int(line), int(est))
             for c, line, est in self.conn.execute(
                 f"SELECT custom_id, line, prompt_tokens + {extra} AS est FROM requests WHERE run=? AND model=?"
-                " AND state='pending' AND est > ?",
-                (run, model, tokens),
+                " AND state='pending' AND est > ? AND id<=?",
+                (run, model, tokens, upto or 2**62),
             ).fetchall()
         ]

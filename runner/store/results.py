@@ -24,9 +24,9 @@ class Results(Base):
         now = self.clock()
         self.conn.execute(
             "INSERT INTO results(request_id, run, custom_id, outcome, status_code, response_id, body,"
-            " error_code, error_message, mode, created_at, retryable) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            " error_code, error_message, mode, created_at, retryable, seconds) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (o.request_id, run, o.custom_id, _OUTCOME[o.move], o.status_code, o.response_id, o.body, o.error_code,
-             o.error_message, mode, now, int(o.retryable)),
+             o.error_message, mode, now, int(o.retryable), o.seconds),
         )  # fmt: skip
         if o.cost is not None:
             self.conn.execute(

@@ -1,4 +1,6 @@
-"""Prompt caching as OpenAI describes it: exact prefixes of at least 1,024 tokens, in 128-token steps, seen before."""
+"""Prompt caching as OpenAI describes it: exact prefixes of at least 1,024 tokens, in 128-token steps, seen before.
+
+The simulator bills cached input by it; the planner runs a job's prompts through it to expect the cached share."""
 
 from __future__ import annotations
 
@@ -39,4 +41,9 @@ class PromptCache:
                 self.prefixes[key] = None
         while len(self.prefixes) > self.size:
             self.prefixes.popitem(last=False)
-        return min(cached, prompt)
+        # the tail past the last matching block is never cached (in the prompt's own count), and what is cached
+        # comes in OpenAI's steps: 1,024 + 128 k
+        room = prompt - (len(ids) - cached)
+        while cached > room:
+            cached -= 128
+        return cached if cached >= 1024 else 0
