@@ -365,7 +365,7 @@ def plan(
                 store.state_limits(model_name, "admin", row.rpm, row.tpm, row.rpd, row.batch_queue_tokens)
     ask = commands.PlanAsk(input_path, name, requests, input_tokens, output_tokens, shared_prefix, model)
     result, said = commands.plan_job(store, limits, ask, tier=tier, deadline=seconds, headroom=headroom,
-                                     stated=stated)  # fmt: skip
+                                     stated=stated, pilot=pilot is not None)  # fmt: skip
     report = result.as_json()
     if chart is not None:
         from runner.chart import draw

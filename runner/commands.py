@@ -74,7 +74,14 @@ def choose_mode(store: Store, run: str, limits: Limits, settings: RunSettings, m
     if store.pending_count(run) == 0:
         return Decision("sync", 0, 0, "auto: nothing pending")
     deadline = None if settings.deadline is None else max(settings.deadline - now, 0.0)
-    return decide(pending(store, run, limits), limits, settings.tier, deadline, settings.headroom)
+    workload = pending(store, run, limits)
+    stated = None
+    if (settings.rpm, settings.tpm, settings.rpd) != (None, None, None):  # the limits the user set for this run
+        stated = {
+            p.model: limits.model(p.model).limits_for(settings.tier).override(settings.rpm, settings.tpm, settings.rpd)
+            for p in workload.pools
+        }
+    return decide(workload, limits, settings.tier, deadline, settings.headroom, stated)
 
 
 def spool_dir(store: Store, run: str) -> Path:
@@ -263,6 +270,7 @@ def status_report(store: Store, name: str | None, limits: Limits | None = None) 
         "last_stop": info.get("stop_reason"),
         "tier": info.get("tier"),
         "mode": info.get("mode"),
+        "plan": store.plan_of(run),
         "batches": batches,
         "wave_plan": plan,
         "first_failures": [{"custom_id": c, "reason": r} for c, r in store.failures(run)],
@@ -402,6 +410,7 @@ def plan_job(
     deadline: float | None = None,
     headroom: float = 0.02,
     stated: dict[str, RateLimits] | None = None,
+    pilot: bool = False,
 ) -> tuple[Plan, list[str]]:
     """The plan for ``ask`` at every tier, and the lines to say first (tier detection, warnings).
 
@@ -428,20 +437,32 @@ def plan_job(
     models = [p.model for p in workload.pools]
     if store is not None:
         if run is not None and run in store.runs():
-            workload = workload.calibrated(store.calibration(run), f"run {run!r}")
+            what = f"the pilot (run {run!r})" if pilot else f"run {run!r}"
+            workload = workload.calibrated(store.calibration(run), what)
         turnarounds = store.turnarounds()
-        found = detect(store, limits, models, tier)
-        tier = found.tier
-        if found.said:
-            said.append(found.said)
+        if not stated:
+            found = detect(store, limits, models, tier)
+            tier = found.tier
+            if found.said:
+                said.append(found.said)
     if stated:
-        own = [m for m in models if m in stated]
-        if tier is None:
-            tier = next((t for m in own if (t := tier_for(limits, m, stated[m].rpm, stated[m].tpm))), None)
-        said.append(
-            f"your project's own limits (admin API) for {', '.join(own) or 'none of the models'}: "
-            + (f"planned as {tier}" if tier else "they match no tier; pass --tier to plan on them")
-        )
+        tier, line = _admin_tier(limits, models, stated, tier)
+        said.append(line)
     result = plan(workload, limits, headroom=headroom, deadline=deadline, current=tier, turnarounds=turnarounds,
                   stated=stated)  # fmt: skip
     return result, said
+
+
+def _admin_tier(
+    limits: Limits, models: list[str], stated: dict[str, RateLimits], claimed: str | None
+) -> tuple[str | None, str]:
+    """The tier to plan the project's own limits as (``claimed``, else the tier they match), and what to say."""
+    own = [m for m in models if m in stated]
+    matched = next((t for m in own if (t := tier_for(limits, m, stated[m].rpm, stated[m].tpm))), None)
+    tier = claimed or matched
+    line = f"your project's own limits (admin API) for {', '.join(own) or 'none of the models'}: " + (
+        f"planned as {tier}" if tier else "they match no tier; pass --tier to plan on them"
+    )
+    if claimed and matched and matched != claimed:
+        line += f" (warning: they are {matched}'s limits, not {claimed}'s)"
+    return tier, line

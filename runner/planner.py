@@ -353,12 +353,20 @@ class Decision:
                 "reason": self.reason}  # fmt: skip
 
 
-def decide(workload: Workload, limits: Limits, tier: str, deadline: float | None, headroom: float = 0.02) -> Decision:
+def decide(
+    workload: Workload,
+    limits: Limits,
+    tier: str,
+    deadline: float | None,
+    headroom: float = 0.02,
+    stated: Stated | None = None,
+) -> Decision:
     """Cheapest first: the Batch API takes what it can finish within the deadline (the 24 h window per wave, as
-    OpenAI promises), the rate limit the rest; what neither can finish in time goes to batch, said so."""
+    OpenAI promises), the rate limit the rest; what neither can finish in time goes to batch, said so. ``stated``:
+    the limits to pace by where they are not the tier's row (--rpm / --tpm / --rpd, the admin API)."""
     n = workload.requests
-    sync = sync_time(workload, limits, tier, headroom)
-    batch = batch_time(workload, limits, tier, [])
+    sync = sync_time(workload, limits, tier, headroom, stated)
+    batch = batch_time(workload, limits, tier, [], stated=stated)
     if batch is None or sync is None:
         which = "sync" if sync is not None else "batch"
         return Decision(which, n if which == "batch" else 0, n if which == "sync" else 0,

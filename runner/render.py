@@ -35,6 +35,8 @@ def status_lines(report: dict[str, Any]) -> list[str]:
         f"run {report['run']} ({report['input']}): {report['total']:,} requests: {states or 'none'}",
         f"spent ${report['spend_usd']}" + _owner(report.get("owner")),
     ]
+    if report.get("plan"):
+        lines.append(f"plan (--mode auto): {report['plan']['reason']}")
     if report["batches"]:
         lines.append("batches: " + ", ".join(f"{n} {s}" for s, n in sorted(report["batches"].items())))
     for p in report["wave_plan"]:

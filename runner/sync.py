@@ -252,13 +252,20 @@ class SyncExecutor:
                 )
                 return
         worst = worst_case(model, request.prompt_tokens, request.output_tokens, request.n, _service_tier(request.body))
-        if not self.budget.reserve(worst):
+        fits = self.budget.reserve(worst)
+        while not fits and self.held and self.stop is None:  # what is in flight frees room once its cost is known
+            await self._wait_for_slot(1.0)
+            fits = self.budget.reserve(worst)
+        if not fits or self.stop is not None:  # no room, or stopped (a signal) while waiting for room
+            if fits:
+                self.budget.settle(worst, 0)
             self._put_back([request])
-            left = fmt_usd(self.budget.left or 0)
-            self.stop = BudgetReached(
-                f"--max-spend: the next request could cost up to {fmt_usd(worst)} and {left} is left of the cap "
-                "once what is in flight is paid; raise it and re-run to continue"
-            )
+            if self.stop is None:
+                left = fmt_usd(self.budget.left or 0)
+                self.stop = BudgetReached(
+                    f"--max-spend: the next request could cost up to {fmt_usd(worst)} and only {left} is left of "
+                    "the cap; raise it and re-run to continue"
+                )
             return
         self.held[request.id] = worst
         self.expected = 0.9 * self.expected + 0.1 * model.expected_seconds(request.output_tokens)

@@ -6,6 +6,7 @@ import dataclasses
 import itertools
 import json
 import os
+import random
 import time
 from pathlib import Path
 from typing import Any
@@ -301,6 +302,29 @@ def test_big_job_goes_in_waves_under_the_queue_limit(
     spans = sorted((b.created, b.stamps.get("completed_at", 0.0)) for b in batches)
     for (_, done), (started, _) in itertools.pairwise(spans):
         assert started >= done - 300, "a wave starts only when the queue has room (seen at the next poll)"
+    results(store)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_max_spend_is_never_passed_whatever_the_batch_sizes_and_resubmits(
+    tmp_path: Path, limits: Limits, start_sim: Any, seed: int
+) -> None:
+    """Random queue sizes (so batch sizes and waves), failing lines (resubmitted) and caps: the recorded spend and
+    the server's bill stay under the cap; a higher cap finishes the job with nothing paid twice."""
+    rng = random.Random(seed)
+    sim = fake_sim(start_sim, latency_scale=0, batch_seconds=600, batch_line_error_rate=rng.choice([0.0, 0.2]))
+    lines = [chat_line(f"req-{i:04d}", f"Question number {i}?", max_tokens=rng.randint(20, 400)) for i in range(40)]
+    path = write_jsonl(tmp_path / "job.jsonl", lines)
+    queue = rng.randint(3, 40) * reserved(path)
+    cap = rng.randint(2, 30) * 10**12 // 10_000  # $0.0002 to $0.003
+    store = Store(tmp_path / "cap.db")
+    batch = dataclasses.replace(REAL, max_resubmits=20)
+    first = run_batch(store, path, limits, sim, batch, max_spend=cap, batch_queue_tokens=queue)
+    assert store.total_cost("job") == sim.call(lambda: sim.sim.stats.spend) <= cap, (queue, cap)
+    assert first.exit_code == 3 and "--max-spend" in str(first.stopped)
+    again = run_batch(store, path, limits, sim, batch, max_spend=100 * cap, batch_queue_tokens=queue)
+    assert again.exit_code == 0 and again.counts["succeeded"] == 40
+    assert store.total_cost("job") == sim.call(lambda: sim.sim.stats.spend)
     results(store)
 
 

@@ -100,7 +100,7 @@ def test_the_cli_starts_without_the_openai_sdk() -> None:
     assert shown.stdout.strip() == "False"
 
 
-@pytest.mark.parametrize("module", ["batches", "files", "faults", "http", "buckets", "answers"])
+@pytest.mark.parametrize("module", ["batches", "files", "faults", "http", "buckets", "answers", "admin"])
 def test_simulator_services_do_not_import_the_server(module: str) -> None:
     """No cycle: the server wires the services; none of them imports it (not even for types)."""
     tree = ast.parse((PACKAGE / "sim" / f"{module}.py").read_text())

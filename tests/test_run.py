@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -125,14 +126,65 @@ def test_request_larger_than_tpm_fails_fast_with_reason(
 def test_max_spend_is_a_hard_cap_and_a_higher_one_resumes(
     tmp_path: Path, store: Store, limits: Limits, start_sim: Any
 ) -> None:
-    sim = start_sim(latency_scale=0)
+    sim = start_sim(latency_scale=0, tier="tier-5")
     path, cap = job(tmp_path, 60, max_tokens=100), 10**12 // 1_000  # $0.001: room for ~6 worst cases at once
-    outcome = run_job(store, str(path), limits, settings(max_spend=cap, concurrency=8), Credentials(sim.base_url, "k"))
+    hard = settings(tier="tier-5", max_spend=cap, concurrency=8)
+    outcome = run_job(store, str(path), limits, hard, Credentials(sim.base_url, "k"))
     assert outcome.exit_code == 3 and 0 < outcome.counts["succeeded"] < 60
     assert "--max-spend" in str(outcome.stopped)
     assert store.total_cost("job") <= cap and sim.call(lambda: sim.sim.stats.spend) <= cap  # the bill too
-    again = run_job(store, str(path), limits, settings(max_spend=10 * cap), Credentials(sim.base_url, "k"))
+    again = run_job(
+        store, str(path), limits, settings(tier="tier-5", max_spend=10 * cap), Credentials(sim.base_url, "k")
+    )
     assert again.exit_code == 0 and again.counts["succeeded"] == 60
+
+
+@pytest.mark.slow
+def test_auto_mode_splits_between_sync_and_batch_and_status_shows_the_plan(tmp_path: Path, start_sim: Any) -> None:
+    sim = start_sim(latency_scale=0, batch_seconds=1.0)
+    path, db = job(tmp_path, 150), tmp_path / "auto.db"
+    env = {**os.environ, "OPENAI_API_KEY": "sk-auto", "RUNNER_DB": str(db)}
+    # 150 requests at 600 RPM take ~18 s sync: what the rate limit finishes in 12 s goes sync, the rest by batch
+    ran = runner_cli("run", str(path), "--base-url", sim.base_url, "--mode", "auto", "--deadline", "12s",
+                     "--rpm", "600", "--poll-every", "0.2", env=env)  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    decided = re.search(r"auto: split: ([\d,]+) requests sync .*, ([\d,]+) by batch", ran.stderr)
+    assert decided is not None, ran.stderr
+    in_sync, in_batch = (int(g.replace(",", "")) for g in decided.groups())
+    assert in_sync + in_batch == 150 and 40 < in_sync < 110
+    status = json.loads(runner_cli("status", "--json", env=env).stdout)
+    assert status["plan"]["mode"] == "split" and status["plan"]["batch_requests"] == in_batch
+    assert "plan (--mode auto): split:" in runner_cli("status", env=env).stdout
+    store = Store(db)
+    one_result_each(store, "job", 150)
+    tiers = dict(store.conn.execute("SELECT service_tier, count(*) FROM spend GROUP BY service_tier").fetchall())
+    assert tiers == {"batch": in_batch, "standard": in_sync}  # the batch part billed at batch prices
+    assert store.total_cost("job") == sim.call(lambda: sim.sim.stats.spend)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_max_spend_is_never_passed_whatever_the_concurrency_and_retries(
+    tmp_path: Path, limits: Limits, start_sim: Any, seed: int
+) -> None:
+    """Random concurrency, output allowances, faults (so retries) and caps: the recorded spend and the server's
+    bill stay under the cap, the stop is resumable, and a higher cap finishes the job with nothing paid twice."""
+    rng = random.Random(seed)
+    sim = start_sim(tier="tier-5", latency_scale=0, fault_rate=rng.choice([0.0, 0.3]), hang_seconds=0.2, seed=seed)
+    lines = [chat_line(f"req-{i:04d}", f"Question number {i}?", max_tokens=rng.randint(20, 400)) for i in range(40)]
+    path = write_jsonl(tmp_path / "job.jsonl", lines)
+    cap = rng.randint(2, 15) * 10**12 // 10_000  # $0.0002 to $0.0015: a few worst cases
+    concurrency = rng.choice([1, 4, 16, 64])
+    store = Store(tmp_path / "cap.db")
+    capped = settings(tier="tier-5", max_spend=cap, concurrency=concurrency, request_timeout=2)
+    first = run_job(store, str(path), limits, capped, Credentials(sim.base_url, "k"))
+    bill = sim.call(lambda: sim.sim.stats.spend)
+    assert store.total_cost("job") == bill <= cap, (concurrency, cap)
+    assert first.exit_code == 3 and "--max-spend" in str(first.stopped)
+    raised = settings(tier="tier-5", max_spend=100 * cap, request_timeout=2)
+    again = run_job(store, str(path), limits, raised, Credentials(sim.base_url, "k"))
+    assert again.exit_code == 0 and again.counts["succeeded"] == 40
+    assert store.total_cost("job") == sim.call(lambda: sim.sim.stats.spend)
+    assert sim.call(lambda: sim.sim.stats.answered) == 40  # none paid twice
 
 
 def signal_mid_run(tmp_path: Path, sim: Any, sig: int, n: int = 60) -> tuple[Path, Path, dict[str, str], int, str]:

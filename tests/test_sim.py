@@ -89,6 +89,28 @@ def test_answers_match_the_official_openapi_description(
         assert headers["x-request-id"].startswith("req_")
 
 
+def test_the_admin_endpoint_lists_the_project_limits_in_pages(start_sim: Any, openapi: OpenAPI) -> None:
+    sim = start_sim(latency_scale=0, tier="tier-2", rpm=1234)
+    path = "/organization/projects/proj_sim/rate_limits"
+    status, _, raw = call(sim, "GET", path + "?limit=2", key="sk-admin-abc")
+    assert status == 200
+    check(openapi, "GET", path, None, status, raw)
+    seen, page = [], json.loads(raw)
+    for _ in range(100):
+        seen += page["data"]
+        if not page["has_more"]:
+            break
+        status, _, raw = call(sim, "GET", f"{path}?limit=2&after={page['last_id']}", key="sk-admin-abc")
+        page = json.loads(raw)
+    mini = next(r for r in seen if r["model"] == "gpt-4.1-mini")
+    # tier-2's row of tier_limits.json, with the simulator's own RPM
+    assert (mini["max_requests_per_1_minute"], mini["max_tokens_per_1_minute"]) == (1234, 2_000_000)
+    assert mini["batch_1_day_max_input_tokens"] == 20_000_000 and "max_requests_per_1_day" not in mini
+    assert len({r["id"] for r in seen}) == len(seen) > 2
+    assert call(sim, "GET", path, key="sk-test")[0] == 403  # a project key may not read it
+    assert call(sim, "GET", "/organization/projects/proj_other/rate_limits", key="sk-admin-abc")[0] == 404
+
+
 def test_the_sdk_parses_every_answer(start_sim: Any) -> None:
     sim = start_sim(latency_scale=0)
     client = openai.OpenAI(base_url=sim.base_url, api_key="sk-test", max_retries=0)

@@ -136,11 +136,14 @@ class BatchExecutor:
                 return TakenOver(f"another process ({owner}) took this run over: this one stopped")
             if self.settings.deadline is not None and self.clock() >= self.settings.deadline:
                 return DeadlineReached("deadline reached; submitted batches keep running: re-run to collect them")
-            budget, packed = self._budget_now(), None
+            budget = self._budget_now()
             if self.clock() >= self.blocked_until:
                 spend = (budget, self.limits.model) if budget.cap is not None else None
                 packed = pack(self.store, self.run, self.spool, self._queue_room, self.batch.count_output,
                               now=self.clock, spend=spend, upto=self.lane.upto)  # fmt: skip
+                if not packed and self._over_budget(budget):
+                    return BudgetReached(f"--max-spend: {fmt_usd(budget.left or 0)} is left of the cap, less than "
+                                         "the next request could cost; raise it and re-run to continue")  # fmt: skip
             for row in self.store.batch_rows(self.run, [BatchState.PACKED]):
                 await self.upload(row)
             for row in self.store.batch_rows(self.run, [BatchState.UPLOADED]):
@@ -152,11 +155,6 @@ class BatchExecutor:
             pending = self.store.pending_count(self.run, self.lane.upto)
             if not open_rows and not pending:
                 return None
-            due = self.store.next_due(self.run, upto=self.lane.upto)
-            if packed == [] and not open_rows and budget.cap is not None and due is not None and due <= self.clock():
-                left = fmt_usd(budget.left or 0)
-                return BudgetReached(f"--max-spend: {left} is left of the cap, less than the next request could cost;"
-                                     " raise it and re-run to continue")  # fmt: skip
             with anyio.CancelScope() as self._nap:
                 await self.sleep(self._until_next(open_rows, pending))
 
@@ -172,6 +170,18 @@ class BatchExecutor:
         self.interrupt("interrupted twice")
         if self._scope is not None:
             self._scope.cancel()
+
+    def _over_budget(self, budget: Budget) -> bool:
+        """Nothing is in a batch and the first request due does not fit in what is left of the cap: waiting frees
+        nothing."""
+        if budget.cap is None or self.store.batch_rows(self.run, OPEN):
+            return False
+        first = self.store.first_due(self.run, self.clock(), self.lane.upto)
+        if first is None:
+            return False
+        model, line = first
+        return not budget.reserve(worst_case(self.limits.model(model), line.prompt_tokens, line.output_tokens, line.n,
+                                             "batch"))  # fmt: skip
 
     def _budget_now(self) -> Budget:
         """What may still be spent: the cap, less what is recorded and the worst case of what is in batches."""

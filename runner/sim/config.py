@@ -39,6 +39,8 @@ class SimConfig:
     seed: int = 0
     quota_usd: Decimal | None = None
     api_key: str | None = None  # when set, other keys get 401
+    admin_key: str | None = None  # the admin API's key (default: any sk-admin-... key)
+    project_id: str = "proj_sim"  # the one project the admin API knows
     hang_seconds: float = 30.0
     count_rejected: bool = True
     clock: Callable[[], float] = time.time

@@ -6,7 +6,8 @@ tier's limits (``buckets``), models latency (time to first token + output tokens
 (``script``, or ``POST /_sim/faults``): 500, 503, reset (connection dropped), timeout (no answer for
 ``hang_seconds``), 429 (rate-limit storm), slow_down, quota (insufficient_quota). ``quota_usd`` turns every
 request into insufficient_quota once that much has been billed. ``GET /_sim/stats`` counts what happened, from
-the server's side. Batch endpoints live in ``runner.sim.batches``.
+the server's side. Batch endpoints live in ``runner.sim.batches``, the admin rate-limits endpoint in
+``runner.sim.admin``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from runner.endpoints import endpoint as endpoint_row
 from runner.errors import ConfigError
 from runner.limits import ModelInfo, load_limits
 from runner.money import from_usd
+from runner.sim.admin import AdminService
 from runner.sim.answers import SHAPES, seed_of
 from runner.sim.batches import BatchService
 from runner.sim.buckets import READINGS, Admission, ModelBuckets
@@ -66,6 +68,7 @@ class Simulator:
         self.app.router.add_post("/_sim/faults", self.post_faults)
         self.batches = BatchService(self.http, self)
         self.batches.install(self.app)
+        AdminService(self.http, self.limits).install(self.app)
         self.runner: web.AppRunner | None = None
         self.base_url = ""
 

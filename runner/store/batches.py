@@ -177,6 +177,13 @@ class Batches(Results):
         finally:
             cursor.close()
 
+    def first_due(self, run: str, due: float, upto: int | None = None) -> tuple[str, PackedLine] | None:
+        """The model and line of the first pending, due request of ``run`` (up to ``upto``), if any."""
+        for model, endpoint in self.pending_groups(run, due):
+            for line in self.pending_lines(run, model, endpoint, due, 0, upto):
+                return model, line
+        return None
+
     def add_batch(
         self,
         run: str,
