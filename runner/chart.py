@@ -79,8 +79,11 @@ def draw(report: dict[str, Any], path: str) -> None:
 
     cost = report["cost_usd"]
     best = report["best"] or {}
-    for mode, color in (("sync", SYNC), ("batch", BATCH)):
+    top = 0.0
+    for mode, color, below in (("sync", SYNC, False), ("batch", BATCH, True)):
         price = float(usd(from_usd(cost[mode])))
+        top = max(top, price)
+        points: dict[float, list[str]] = {}  # tiers at the same time share one label
         for t in tiers:
             cell = t[mode]
             if cell is None:
@@ -90,20 +93,26 @@ def draw(report: dict[str, Any], path: str) -> None:
             chosen = best == {"tier": t["tier"], "mode": mode}
             right.scatter([seconds], [price], s=220 if chosen else 60, marker="*" if chosen else "o",
                           facecolors=color if covered else "none", edgecolors=color, zorder=3)  # fmt: skip
-            right.annotate(t["tier"], (seconds, price), textcoords="offset points", xytext=(0, 7), ha="center",
-                           fontsize=7)  # fmt: skip
+            points.setdefault(seconds, []).append(t["tier"])
+        last, lift = 0.0, 0
+        for seconds in sorted(points):
+            lift = lift + 1 if last and seconds / last < 2.5 else 0  # neighbours on the log axis: staggered
+            last = seconds
+            offset = -(12 + 9 * (lift % 3)) if below else 8 + 9 * (lift % 3)
+            right.annotate(", ".join(points[seconds]), (seconds, price), textcoords="offset points",
+                           xytext=(0, offset), ha="center", va="center", fontsize=7)  # fmt: skip
     if deadline:
         right.axvline(deadline, color="crimson", linestyle="--", linewidth=1.2)
     right.set_xscale("log")
     right.set_xticks(TICKS, [duration(s) for s in TICKS])
     right.set_xlabel("time to finish (batch: typical where seen, else the 24 h promise)")
     right.set_ylabel("cost (USD)")
-    right.set_ylim(bottom=0)
+    right.set_ylim(0, top * 1.25)
     right.scatter([], [], marker="o", facecolors="none", edgecolors="grey", label="above the tier's monthly limit")
     right.scatter([], [], marker="*", s=120, color="grey", label="cheapest that meets the deadline")
     right.scatter([], [], marker="o", color=SYNC, label="sync")
     right.scatter([], [], marker="o", color=BATCH, label="batch")
-    right.legend(fontsize=8, loc="upper right")
+    right.legend(fontsize=8, loc="lower right")
     right.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -332,7 +332,8 @@ def duration(seconds: float) -> str:
         return f"{seconds / 60:.0f}m"
     if seconds < 48 * 3600:
         return f"{seconds / 3600:.1f}h"
-    return f"{seconds / DAY:.1f}d"
+    days = seconds / DAY
+    return f"{days:.1f}d" if days < 100 else f"{days:,.0f}d"
 
 
 # -- --mode auto ------------------------------------------------------------------------------------------------

@@ -384,6 +384,7 @@ def test_line_errors_are_classified_like_sync(tmp_path: Path, store: Store, limi
     assert by_id["gone-0"]["response"]["status_code"] == 404  # the server's own answer is kept
 
 
+@pytest.mark.slow
 def test_switching_modes_keeps_one_result_per_custom_id(
     tmp_path: Path, store: Store, limits: Limits, start_sim: Any
 ) -> None:

@@ -21,6 +21,8 @@ from runner.store import Store
 
 from .conftest import ROOT, chat_line, write_jsonl
 
+pytestmark = pytest.mark.slow  # each test runs the CLI in child processes, some several times
+
 
 def cli(*args: str, env: dict[str, str], **kw: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run(

@@ -132,6 +132,7 @@ class NoBatchAPI(http.server.BaseHTTPRequestHandler):
         pass
 
 
+@pytest.mark.slow
 def test_a_server_without_the_batch_api_is_one_clear_line_and_exit_2(tmp_path: Path) -> None:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NoBatchAPI)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -72,6 +73,7 @@ def _encode(item: Any, how: int) -> bytes:
     return text.encode("utf-8", errors="surrogatepass")
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(items=st.lists(st.tuples(lines, st.integers(0, 12)), min_size=1, max_size=3))
 def test_every_line_is_stored_sendable_or_refused_with_its_number(tmp_path: Path, items: list[Any]) -> None:

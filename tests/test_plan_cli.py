@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from runner.store import Store
 
 from .conftest import chat_line, runner_cli, write_jsonl
@@ -17,6 +19,7 @@ def job(tmp_path: Path, n: int) -> Path:
     return write_jsonl(tmp_path / "job.jsonl", [chat_line(f"r{i}", max_tokens=100) for i in range(n)])
 
 
+@pytest.mark.slow
 def test_a_pilot_calibrates_the_plan_and_its_headers_name_the_tier(tmp_path: Path, start_sim: Any) -> None:
     sim = start_sim(latency_scale=0, tier="tier-2")
     db = tmp_path / "p.db"
@@ -66,6 +69,7 @@ def test_the_admin_api_gives_the_projects_own_limits(tmp_path: Path, start_sim: 
     assert "the admin API refused" in refused.stderr and "Traceback" not in refused.stderr
 
 
+@pytest.mark.slow
 def test_the_chart_is_a_picture_file(tmp_path: Path) -> None:
     env = {**os.environ, "RUNNER_DB": str(tmp_path / "c.db")}
     ask = ("plan", "--requests", "1000000", "--input-tokens", "800", "--output-tokens", "200", "--deadline", "6h")

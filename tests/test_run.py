@@ -247,6 +247,7 @@ def test_secret_is_never_written(tmp_path: Path, start_sim: Any) -> None:
     assert secret not in ran.stderr + ran.stdout
 
 
+@pytest.mark.slow
 def test_an_api_that_cannot_be_reached_stops_the_run_with_every_request_still_to_send(
     tmp_path: Path, store: Store, limits: Limits, start_sim: Any
 ) -> None:
@@ -263,6 +264,7 @@ def test_an_api_that_cannot_be_reached_stops_the_run_with_every_request_still_to
     assert again.exit_code == 0 and again.counts["succeeded"] == 10
 
 
+@pytest.mark.slow
 def test_requests_failed_by_transient_errors_are_retried_by_the_next_run_permanent_ones_on_request(
     tmp_path: Path, store: Store, limits: Limits, start_sim: Any
 ) -> None:
@@ -353,6 +355,7 @@ def test_requests_per_day_are_counted_across_restarts(
     assert raised.exit_code == 0 and raised.counts["succeeded"] == 10
 
 
+@pytest.mark.slow
 def test_deadline_stops_resumably(tmp_path: Path, store: Store, limits: Limits, start_sim: Any) -> None:
     sim = start_sim(latency_scale=0, rpm=120, window=1.0)  # 2 per second
     path = job(tmp_path, 30)
@@ -414,6 +417,7 @@ def test_a_second_signal_stops_at_once_still_resumable(tmp_path: Path, start_sim
     one_result_each(Store(db), "job", 60)
 
 
+@pytest.mark.slow
 def test_verbose_logs_one_line_per_event_without_a_terminal(tmp_path: Path, start_sim: Any) -> None:
     sim = start_sim(latency_scale=0)
     sim.call(lambda: sim.sim.script("503", times=1))
