@@ -32,9 +32,10 @@ The public surface is the ``runner`` command (``runner.cli``). One noun per modu
     detect          which tier the account is on: stated limits, the admin rate-limits endpoint
     chart           the plan as a picture (matplotlib, an optional extra)
     crash           named crash points (RUNNER_CRASH_AT) for the crash harness and kill -9 tests
+    extract/        runner extract: sources, schema (strict), requests, answers, job, spec, output
     batch/          the Batch API mode: executor, collect (a finished batch), packing, api (the openai SDK)
     store/          the SQLite database: states (the transition table), base, runs, requests, results, batches,
-                    history (what the planner learns), migrations, schema (the README's description)
+                    history (what the planner learns), extractions, migrations, schema (the README's description)
     sim/            the OpenAI simulator: server, http, buckets, answers, faults, files, batches, admin, config,
                     thread, serve
 """

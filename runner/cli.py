@@ -431,6 +431,13 @@ def plan(
 @click.option("--tokens-per-second", type=float, default=None, help="Output speed (default: the model's; 0: instant).")
 @click.option("--fault-rate", type=float, default=0.0, show_default=True, help="Share of requests given a fault.")
 @click.option(
+    "--flawed-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Share of structured-output answers that are not JSON, miss a field or are cut off.",
+)
+@click.option(
     "--hang-seconds", type=float, default=30.0, show_default=True, help="How long a timeout fault holds the request."
 )
 @click.option(
@@ -460,6 +467,7 @@ def sim(
     first_token: float | None,
     tokens_per_second: float | None,
     fault_rate: float,
+    flawed_rate: float,
     hang_seconds: float,
     batch_seconds: float,
     batch_line_error_rate: float,
@@ -494,6 +502,7 @@ def sim(
         first_token_seconds=first_token,
         tokens_per_second=tokens_per_second,
         fault_rate=fault_rate,
+        flawed_rate=flawed_rate,
         hang_seconds=hang_seconds,
         batch_seconds=batch_seconds,
         batch_line_error_rate=batch_line_error_rate,
@@ -517,6 +526,76 @@ def demo(db: str | None, tier: str, progress: bool | None, verbose: bool) -> Non
     outcome, store = run_demo(db, tier, progress)
     click.echo(f"see the answers: runner results --db {store.path} --name demo | head -3", err=True)
     _finish(outcome, store)
+
+
+@cli.command()
+@click.argument("source")
+@click.option("--schema", default=None, help="JSON Schema file, or a Pydantic model as module:Class.")
+@click.option("--instructions", default=None, help="What to extract, in words (the system message).")
+@click.option("--prompt-file", default=None, type=click.Path(dir_okay=False), help="The instructions, from a file.")
+@click.option("--text-column", default=None, help="CSV / JSONL: the column with the document's text [text].")
+@click.option("--id-column", default=None, help="CSV / JSONL: the column with the document's id [row number].")
+@click.option("--many/--one", default=None, help="Each document may give several rows (an items array).")
+@click.option("--model", default=None, help="Model [gpt-4.1-mini].")
+@click.option("--mode", type=click.Choice(["sync", "batch", "auto"]), default=None, help="[sync]")
+@click.option("--deadline", default=None, help="With --mode auto: when it must be done (e.g. 6h).")
+@click.option("--max-spend", default=None, help="Hard cap in USD, repairs included.")
+@click.option("--max-output-tokens", type=click.IntRange(min=1), default=None, help="Per answer [1000].")
+@click.option("--max-input-tokens", type=click.IntRange(min=100), default=None, help="Split or refuse past this.")
+@click.option("--tier", default=None, help="Usage tier [tier-1].")
+@click.option("-o", "--output", default=None, help="Also write the table as .csv or .jsonl.")
+@db_option
+@click.option("--name", default=None, help="Extraction name (default: the source's stem).")
+@limits_option
+@click.option("--base-url", default=None, help="API base URL (default: $OPENAI_BASE_URL or OpenAI).")
+@click.option("--poll-every", type=click.FloatRange(min=0.01), default=10.0, show_default=True)
+@click.option("--progress/--no-progress", default=None, help="Live progress on stderr (default: when a TTY).")
+@verbose_option
+def extract(source: str, db: str | None, limits_path: str | None, base_url: str | None, poll_every: float,
+            progress: bool | None, verbose: bool, **given: Any) -> None:  # fmt: skip
+    """Documents and a JSON schema in, a validated table out. SOURCE: a folder of .txt/.md files, a CSV or JSONL
+    file with a text column, or a job spec (.toml) with the same keys as these options."""
+    from runner.extract.job import Extraction
+    from runner.extract.job import extract as run_extraction
+    from runner.extract.spec import read_spec
+
+    configure(verbose)
+    spec = read_spec(source) if source.endswith(".toml") else {"source": source}
+    spec.update({k: v for k, v in given.items() if v is not None})
+    if "schema" not in spec:
+        raise click.UsageError("--schema is required (or a spec file with schema = ...)")
+    if "prompt_file" in spec:
+        if "instructions" in spec:
+            raise click.UsageError("give --instructions or --prompt-file, not both")
+        spec["instructions"] = _read_text(spec.pop("prompt_file"))
+    mode, deadline, tier = spec.pop("mode", "sync"), _duration(spec.pop("deadline", None)), spec.pop("tier", "tier-1")
+    max_spend, output = _usd(spec.pop("max_spend", None)), spec.pop("output", None)
+    if output is not None and Path(output).suffix.lower() not in (".csv", ".jsonl"):
+        raise click.UsageError(f"-o {output}: give a .csv or .jsonl file")
+    if mode != "sync":
+        import runner.batch.api  # noqa: F401  (the openai SDK takes a second: before the deadline counts)
+    job = Extraction(**spec)
+    limits = load_limits(limits_path)
+    settings = RunSettings(tier=tier, max_spend=max_spend,
+                           deadline=None if deadline is None else time.time() + deadline)  # fmt: skip
+    store = _store(db)
+    report = run_extraction(store, job, limits, settings, Credentials.from_env(base_url), mode=mode,
+                            batch=BatchSettings(poll_min=poll_every), progress=progress)  # fmt: skip
+    for line in render.extract_lines(report):
+        click.echo(line, err=True)
+    if output is not None:
+        from runner.extract.output import write_table
+
+        written = write_table(store, report.name, job.schema, job.many, output)
+        click.echo(f"wrote {written:,} rows to {output}", err=True)
+    sys.exit(report.exit_code)
+
+
+def _read_text(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.UsageError(f"{path}: cannot read it ({exc})") from exc
 
 
 def main(argv: list[str] | None = None) -> Any:

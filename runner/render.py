@@ -7,7 +7,7 @@ from typing import Any
 from runner.money import fmt_usd, from_usd
 from runner.planner import duration
 
-__all__ = ["batches_lines", "plan_lines", "run_summary", "spend_lines", "status_lines"]
+__all__ = ["batches_lines", "extract_lines", "plan_lines", "run_summary", "spend_lines", "status_lines"]
 
 
 def run_summary(name: str, counts: dict[str, int], spend: int, notices: list[str], stopped: str | None,
@@ -170,3 +170,17 @@ def _covers(t: dict[str, Any]) -> str:
     names = {(True, True): "both", (False, True): "batch only", (True, False): "sync only"}
     which = names.get((sync, batch), "neither")
     return f"{limit}: {which}"
+
+
+def extract_lines(report: Any) -> list[str]:
+    """The closing lines of ``runner extract``: documents by outcome, rows, spend (repairs apart), the table."""
+    waiting = f", {report.waiting:,} still to answer" if report.waiting else ""
+    lines = [
+        f"extraction {report.name}: {report.documents:,} documents: {report.valid:,} valid, {report.repaired:,} "
+        f"repaired, {report.failed:,} failed{waiting}; {report.rows:,} rows in table {report.table}",
+        f"spent {fmt_usd(report.spend + report.repair_spend)} (repairs {fmt_usd(report.repair_spend)})",
+    ]
+    lines += [f"  failed {doc}: {reason}" for doc, reason in report.reasons]
+    if report.stopped is not None:
+        lines.append(f"stopped: {report.stopped}")
+    return lines

@@ -140,12 +140,22 @@ class Answer:
 
 
 def compose(
-    seed: int, limit: int | None, schema: dict[str, Any] | None, tokenizer: str, length: tuple[int, int]
+    seed: int,
+    limit: int | None,
+    schema: dict[str, Any] | None,
+    tokenizer: str,
+    length: tuple[int, int],
+    flawed: float = 0.0,
 ) -> Answer:
-    """The answer for ``seed``: schema JSON if asked, else ``length[0]..length[1]`` words; cut at ``limit``."""
+    """The answer for ``seed``: schema JSON if asked, else ``length[0]..length[1]`` words; cut at ``limit``.
+    ``flawed``: the share of schema answers that are wrong the ways models get them wrong (not JSON, a required
+    field missing, cut off at max_tokens)."""
     rng = random.Random(seed)
     if schema is not None:
-        text = json.dumps(schema_instance(schema, rng), separators=(",", ":"))
+        value = schema_instance(schema, rng)
+        text = json.dumps(value, separators=(",", ":"))
+        if flawed and rng.random() < flawed:
+            return _flawed(value, text, rng.choice(("not json", "missing", "cut off")), tokenizer)
     else:
         count = rng.randint(*length)
         text = " ".join(rng.choice(WORDS) for _ in range(count)).capitalize() + "."
@@ -154,6 +164,18 @@ def compose(
     if limit is not None and len(ids) > limit:
         return Answer(enc.decode(ids[:limit]), limit, "length")
     return Answer(text, len(ids), "stop")
+
+
+def _flawed(value: Any, text: str, how: str, tokenizer: str) -> Answer:
+    enc = encoding(tokenizer)
+    if how == "missing" and isinstance(value, dict) and value:
+        text = json.dumps(dict(list(value.items())[1:]), separators=(",", ":"))
+    elif how == "cut off":
+        ids = enc.encode_ordinary(text)
+        return Answer(enc.decode(ids[: max(len(ids) // 2, 1)]), max(len(ids) // 2, 1), "length")
+    else:
+        text = text[: max(len(text) - 2, 1)]  # unbalanced: not JSON
+    return Answer(text, len(enc.encode_ordinary(text)), "stop")
 
 
 def schema_instance(schema: dict[str, Any], rng: random.Random, depth: int = 0) -> Any:
@@ -286,25 +308,25 @@ def embedding_list(seed: int, model: str, inputs: int, dimensions: int, as_base6
 
 
 def _chat(seed: int, counter: int, model: ModelInfo, body: dict[str, Any], prompt: int, cached: int,
-          words: tuple[int, int]) -> tuple[dict[str, Any], int]:  # fmt: skip
+          words: tuple[int, int], flawed: float = 0.0) -> tuple[dict[str, Any], int]:  # fmt: skip
     schema = endpoint("/v1/chat/completions").schema(body)
     explicit = body.get("max_completion_tokens", body.get("max_tokens"))
     n = body.get("n", 1) if isinstance(body.get("n", 1), int) else 1
-    choices = [compose(seed + i, explicit, schema, model.tokenizer, words) for i in range(n)]
+    choices = [compose(seed + i, explicit, schema, model.tokenizer, words, flawed) for i in range(n)]
     name = model.snapshot or model.name
     return chat_completion(seed, counter, name, choices, prompt, cached), sum(c.tokens for c in choices)
 
 
 def _responses(seed: int, counter: int, model: ModelInfo, body: dict[str, Any], prompt: int, cached: int,
-               words: tuple[int, int]) -> tuple[dict[str, Any], int]:  # fmt: skip
+               words: tuple[int, int], flawed: float = 0.0) -> tuple[dict[str, Any], int]:  # fmt: skip
     schema = endpoint("/v1/responses").schema(body)
-    answer = compose(seed, body.get("max_output_tokens"), schema, model.tokenizer, words)
+    answer = compose(seed, body.get("max_output_tokens"), schema, model.tokenizer, words, flawed)
     name = model.snapshot or model.name
     return response_object(seed, counter, name, body, answer, prompt, cached), answer.tokens
 
 
 def _embeddings(seed: int, counter: int, model: ModelInfo, body: dict[str, Any], prompt: int, cached: int,
-                words: tuple[int, int]) -> tuple[dict[str, Any], int]:  # fmt: skip
+                words: tuple[int, int], flawed: float = 0.0) -> tuple[dict[str, Any], int]:  # fmt: skip
     count = endpoint("/v1/embeddings").inputs(body)
     default = 3072 if model.name.endswith("large") else 1536
     dims = body.get("dimensions", default) if isinstance(body.get("dimensions"), int) else default

@@ -36,6 +36,7 @@ class SimConfig:
     tokens_per_second: float | None = None  # instead of the model's typical output speed (0: instant)
     answer_words: tuple[int, int] = (20, 120)
     fault_rate: float = 0.0
+    flawed_rate: float = 0.0  # share of structured-output answers that are not JSON, miss a field or are cut off
     seed: int = 0
     quota_usd: Decimal | None = None
     api_key: str | None = None  # when set, other keys get 401

@@ -180,7 +180,9 @@ class Simulator:
         self.counter += 1
         generates = bool(endpoint_row(endpoint).output_keys)  # prompt caching is for generation, not embeddings
         cached = self.cache.cached(body, model.name, model.tokenizer, prompt) if generates else 0
-        result, output = SHAPES[endpoint](seed, self.counter, model, body, prompt, cached, self.config.answer_words)
+        result, output = SHAPES[endpoint](
+            seed, self.counter, model, body, prompt, cached, self.config.answer_words, self.config.flawed_rate
+        )
         tier = str(body.get("service_tier")) if service_tier == "standard" else service_tier
         prices = model.prices.get(tier, model.prices["standard"])
         self.stats.spend += (prompt - cached) * prices.input + cached * prices.cached_input + output * prices.output

@@ -11,7 +11,8 @@ Invariants, kept by this package alone (nothing else in ``runner`` writes SQL):
 
 ``Store`` is one object with the parts' named operations: ``runs`` (ownership), ``requests`` (ingest, queue,
 outcomes), ``results`` (results, spend, daily usage), ``batches`` (the batch book, packing reads), ``history``
-(what the planner learns: stated limits, batch turnarounds, output use and latency, a run's plan).
+(what the planner learns: stated limits, batch turnarounds, output use and latency, a run's plan),
+``extractions`` (the validated table of each extraction).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from sqlite_utils import Database
 from runner.errors import ConfigError
 from runner.store.base import Clock
 from runner.store.batches import BATCH_MOVES, QUEUED, Batches, BatchRow, BatchState, PackedLine
+from runner.store.extractions import Extractions
 from runner.store.history import Calibration, History, StatedLimits
 from runner.store.migrations import known as migrations_known
 from runner.store.migrations import migrations
@@ -56,7 +58,7 @@ __all__ = [
 ]
 
 
-class Store(Runs, Requests, Batches, History):
+class Store(Runs, Requests, Batches, History, Extractions):
     """One SQLite database; ``clock`` is injectable so lease and heartbeat logic is tested without sleeping.
 
     Opening checks what a user can get wrong and says so in one line (``ConfigError``): a missing folder, a
