@@ -74,8 +74,8 @@ def choose_mode(store: Store, run: str, limits: Limits, settings: RunSettings, m
         return Decision(mode, count if mode == "batch" else 0, count if mode == "sync" else 0, mode)
     if store.pending_count(run) == 0:
         return Decision("sync", 0, 0, "auto: nothing pending")
-    # to the whole minute: "--deadline 24h" is 24 h, not the milliseconds less that have passed since it was read
-    deadline = None if settings.deadline is None else math.ceil(max(settings.deadline - now, 0.0) / 60) * 60
+    # to the whole second: "--deadline 24h" is 24 h, not the milliseconds less that have passed since it was read
+    deadline = None if settings.deadline is None else float(math.ceil(max(settings.deadline - now, 0.0)))
     workload = pending(store, run, limits)
     stated = None
     if (settings.rpm, settings.tpm, settings.rpd) != (None, None, None):  # the limits the user set for this run
