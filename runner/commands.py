@@ -23,7 +23,7 @@ import anyio
 
 from runner.batch.executor import BatchExecutor
 from runner.detect import detect, tier_for
-from runner.errors import ConfigError, DiskFull, RunnerError, StoppedEarly
+from runner.errors import BudgetReached, ConfigError, DeadlineReached, DiskFull, RunnerError, StoppedEarly
 from runner.jobfile import IngestReport, ingest
 from runner.limits import Limits, RateLimits
 from runner.money import usd
@@ -155,7 +155,12 @@ def run_job(
         store.release(run, owner, None if stopped is None else type(stopped).__name__)
     except DiskFull as exc:  # as above; the next run takes it over
         stopped = stopped if isinstance(stopped, DiskFull) else exc
-    return RunOutcome(run, store.counts(run), report, stopped, store.takeovers + notices)
+    counts = store.counts(run)
+    if isinstance(stopped, DeadlineReached | BudgetReached) and not (
+        counts["pending"] + counts["in_flight"] + counts["batched"]
+    ):
+        stopped = None  # the stop came as the last requests were finishing (within the grace): nothing is left
+    return RunOutcome(run, counts, report, stopped, store.takeovers + notices)
 
 
 def _run_sync(

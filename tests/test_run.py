@@ -141,7 +141,7 @@ def test_max_spend_is_a_hard_cap_and_a_higher_one_resumes(
 
 @pytest.mark.slow
 def test_auto_mode_splits_between_sync_and_batch_and_status_shows_the_plan(tmp_path: Path, start_sim: Any) -> None:
-    sim = start_sim(latency_scale=0, batch_seconds=1.0)
+    sim = start_sim(latency_scale=0, batch_seconds=1.0, rpm=600)
     path, db = job(tmp_path, 150), tmp_path / "auto.db"
     env = {**os.environ, "OPENAI_API_KEY": "sk-auto", "RUNNER_DB": str(db)}
     # 150 requests at 600 RPM take ~18 s sync: what the rate limit finishes in 12 s goes sync, the rest by batch
