@@ -188,3 +188,21 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_claiming_walks_an_index_in_id_order_and_never_sorts_the_queue(
+    tmp_path: Path, store: Store, limits: Limits
+) -> None:
+    """A claim's cost must not grow with the number of pending requests (a sort of every due row took 0.14 s a
+    claim at 1,000,000 pending): the statement SQLite runs is explained, and must read requests_claim in order."""
+    path = write_jsonl(tmp_path / "job.jsonl", [chat_line(f"r{i}") for i in range(50)])
+    owner = store.acquire("job", str(path))
+    ingest(store, "job", path, limits)
+    statements: list[str] = []
+    store.conn.set_trace_callback(statements.append)
+    claimed = store.claim("job", owner, 10, above=3)
+    store.conn.set_trace_callback(None)
+    assert [c.custom_id for c in claimed] == [f"r{i}" for i in range(3, 13)]  # oldest first, above the lane
+    (update,) = [s for s in statements if s.lstrip().startswith("UPDATE requests")]
+    plan = " | ".join(str(row[-1]) for row in store.conn.execute("EXPLAIN QUERY PLAN " + update))
+    assert "requests_claim" in plan and "TEMP B-TREE" not in plan, plan

@@ -172,6 +172,13 @@ def m005_planning(db: Database) -> None:
     )
 
 
+@migrations()
+def m006_claim_order(db: Database) -> None:
+    # claiming takes the oldest due pending requests: with this index SQLite walks pending ids in order and stops
+    # at the limit, instead of sorting every due row (0.2 s a claim at 1,000,000 pending)
+    db.execute("CREATE INDEX requests_claim ON requests(run, state, id)")
+
+
 def known() -> list[str]:
     """The names of every migration this runner knows, in order."""
     return [m.name for m in migrations.pending(Database(memory=True))]
