@@ -40,6 +40,9 @@ _loaded: dict[str, tiktoken.Encoding] = {}
 
 def encoding(name: str) -> tiktoken.Encoding:
     """The tiktoken encoding ``name`` (o200k_base or cl100k_base), loaded from bpe-openai's verified copy."""
+    loaded = _loaded.get(name)  # the hot path (every request at ingest): no lock once loaded
+    if loaded is not None:
+        return loaded
     with _lock:
         if name not in _loaded:
             _loaded[name] = _load(name)

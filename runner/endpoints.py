@@ -11,6 +11,7 @@ Chat formula (cookbook, o200k models): 3 tokens per message + every value + 1 pe
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -78,6 +79,12 @@ def _json_tokens(enc: tiktoken.Encoding, value: Any) -> int:
     return len(enc.encode_ordinary(json.dumps(value, separators=(",", ":"))))
 
 
+@functools.lru_cache(maxsize=4096)
+def _short_tokens(enc: tiktoken.Encoding, text: str) -> int:
+    """Tokens of a short text (roles, names): the same few strings on every message."""
+    return len(enc.encode_ordinary(text))
+
+
 def _messages(enc: tiktoken.Encoding, messages: list[Any]) -> int:
     total = REPLY_PRIMING
     for message in messages:
@@ -86,7 +93,8 @@ def _messages(enc: tiktoken.Encoding, messages: list[Any]) -> int:
             total += len(enc.encode_ordinary(_text_of(message)))
             continue
         for key, value in message.items():
-            total += len(enc.encode_ordinary(_text_of(value)))
+            text = _text_of(value)
+            total += _short_tokens(enc, text) if len(text) <= 16 else len(enc.encode_ordinary(text))
             if key == "name":
                 total += TOKENS_PER_NAME
     return total
