@@ -88,7 +88,7 @@ def main() -> None:
         store.release("bench", owner)
         settings = RunSettings(rpm=100_000_000, tpm=100_000_000_000, rpd=1_000_000_000)
         started = time.perf_counter()
-        outcome = run_job(store, str(job), limits, settings, Credentials(base_url, "k"), "bench", progress=False)
+        outcome = run_job(store, str(job), limits, settings, Credentials(base_url, "k"), name="bench", progress=False)
         runner_rate = n / (time.perf_counter() - started)
         assert outcome.counts["succeeded"] == n, outcome.counts
         assert store.conn.execute("SELECT count(*) FROM spend").fetchone()[0] == n

@@ -51,6 +51,9 @@ from runner.settings import Lane, RunSettings
 from runner.store import Claimed, Move, Outcome, Store
 from runner.transport import Credentials, Reply, Transport, TransportError, open_files_allowed
 
+MEASURED = 32  # replies after which their latency, not the model's typical speed, sizes the in-flight bound
+RAMP_START, RAMP_PER_SECOND = 256, 1000  # the in-flight bound's pace: 256 at once, then 1,000 more a second
+
 __all__ = ["SyncExecutor"]
 
 
@@ -86,6 +89,10 @@ class SyncExecutor:
         self.sent_at: dict[int, float] = {}  # request id -> when it was sent (monotonic)
         self.latency = 0.0  # moving average of answers' seconds
         self.expected = 0.0  # what tier_limits.json's speeds expect of the requests sent
+        self.answers = 0  # replies received (the latency average is trusted from MEASURED on)
+        self.first_sent = 0.0  # monotonic time of the first admission (the in-flight ramp starts there)
+        self.answered_at: deque[float] = deque()  # monotonic times of the replies of the last second
+        self.quickest: deque[tuple[float, float]] = deque()  # (when, seconds): the quickest reply of the last 10 s
         self.ceiling = open_files_allowed() - 256  # each request in flight holds a connection
         self.stop: RunnerError | None = None
         self.slot_freed = anyio.Event()
@@ -208,14 +215,32 @@ class SyncExecutor:
     def _bound(self) -> int:
         """Most requests in flight, from Little's law: the gates' request rate x latency x 1.5, plus slack.
 
-        The latency is the larger of what answers took (moving average), what the model is expected to take
-        (tier_limits.json speeds) and how long the oldest request in flight has waited: before the first answer
-        the bound grows with time, so it never holds back what the gate admits."""
+        The latency is the larger of what answers took (moving average) and how long the oldest request in flight
+        has waited; until enough answers are in, also what the model is expected to take (tier_limits.json
+        speeds): before the first answer the bound grows with time, so it never holds back what the gate admits,
+        and once answers come faster than the model's typical speed the bound follows them (thousands of idle
+        connections to a fast server cost the client more than they bring)."""
         rate = self.gates.request_rate or 10.0
-        oldest = self.monotonic() - min(self.sent_at.values()) if self.sent_at else 0.0
-        latency = max(self.latency, self.expected, oldest)
+        now = self.monotonic()
+        delivered = 2**62
+        if self.answers >= MEASURED:  # as BBR does: what the answers delivered in the last second x the quickest
+            # round trip of the last 10 s, doubled. Beyond it the client itself is the bottleneck, and more in
+            # flight is only queueing that the client would measure as latency (and then want more in flight)
+            while self.answered_at and now - self.answered_at[0] > 1.0:
+                self.answered_at.popleft()
+            while self.quickest and now - self.quickest[0][0] > 10.0:
+                self.quickest.popleft()
+            fastest = self.quickest[0][1] if self.quickest else self.latency
+            delivered = max(RAMP_START, math.ceil(2.0 * len(self.answered_at) * fastest * 1.5))
+        oldest = now - next(iter(self.sent_at.values())) if self.sent_at else 0.0  # sent in order
+        expected = self.expected if self.answers < MEASURED else 0.0
+        latency = max(self.latency, expected, oldest)
         wanted = math.ceil(rate * latency * 1.5) + 16
-        return min(wanted, self.settings.concurrency or wanted, self.ceiling)
+        # connections are opened at a bounded pace: a burst of thousands at once (limits far above what the
+        # client or server can do) costs more than it brings, and at Tier 5 the gate's own start is slower
+        self.first_sent = self.first_sent or now
+        ramp = RAMP_START + math.ceil(RAMP_PER_SECOND * (now - self.first_sent))
+        return min(wanted, ramp, delivered, self.settings.concurrency or wanted, self.ceiling)
 
     async def _wait_for_slot(self, seconds: float) -> None:
         with anyio.move_on_after(seconds):
@@ -295,6 +320,12 @@ class SyncExecutor:
                 return
             self.unreachable = None
             self.latency = 0.9 * self.latency + 0.1 * reply.seconds if self.latency else reply.seconds
+            self.answers += 1
+            now = self.monotonic()
+            self.answered_at.append(now)
+            while self.quickest and self.quickest[-1][1] >= reply.seconds:  # a sliding-window minimum
+                self.quickest.pop()
+            self.quickest.append((now, reply.seconds))
             if reply.status == 200:
                 crash_point("answered")
                 cost = self._after_success(request, model, gate, ticket, reply)
