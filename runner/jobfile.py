@@ -30,6 +30,7 @@ from runner.tokens import estimate
 
 __all__ = ["IngestReport", "ingest", "read"]
 
+CHECKPOINT_AFTER = 10_000  # lines added by one ingest after which the WAL is folded into the database
 CHUNK = 2000
 
 
@@ -67,6 +68,8 @@ def ingest(store: Store, run: str, path: str | Path, limits: Limits, default_mod
                 pending, refusals = [], {}
         report.added += _store(store, run, str(path), pending, watermark, refusals)
         store.set_ingested(run, f.tell(), digest.hexdigest(), line_no)
+    if report.added >= CHECKPOINT_AFTER:
+        store.checkpoint()
     return report
 
 

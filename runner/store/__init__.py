@@ -91,6 +91,12 @@ class Store(Runs, Requests, Batches, History, Extractions):
     def close(self) -> None:
         self.conn.close()
 
+    def checkpoint(self) -> None:
+        """Fold the write-ahead log into the database and truncate it (after a large ingest the WAL is as big as
+        what was written: without this the disk holds the job twice until SQLite gets round to it)."""
+        if not self.readonly:
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     def _check_schema(self) -> None:
         applied = [m.name for m in migrations.applied(self.db)]
         known = migrations_known()
