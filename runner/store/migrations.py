@@ -179,6 +179,13 @@ def m006_claim_order(db: Database) -> None:
     db.execute("CREATE INDEX requests_claim ON requests(run, state, id)")
 
 
+@migrations()
+def m007_one_queue_index(db: Database) -> None:
+    # requests_claim serves every query of the queue (claims, counts, what is pending or due); the older index on
+    # (run, state, not_before) only cost time on every insert and state move (packing 200,000: 4.2 s -> 2.7 s)
+    db.execute("DROP INDEX requests_queue")
+
+
 def known() -> list[str]:
     """The names of every migration this runner knows, in order."""
     return [m.name for m in migrations.pending(Database(memory=True))]
