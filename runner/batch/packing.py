@@ -24,6 +24,7 @@ from runner.store import Store
 __all__ = ["MAX_BYTES", "MAX_REQUESTS", "Packed", "pack"]
 
 MAX_REQUESTS = 50_000
+_quote = json.encoder.encode_basestring_ascii  # what json.dumps does for a str, without its dispatch
 MAX_BYTES = 200 * 1024 * 1024 - 1  # "under 200 MB"
 
 
@@ -119,7 +120,7 @@ def _write(
     with file.open("wb", buffering=1 << 20) as f:
         for request in store.pending_lines(run, model, path, due, after, limits.upto):
             est = request.prompt_tokens + (request.output_tokens * request.n if limits.count_output else 0)
-            line = b'{"custom_id":' + json.dumps(request.custom_id).encode() + head + request.body.encode() + b"}\n"
+            line = b'{"custom_id":' + _quote(request.custom_id).encode() + head + request.body.encode() + b"}\n"
             if count and (count >= limits.max_requests or nbytes + len(line) > limits.max_bytes):
                 break
             if limits.remaining is not None and tokens + est > limits.remaining:
