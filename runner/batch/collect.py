@@ -14,14 +14,14 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from runner.limits import ModelInfo
 from runner.pricing import cost, price_table, usage_of
 from runner.retry import Action, decide_line
 from runner.store import Move, Outcome
 
-__all__ = ["Settled", "queue_limit_hint", "read_lines", "settle"]
+__all__ = ["Lines", "Settled", "queue_limit_hint", "read_lines", "settle"]
 
 _LIMIT_HINT = re.compile(r"Limit: ([\d,]+) enqueued tokens")
 
@@ -35,16 +35,42 @@ class Settled:
     requeue: list[tuple[int, bool, str]] = field(default_factory=list[tuple[int, bool, str]])
 
 
-def read_lines(files: Iterable[Path]) -> dict[str, dict[str, Any]]:
-    """Lines of the error and output files by custom_id; files later in ``files`` win (the output: a 200)."""
-    lines: dict[str, dict[str, Any]] = {}
-    for path in files:
-        with path.open("rb") as f:
-            for raw in f:
-                if raw.strip():
-                    item = json.loads(raw)
-                    lines[str(item.get("custom_id"))] = item
-    return lines
+class Lines:
+    """The lines of a batch's error and output files by custom_id; files later in ``files`` win (the output: a
+    200). Only where each line starts is kept: a line is read again and parsed when its request is settled, so an
+    output file of 50,000 answers is never held parsed all at once (it was 200 MB and more)."""
+
+    def __init__(self, files: Iterable[Path]) -> None:
+        self.files = list(files)
+        self.where: dict[str, tuple[int, int]] = {}  # custom_id -> (file index, byte offset)
+        for index, path in enumerate(self.files):
+            with path.open("rb") as f:
+                offset = 0
+                for raw in f:
+                    if raw.strip():
+                        self.where[str(json.loads(raw).get("custom_id"))] = (index, offset)
+                    offset += len(raw)
+        self.handles: dict[int, BinaryIO] = {}
+
+    def get(self, custom_id: str) -> dict[str, Any] | None:
+        found = self.where.get(custom_id)
+        if found is None:
+            return None
+        index, offset = found
+        if index not in self.handles:
+            self.handles[index] = self.files[index].open("rb")
+        handle = self.handles[index]
+        handle.seek(offset)
+        item: dict[str, Any] = json.loads(handle.readline())
+        return item
+
+    def close(self) -> None:
+        for handle in self.handles.values():
+            handle.close()
+
+
+def read_lines(files: Iterable[Path]) -> Lines:
+    return Lines(files)
 
 
 def queue_limit_hint(messages: Iterable[str]) -> int | None:
@@ -55,15 +81,18 @@ def queue_limit_hint(messages: Iterable[str]) -> int | None:
 
 def settle(
     members: list[tuple[int, str, int]],
-    lines: dict[str, dict[str, Any]],
+    lines: Lines,
     model: ModelInfo,
     path: str,
     max_resubmits: int,
 ) -> Settled:
     """Outcomes of a completed, expired or cancelled batch's ``members`` (request id, custom_id, resubmits)."""
     settled = Settled()
-    for request_id, custom_id, resubmits in members:
-        _settle_line(settled, request_id, custom_id, resubmits, lines.get(custom_id), model, path, max_resubmits)
+    try:
+        for request_id, custom_id, resubmits in members:
+            _settle_line(settled, request_id, custom_id, resubmits, lines.get(custom_id), model, path, max_resubmits)
+    finally:
+        lines.close()
     return settled
 
 
