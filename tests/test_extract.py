@@ -170,6 +170,26 @@ def test_extraction_repairs_once_and_a_rerun_sends_nothing_and_duplicates_nothin
     assert sim.call(lambda: sim.sim.stats.requests) == sent and len(list(store.extraction_rows("tickets"))) == 30
 
 
+def test_one_spending_cap_covers_the_extraction_and_its_repairs(
+    tmp_path: Path, store: Store, limits: Limits, start_sim: Any
+) -> None:
+    sim = start_sim(tier="tier-5", latency_scale=0, flawed_rate=0.5, seed=5)
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    for i in range(20):
+        (folder / f"n{i:02d}.txt").write_text(f"Ticket {i}: billing charged me twice.")
+    job = Extraction(str(folder), str(ROOT / "jobs" / "ticket.schema.json"), max_output_tokens=200)
+    first = extract(store, job, limits, RunSettings(tier="tier-5"), Credentials(sim.base_url, "k"), progress=False)
+    spent = store.total_cost("notes")  # what the first pass costs: a cap just above it leaves little for repairs
+    assert first.repaired + first.failed > 0
+    store2 = Store(tmp_path / "capped.db")
+    cap = spent + spent // 10
+    capped = extract(store2, job, limits, RunSettings(tier="tier-5", max_spend=cap), Credentials(sim.base_url, "k"),
+                     progress=False)  # fmt: skip
+    assert store2.total_cost("notes") + store2.total_cost("notes~repair") <= cap
+    assert capped.exit_code == 3 and "--max-spend" in str(capped.stopped)
+
+
 def test_many_rows_per_document_from_chunks_are_merged(
     tmp_path: Path, store: Store, limits: Limits, start_sim: Any
 ) -> None:

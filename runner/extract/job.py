@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -110,7 +110,9 @@ def extract(
     repaired: dict[str, Verdict] = {}
     if repairs and first.stopped is None:
         print(f"repairing {len(repairs):,} answers (one sync pass)", file=err)
-        second = _run(store, folder / f"{name}-repair.jsonl", repairs, f"{name}{REPAIR}", limits, settings,
+        cap = settings.max_spend  # one cap for both passes: the repairs may spend what the first pass left
+        left = settings if cap is None else replace(settings, max_spend=max(cap - store.total_cost(name), 0))
+        second = _run(store, folder / f"{name}-repair.jsonl", repairs, f"{name}{REPAIR}", limits, left,
                       credentials, mode="sync", progress=progress, err=err)  # fmt: skip
         results = map(json.loads, export_results(store, f"{name}{REPAIR}"))
         repaired = {r["custom_id"].removesuffix(REPAIR): judge(r, schema) for r in results}
