@@ -33,6 +33,17 @@ __all__ = ["main"]
 db_option = click.option("--db", default=None, help="SQLite database (default: $RUNNER_DB or ./runner.db).")
 name_option = click.option("--name", default=None, help="Run name (default: the only run in the database).")
 limits_option = click.option("--limits", "limits_path", default=None, help="tier_limits.json to use.")
+base_url_option = click.option("--base-url", default=None, help="API base URL (default: $OPENAI_BASE_URL or OpenAI).")
+progress_option = click.option(
+    "--progress/--no-progress", default=None, help="Live progress on stderr (default: when a TTY)."
+)
+poll_every_option = click.option(
+    "--poll-every",
+    type=click.FloatRange(min=0.01),
+    default=10.0,
+    show_default=True,
+    help="Batch mode: seconds before the first poll of a batch (backs off to 5 minutes).",
+)
 verbose_option = click.option(
     "-v", "--verbose", is_flag=True, help="Log every request, retry, pause and batch on stderr."
 )
@@ -100,14 +111,8 @@ def cli() -> None:
     show_default=True,
     help="Fraction of each limit left unused.",
 )
-@click.option("--base-url", default=None, help="API base URL (default: $OPENAI_BASE_URL or OpenAI).")
-@click.option(
-    "--poll-every",
-    type=click.FloatRange(min=0.01),
-    default=10.0,
-    show_default=True,
-    help="Batch mode: seconds before the first poll of a batch (backs off to 5 minutes).",
-)
+@base_url_option
+@poll_every_option
 @click.option(
     "--grace",
     type=click.FloatRange(min=0),
@@ -116,7 +121,7 @@ def cli() -> None:
     help="After Ctrl-C, SIGTERM, --deadline or --max-spend: seconds what is in flight may take to finish.",
 )
 @click.option("--retry-failed", is_flag=True, help="Retry every failed request (default: those time may cure).")
-@click.option("--progress/--no-progress", default=None, help="Live progress on stderr (default: when a TTY).")
+@progress_option
 @verbose_option
 def run(
     input_path: str,
@@ -213,7 +218,7 @@ def status(db: str | None, name: str | None, limits_path: str | None, as_json: b
 @click.option("--tier", default="tier-1", show_default=True, help="Tier whose batch queue limit plans the waves.")
 @click.option("--cancel", "action", flag_value="cancel", help="Cancel the run's running batches.")
 @click.option("--reconcile", "action", flag_value="reconcile", help="Collect the run's finished batches now.")
-@click.option("--base-url", default=None, help="API base URL (default: $OPENAI_BASE_URL or OpenAI).")
+@base_url_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def batches(
     db: str | None,
@@ -516,7 +521,7 @@ def sim(
 @cli.command()
 @db_option
 @click.option("--tier", default="tier-1", show_default=True)
-@click.option("--progress/--no-progress", default=None)
+@progress_option
 @verbose_option
 def demo(db: str | None, tier: str, progress: bool | None, verbose: bool) -> None:
     """Run the bundled extraction job against an in-process simulator. No API key needed."""
@@ -547,9 +552,9 @@ def demo(db: str | None, tier: str, progress: bool | None, verbose: bool) -> Non
 @db_option
 @click.option("--name", default=None, help="Extraction name (default: the source's stem).")
 @limits_option
-@click.option("--base-url", default=None, help="API base URL (default: $OPENAI_BASE_URL or OpenAI).")
-@click.option("--poll-every", type=click.FloatRange(min=0.01), default=10.0, show_default=True)
-@click.option("--progress/--no-progress", default=None, help="Live progress on stderr (default: when a TTY).")
+@base_url_option
+@poll_every_option
+@progress_option
 @verbose_option
 def extract(source: str, db: str | None, limits_path: str | None, base_url: str | None, poll_every: float,
             progress: bool | None, verbose: bool, **given: Any) -> None:  # fmt: skip
@@ -586,7 +591,7 @@ def extract(source: str, db: str | None, limits_path: str | None, base_url: str 
     if output is not None:
         from runner.extract.output import write_table
 
-        written = write_table(store, report.name, job.schema, job.many, output)
+        written = write_table(store, report.name, report.kinds, output)
         click.echo(f"wrote {written:,} rows to {output}", err=True)
     sys.exit(report.exit_code)
 

@@ -358,12 +358,19 @@ def spend_report(store: Store, name: str | None = None) -> dict[str, Any]:
     }
 
 
-def write_private(path: Path, lines: Iterable[str]) -> int:
-    """Write ``lines`` to ``path``, readable by its owner only (answers are private); returns how many."""
-    count = 0
+@contextlib.contextmanager
+def private_file(path: str | Path) -> Iterator[TextIO]:
+    """``path`` opened for writing text, readable by its owner only (prompts and answers are private)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        os.fchmod(f.fileno(), 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+        os.fchmod(f.fileno(), 0o600)  # an existing file keeps its mode on open: make it private too
+        yield f
+
+
+def write_private(path: str | Path, lines: Iterable[str]) -> int:
+    """Write ``lines`` to ``path``, readable by its owner only; returns how many."""
+    count = 0
+    with private_file(path) as f:
         for line in lines:
             f.write(line + "\n")
             count += 1

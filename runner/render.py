@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.money import fmt_usd, from_usd
 from runner.planner import duration
+
+if TYPE_CHECKING:  # the extraction package imports the executors: not for every command's start-up
+    from runner.extract.job import ExtractReport
 
 __all__ = ["batches_lines", "extract_lines", "plan_lines", "run_summary", "spend_lines", "status_lines"]
 
@@ -172,7 +175,7 @@ def _covers(t: dict[str, Any]) -> str:
     return f"{limit}: {which}"
 
 
-def extract_lines(report: Any) -> list[str]:
+def extract_lines(report: ExtractReport) -> list[str]:
     """The closing lines of ``runner extract``: documents by outcome, rows, spend (repairs apart), the table."""
     waiting = f", {report.waiting:,} still to answer" if report.waiting else ""
     lines = [

@@ -11,13 +11,12 @@ identically on every run, so a re-run resumes: answered requests are not sent ag
 from __future__ import annotations
 
 import json
-import os
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from runner.commands import RunOutcome, export_results, run_job
+from runner.commands import RunOutcome, export_results, run_job, write_private
 from runner.errors import ConfigError, RunnerError
 from runner.extract.answers import Verdict, judge
 from runner.extract.requests import CHUNK, REPAIR, pieces, repair_line, request_line
@@ -58,6 +57,7 @@ class Extraction:
 class ExtractReport:
     name: str
     table: str
+    kinds: dict[str, str] = field(default_factory=dict[str, str])  # the table's fields and how each is stored
     documents: int = 0
     valid: int = 0
     repaired: int = 0
@@ -116,7 +116,7 @@ def extract(
                       credentials, mode="sync", progress=progress, err=err)  # fmt: skip
         results = map(json.loads, export_results(store, f"{name}{REPAIR}"))
         repaired = {r["custom_id"].removesuffix(REPAIR): judge(r, schema) for r in results}
-    report = ExtractReport(name, "", documents=len(docs))
+    report = ExtractReport(name, "", schema.kinds, documents=len(docs))
     report.stopped = first.stopped or (second.stopped if second else None)
     report.spend = store.total_cost(name)
     report.repair_spend = store.total_cost(f"{name}{REPAIR}") if second else 0
@@ -138,10 +138,7 @@ def _run(
 ) -> RunOutcome:
     """Write ``lines`` as a private job file and run it (resuming what an earlier run of it answered)."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        for line in lines:
-            f.write(json.dumps(line, ensure_ascii=False) + "\n")
+    write_private(path, (json.dumps(line, ensure_ascii=False) for line in lines))
     return run_job(store, str(path), limits, settings, credentials, name=name, **kw)
 
 

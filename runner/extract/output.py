@@ -5,23 +5,22 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-from runner.extract.schema import load_schema
+from runner.commands import private_file
 from runner.store import Store
 from runner.store.extractions import META_COLUMNS
 
 __all__ = ["write_table"]
 
 
-def write_table(store: Store, name: str, schema: str, many: bool, path: str) -> int:
-    spec = load_schema(schema, many)
-    columns = [META_COLUMNS[0], META_COLUMNS[1], *spec.fields, *META_COLUMNS[2:]]
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+def write_table(store: Store, name: str, kinds: dict[str, str], path: str) -> int:
+    """The table of extraction ``name``, whose fields are ``kinds`` (name -> text, integer, number, boolean, json),
+    to ``path`` (.csv, else JSONL); returns the rows written."""
+    columns = [META_COLUMNS[0], META_COLUMNS[1], *kinds, *META_COLUMNS[2:]]
     count = 0
-    with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+    with private_file(path) as f:
         writer = csv.DictWriter(f, columns, extrasaction="ignore") if Path(path).suffix.lower() == ".csv" else None
         if writer is not None:
             writer.writeheader()
@@ -30,7 +29,7 @@ def write_table(store: Store, name: str, schema: str, many: bool, path: str) -> 
             if writer is not None:
                 writer.writerow(row)
             else:
-                values = {c: _value(spec.kinds.get(c), row.get(c)) for c in columns}
+                values = {c: _value(kinds.get(c), row.get(c)) for c in columns}
                 f.write(json.dumps(values, ensure_ascii=False) + "\n")
     return count
 

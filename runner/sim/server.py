@@ -99,17 +99,6 @@ class Simulator:
 
     # -- plumbing ---------------------------------------------------------------------------------------------
 
-    def error(
-        self,
-        status: int,
-        message: str,
-        type_: str,
-        code: str | None = None,
-        param: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> web.Response:
-        return self.http.error(status, message, type_, code, param, headers)
-
     def buckets_for(self, model: ModelInfo, prompt_tokens: int) -> ModelBuckets:
         limits = model.limits_for(self.config.tier, prompt_tokens)
         long = limits is not model.limits.get(self.config.tier)
@@ -131,9 +120,9 @@ class Simulator:
         try:
             body = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError):
-            return self.error(400, "We could not parse the JSON body of your request.", "invalid_request_error")
+            return self.http.error(400, "We could not parse the JSON body of your request.", "invalid_request_error")
         if not isinstance(body, dict):
-            return self.error(400, "The body of your request must be a JSON object.", "invalid_request_error")
+            return self.http.error(400, "The body of your request must be a JSON object.", "invalid_request_error")
         return body, raw.decode()
 
     # -- the answering pipeline shared by chat, responses and embeddings ------------------------------------
@@ -202,7 +191,7 @@ class Simulator:
             status, error = checked
             assert isinstance(status, int) and isinstance(error, dict)
             e = error["error"]
-            return self.error(status, e["message"], e["type"], e["code"], e["param"])
+            return self.http.error(status, e["message"], e["type"], e["code"], e["param"])
         model, prompt = checked
         assert isinstance(model, ModelInfo) and isinstance(prompt, int)
         fault = await self._fault(request)
@@ -247,7 +236,7 @@ class Simulator:
         headers = buckets.headers()
         if a.too_large:
             limit = buckets.tokens.limit if buckets.tokens else 0
-            return self.error(
+            return self.http.error(
                 429,
                 f"Request too large for {model.name} in organization org-sim on tokens per min (TPM): "
                 f"Limit {limit}, Requested {reserved}. The input or output tokens must be reduced in order to run "
@@ -263,7 +252,7 @@ class Simulator:
         asked = reserved if a.dimension == "tokens" else 1
         headers["retry-after"] = str(max(1, int(a.retry_after + 0.999)))
         headers["retry-after-ms"] = str(max(1, round(a.retry_after * 1000)))
-        return self.error(
+        return self.http.error(
             429,
             f"Rate limit reached for {model.name} in organization org-sim on {a.dimension} per {per} ({unit}): "
             f"Limit {limit}, Used {a.used}, Requested {asked}. Please try again in {format_go(a.retry_after)}. "
@@ -300,7 +289,7 @@ class Simulator:
         try:
             info = self.limits.model(request.match_info["model"])
         except ConfigError:
-            return self.error(
+            return self.http.error(
                 404,
                 f"The model '{request.match_info['model']}' does not exist",
                 "invalid_request_error",
