@@ -21,7 +21,7 @@ from runner.pricing import cost, price_table, usage_of
 from runner.retry import Action, decide_line
 from runner.store import Move, Outcome
 
-__all__ = ["Lines", "Settled", "queue_limit_hint", "read_lines", "settle"]
+__all__ = ["Lines", "Settled", "queue_limit_hint", "settle"]
 
 _LIMIT_HINT = re.compile(r"Limit: ([\d,]+) enqueued tokens")
 
@@ -64,13 +64,12 @@ class Lines:
         item: dict[str, Any] = json.loads(handle.readline())
         return item
 
-    def close(self) -> None:
+    def __enter__(self) -> Lines:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
         for handle in self.handles.values():
             handle.close()
-
-
-def read_lines(files: Iterable[Path]) -> Lines:
-    return Lines(files)
 
 
 def queue_limit_hint(messages: Iterable[str]) -> int | None:
@@ -88,11 +87,8 @@ def settle(
 ) -> Settled:
     """Outcomes of a completed, expired or cancelled batch's ``members`` (request id, custom_id, resubmits)."""
     settled = Settled()
-    try:
-        for request_id, custom_id, resubmits in members:
-            _settle_line(settled, request_id, custom_id, resubmits, lines.get(custom_id), model, path, max_resubmits)
-    finally:
-        lines.close()
+    for request_id, custom_id, resubmits in members:
+        _settle_line(settled, request_id, custom_id, resubmits, lines.get(custom_id), model, path, max_resubmits)
     return settled
 
 

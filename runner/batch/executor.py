@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
-from runner.batch.collect import Settled, queue_limit_hint, read_lines, settle, settle_failed
+from runner.batch.collect import Lines, Settled, queue_limit_hint, settle, settle_failed
 from runner.batch.packing import pack
 from runner.budget import Budget, worst_case
 from runner.crash import crash_point
@@ -328,7 +328,8 @@ class BatchExecutor:
             note = f"failed: {', '.join(codes)}"
         else:
             model = self.limits.model(row.model)
-            settled = settle(members, read_lines(files), model, row.endpoint, self.batch.max_resubmits)
+            with Lines(files) as lines:
+                settled = settle(members, lines, model, row.endpoint, self.batch.max_resubmits)
             note = batch.status
             self._check_usage(row, batch, settled)
         crash_point("recording")
