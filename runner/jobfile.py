@@ -16,22 +16,20 @@ failed with the reason, so they show in results and the exit code; they are neve
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runner.endpoints import ENDPOINTS
 from runner.errors import ConfigError, InputError
+from runner.inputline import LineReader
 from runner.limits import Limits
-from runner.store import RequestRow, Store, dumps
-from runner.tokens import estimate
+from runner.parsers import CHUNK_LINES, PARALLEL_FROM, Chunk, children_for, parsed
+from runner.store import RequestRow, RowValues, Store
 
 __all__ = ["IngestReport", "ingest", "read"]
 
 CHECKPOINT_AFTER = 10_000  # lines added by one ingest after which the WAL is folded into the database
-CHUNK = 2000
 
 
 @dataclass
@@ -41,8 +39,16 @@ class IngestReport:
     refused: list[tuple[int, str, str]] = field(default_factory=list[tuple[int, str, str]])  # line, id, reason
 
 
-def ingest(store: Store, run: str, path: str | Path, limits: Limits, default_model: str | None = None) -> IngestReport:
-    """Store the new lines of ``path`` as requests of ``run``; raises InputError naming the first bad line."""
+def ingest(
+    store: Store,
+    run: str,
+    path: str | Path,
+    limits: Limits,
+    default_model: str | None = None,
+    parallel_from: int = PARALLEL_FROM,
+) -> IngestReport:
+    """Store the new lines of ``path`` as requests of ``run``; raises InputError naming the first bad line. From
+    ``parallel_from`` bytes to read, lines are parsed in child processes (one per core) while this one stores."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such input file")
@@ -51,23 +57,14 @@ def ingest(store: Store, run: str, path: str | Path, limits: Limits, default_mod
     watermark = store.last_request_id()
     with path.open("rb") as f, store.transaction():
         digest, line_no = _resume_point(f, info)
-        pending: list[RequestRow] = []
-        refusals: dict[str, str] = {}
-        for raw in _lines(f, digest):
-            line_no += 1
-            report.lines += 1
-            if not raw.strip():
-                continue
-            row, refusal = _parse(str(path), line_no, raw, limits, default_model)
-            pending.append(row)
-            if refusal:
-                refusals[row.custom_id] = refusal
-                report.refused.append((line_no, row.custom_id, refusal))
-            if len(pending) >= CHUNK:
-                report.added += _store(store, run, str(path), pending, watermark, refusals)
-                pending, refusals = [], {}
-        report.added += _store(store, run, str(path), pending, watermark, refusals)
-        store.set_ingested(run, f.tell(), digest.hexdigest(), line_no)
+        children = children_for(path.stat().st_size - f.tell(), parallel_from)
+        reader = LineReader(str(path), limits, default_model)
+        for rows in parsed(_chunks(f, digest, line_no, report), reader, children):
+            refused = [(row[1], row[0], refusal) for row, refusal in rows if refusal]
+            report.refused.extend(refused)
+            refusals = {custom_id: refusal for _, custom_id, refusal in refused}
+            report.added += _store(store, run, str(path), [row for row, _ in rows], watermark, refusals)
+        store.set_ingested(run, f.tell(), digest.hexdigest(), report.lines + line_no)
     if report.added >= CHECKPOINT_AFTER:
         store.checkpoint()
     return report
@@ -79,10 +76,11 @@ def read(path: str | Path, limits: Limits, default_model: str | None = None) -> 
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such input file")
+    parse = LineReader(str(path), limits, default_model)
     with path.open("rb") as f:
         for line_no, raw in enumerate(f, 1):
             if raw.strip():
-                yield _parse(str(path), line_no, raw, limits, default_model)
+                yield parse(line_no, raw)
 
 
 def _resume_point(f: Any, info: dict[str, Any]) -> tuple[Any, int]:
@@ -103,82 +101,23 @@ def _resume_point(f: Any, info: dict[str, Any]) -> tuple[Any, int]:
     return hashlib.sha256(), 0
 
 
-def _lines(f: Any, digest: Any) -> Iterator[bytes]:
+def _chunks(f: Any, digest: Any, before: int, report: IngestReport) -> Iterator[Chunk]:
+    """The lines after the resume point in chunks, hashed and counted as they are read."""
+    lines: list[bytes] = []
     for raw in f:
         digest.update(raw)
-        yield raw
+        lines.append(raw)
+        if len(lines) == CHUNK_LINES:
+            yield before, lines
+            before += len(lines)
+            report.lines += len(lines)
+            lines = []
+    if lines:
+        yield before, lines
+        report.lines += len(lines)
 
 
-def _parse(path: str, line: int, raw: bytes, limits: Limits, default_model: str | None) -> tuple[RequestRow, str]:
-    def bad(problem: str) -> InputError:
-        return InputError(path, line, problem)
-
-    try:
-        item = json.loads(raw, parse_constant=_refuse_constant)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise bad(f"not valid JSON ({exc})") from exc
-    except ValueError as exc:  # NaN, Infinity
-        raise bad(str(exc)) from exc
-    except RecursionError as exc:
-        raise bad("nested too deeply to be a request") from exc
-    if not isinstance(item, dict):
-        raise bad("expected a JSON object with custom_id and body")
-    custom_id = item.get("custom_id")
-    if not isinstance(custom_id, str) or not custom_id:
-        raise bad("missing custom_id (a non-empty string)")
-    body = item.get("body")
-    if not isinstance(body, dict):
-        raise bad(f"request {custom_id!r}: missing body (a JSON object)")
-    method = item.get("method", "POST")
-    url = item.get("url", "/v1/chat/completions")
-    if method != "POST":
-        raise bad(f"request {custom_id!r}: method must be POST, not {method!r}")
-    if url not in ENDPOINTS:
-        raise bad(f"request {custom_id!r}: unsupported url {url!r} (supported: {', '.join(ENDPOINTS)})")
-    if body.get("stream"):
-        raise bad(f"request {custom_id!r}: stream is not supported; remove it")
-    model_name = body.get("model") or default_model
-    if not isinstance(model_name, str):
-        raise bad(f"request {custom_id!r}: no model; set body.model or pass --model")
-    try:
-        model = limits.model(model_name)
-    except ConfigError as exc:
-        raise bad(f"request {custom_id!r}: {exc}") from exc
-    if url not in model.endpoints:
-        raise bad(f"request {custom_id!r}: {model_name} does not serve {url} (serves {', '.join(model.endpoints)})")
-    if "model" not in body:
-        body = {"model": model_name, **body}
-    try:
-        text = dumps(body)
-        text.encode()
-    except UnicodeEncodeError as exc:
-        raise bad(f"request {custom_id!r}: text with a lone surrogate ({exc.object[exc.start:exc.end]!r}) is not "
-                  "valid UTF-8; OpenAI would refuse it") from exc  # fmt: skip
-    except (RecursionError, ValueError) as exc:
-        raise bad(f"request {custom_id!r}: body cannot be sent as JSON ({exc})") from exc
-    if not custom_id.isprintable() or custom_id != custom_id.encode(errors="replace").decode():
-        raise bad(f"request {custom_id!r}: custom_id must be printable text")
-    for key in ("max_tokens", "max_completion_tokens", "max_output_tokens", "n"):
-        value = body.get(key)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 10**9):
-            raise bad(f"request {custom_id!r}: {key} must be a whole number from 1, not {json.dumps(value)[:40]}")
-    cost = estimate(url, body, model.tokenizer, limits.output_reservation_tokens, model.max_output_tokens)
-    refusal = ""
-    if cost.prompt_tokens > model.input_limit:
-        refusal = f"prompt of {cost.prompt_tokens:,} tokens exceeds {model.name}'s input limit of {model.input_limit:,}"
-    elif model.max_output_tokens and cost.output_tokens > model.max_output_tokens:
-        refusal = f"asks for {cost.output_tokens:,} output tokens; {model.name} allows {model.max_output_tokens:,}"
-    elif cost.prompt_tokens + cost.output_tokens > model.context_window:
-        refusal = (
-            f"prompt {cost.prompt_tokens:,} + output {cost.output_tokens:,} tokens exceeds {model.name}'s "
-            f"context window of {model.context_window:,}"
-        )
-    digest = hashlib.sha256(f"{url}\n{text}".encode()).hexdigest()
-    row = RequestRow(custom_id, line, url, model.name, text, digest, cost.prompt_tokens, cost.output_tokens, cost.n)
-    return row, refusal
-
-
-def _store(store: Store, run: str, path: str, rows: list[RequestRow], watermark: int, refusals: dict[str, str]) -> int:
+def _store(store: Store, run: str, path: str, rows: list[RowValues], watermark: int, refusals: dict[str, str]) -> int:
     if not rows:
         return 0
     inserted, conflicts = store.add_requests(run, rows)
@@ -196,7 +135,3 @@ def _store(store: Store, run: str, path: str, rows: list[RequestRow], watermark:
         if (store.request_id(run, custom_id) or 0) > watermark:
             store.refuse(run, custom_id, "request_too_large", reason)
     return inserted
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number OpenAI accepts")

@@ -6,8 +6,7 @@ counting rules per endpoint are rows of ``runner.endpoints``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from runner.encodings import encoding
 from runner.endpoints import endpoint
@@ -32,8 +31,7 @@ def output_reservation(path: str, body: dict[str, Any], default: int, model_max:
     return min(default, model_max) if model_max else default
 
 
-@dataclass(frozen=True)
-class RequestCost:
+class RequestCost(NamedTuple):
     """What one request may consume: ``prompt_tokens`` in, up to ``output_tokens`` out per choice, ``n`` choices."""
 
     prompt_tokens: int

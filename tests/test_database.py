@@ -83,7 +83,7 @@ def test_a_database_from_a_newer_runner_is_refused_naming_both_versions(finished
     for args in (["status"], ["results"], ["spend"]):
         ran = cli(*args, env=env_for(db))
         assert ran.returncode == 2, ran.stderr
-        assert "written by a newer runner (schema m099_future; this runner knows up to m007" in ran.stderr
+        assert "written by a newer runner (schema m099_future; this runner knows up to m008" in ran.stderr
 
 
 @contextmanager

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
+from sqlite_utils import Database
 
 from runner.errors import ConfigError, InputError, RunLocked, StateConflict
 from runner.jobfile import ingest
 from runner.limits import Limits
+from runner.parsers import CHUNK_LINES, PARALLEL_FROM
 from runner.store import Move, Outcome, Store
+from runner.store.migrations import migrations
 
 from .conftest import chat_line, write_jsonl
 
@@ -70,6 +75,36 @@ def test_bad_line_is_named_and_nothing_of_the_pass_is_kept(
     assert problem in str(info.value)
     assert str(info.value).startswith(f"{path}:3: ")
     assert snapshot(store) == before  # ok2 was not half-added
+
+
+def test_a_big_input_parsed_in_child_processes_is_stored_as_parsed_here(tmp_path: Path, limits: Limits) -> None:
+    """Chunks come back from several processes in file order: the same rows, lines and refusals, and the first of
+    two bad lines in different chunks is the one named."""
+    lines = [chat_line(f"r{i}", f"text {i} " * (i % 7)) for i in range(3 * CHUNK_LINES + 17)]
+    lines[4000] = chat_line("long", max_tokens=100_000)  # more output than the model gives: stored as failed
+    path = write_jsonl(tmp_path / "job.jsonl", lines)
+    stored = []
+    for parallel_from in (PARALLEL_FROM, 0):
+        with closing(Store(tmp_path / f"{parallel_from}.db")) as store:
+            store.acquire("job", str(path))
+            report = ingest(store, "job", path, limits, parallel_from=parallel_from)
+            assert (report.added, [r[:2] for r in report.refused]) == (len(lines), [(4001, "long")])
+            stored.append(store.conn.execute("SELECT custom_id, line, body_hash, prompt_tokens, state FROM requests"
+                                             " ORDER BY id").fetchall())  # fmt: skip
+    assert stored[0] == stored[1]
+    with path.open("a") as f:
+        f.write("\n" * (CHUNK_LINES + 5) + '{"custom_id": "x"}\n' + "\n" * CHUNK_LINES + "[1]\n")
+    with closing(Store(tmp_path / "bad.db")) as store, pytest.raises(InputError) as info:
+        store.acquire("job", str(path))
+        ingest(store, "job", path, limits, parallel_from=0)
+    assert info.value.line == len(lines) + CHUNK_LINES + 6 and "missing body" in info.value.problem
+    # stopped early, from a child (bad first line) and from this process (a duplicate): the children are ended
+    for case, (first, problem) in enumerate([("{", "not valid JSON"), (json.dumps(chat_line("r9")), "'r9'")]):
+        path.write_text(first + "\n" + path.read_text())
+        with closing(Store(tmp_path / f"stopped{case}.db")) as store, pytest.raises(InputError, match=problem):
+            store.acquire("job", str(path))
+            ingest(store, "job", path, limits, parallel_from=0)
+        path.write_text(path.read_text().split("\n", 1)[1])
 
 
 def test_duplicate_custom_id_in_file_names_both_lines(tmp_path: Path, store: Store, limits: Limits) -> None:
@@ -206,3 +241,44 @@ def test_claiming_walks_an_index_in_id_order_and_never_sorts_the_queue(
     (update,) = [s for s in statements if s.lstrip().startswith("UPDATE requests")]
     plan = " | ".join(str(row[-1]) for row in store.conn.execute("EXPLAIN QUERY PLAN " + update))
     assert "requests_claim" in plan and "TEMP B-TREE" not in plan, plan
+
+
+def test_a_database_from_before_the_state_check_rebuild_keeps_every_row_and_answer(tmp_path: Path) -> None:
+    """m008 rebuilds the requests table (a CHECK can change no other way): a database of the previous schema, with
+    requests in several states and answers pointing at them, opens with everything in place, the state check and
+    the answers' references still enforced, and foreign keys on again."""
+    db_path = tmp_path / "old.db"
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    conn.execute("PRAGMA foreign_keys=ON")
+    migrations.apply(Database(conn), stop_before="m008_cheap_state_check")
+    conn.execute("INSERT INTO runs(name, created_at) VALUES ('job', 1)")
+    for i, state in enumerate(["pending", "succeeded", "failed", "in_flight", "batched", "cancelled"], 1):
+        conn.execute(
+            "INSERT INTO requests(run, custom_id, line, endpoint, model, body, body_hash, prompt_tokens,"
+            " output_tokens, state, updated_at, resubmits) VALUES ('job',?,?,'/v1/chat/completions','gpt-4.1-mini',"
+            " '{}', 'h', 5, 10, ?, 2, ?)",
+            (f"r{i}", i, state, i % 2),
+        )
+    for i, outcome in [(2, "succeeded"), (3, "failed")]:
+        conn.execute(
+            "INSERT INTO results(request_id, run, custom_id, outcome, mode, created_at) VALUES (?,'job',?,?,'sync',3)",
+            (i, f"r{i}", outcome),
+        )
+    before = conn.execute("SELECT * FROM requests ORDER BY id").fetchall()
+    answers = conn.execute("SELECT * FROM results ORDER BY request_id").fetchall()
+    conn.close()
+
+    with closing(Store(db_path)) as store:
+        c = store.conn
+        assert c.execute("SELECT * FROM requests ORDER BY id").fetchall() == before
+        assert c.execute("SELECT * FROM results ORDER BY request_id").fetchall() == answers
+        assert "state = 'pending' OR" in c.execute("SELECT sql FROM sqlite_master WHERE name='requests'").fetchone()[0]
+        indexes = {name for (name,) in c.execute("SELECT name FROM sqlite_master WHERE tbl_name='requests'")}
+        assert {"requests_claim", "requests_batch"} <= indexes
+        assert c.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
+            c.execute("UPDATE requests SET state='lost' WHERE id=1")
+        with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+            c.execute("INSERT INTO results(request_id, run, custom_id, outcome, mode, created_at)"
+                      " VALUES (99,'job','x','failed','sync',3)")  # fmt: skip
+        assert store.counts("job")["pending"] == 1

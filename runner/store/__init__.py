@@ -33,7 +33,7 @@ from runner.store.extractions import Extractions
 from runner.store.history import Calibration, History, StatedLimits
 from runner.store.migrations import known as migrations_known
 from runner.store.migrations import migrations
-from runner.store.requests import Claimed, Outcome, RequestRow, Requests
+from runner.store.requests import Claimed, Outcome, RequestRow, Requests, RowValues
 from runner.store.runs import Runs
 from runner.store.states import FINAL, TRANSITIONS, Move, State
 
@@ -50,6 +50,7 @@ __all__ = [
     "Outcome",
     "PackedLine",
     "RequestRow",
+    "RowValues",
     "State",
     "StatedLimits",
     "Store",
@@ -157,6 +158,9 @@ def default_db_path() -> str:
     return os.environ.get("RUNNER_DB", "runner.db")
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def dumps(value: Any) -> str:
     """Compact JSON as stored: no spaces, text as it is."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return _ENCODER.encode(value)

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from runner.errors import StateConflict
 from runner.store.results import Results
 from runner.store.states import Move, State
 
-__all__ = ["Claimed", "Outcome", "RequestRow", "Requests"]
+__all__ = ["Claimed", "Outcome", "RequestRow", "Requests", "RowValues"]
 
 
-@dataclass(frozen=True)
-class RequestRow:
-    """A request as ingest stores it."""
+RowValues = tuple[str, int, str, str, str, str, int, int, int]  # a RequestRow's values, in its order
+
+
+class RequestRow(NamedTuple):
+    """A request as ingest stores it (a tuple: millions are made at ingest)."""
 
     custom_id: str
     line: int
@@ -74,26 +77,24 @@ class Outcome:
 class Requests(Results):
     # -- ingest --------------------------------------------------------------------------------------------------
 
-    def add_requests(self, run: str, rows: Sequence[RequestRow]) -> tuple[int, list[tuple[RequestRow, int, int, str]]]:
-        """Insert new requests. Returns how many were new, and ``(row, stored_id, stored_line, stored_hash)`` for
-        each row whose custom_id is stored from another line or with another body. Call inside a transaction to
-        make a whole ingest one."""
+    def add_requests(self, run: str, rows: Sequence[RowValues]) -> tuple[int, list[tuple[RequestRow, int, int, str]]]:
+        """Insert new requests (a ``RequestRow`` or its values as a plain tuple: cheaper to pass between
+        processes). Returns how many were new, and ``(row, stored_id, stored_line, stored_hash)`` for each row whose
+        custom_id is stored from another line or with another body. Call inside a transaction to make a whole
+        ingest one."""
         now = self.clock()
         before = self.conn.total_changes
         self.conn.executemany(
             "INSERT INTO requests(run, custom_id, line, endpoint, model, body, body_hash, prompt_tokens,"
             " output_tokens, n, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(run, custom_id) DO NOTHING",
-            [
-                (run, r.custom_id, r.line, r.endpoint, r.model, r.body, r.body_hash, r.prompt_tokens,
-                 r.output_tokens, r.n, now)
-                for r in rows
-            ],
-        )  # fmt: skip
+            [(run, *r, now) for r in rows],
+        )
         inserted = self.conn.total_changes - before
         if inserted == len(rows):
             return inserted, []
         stored: dict[str, tuple[int, int, str]] = {}
-        ids = [r.custom_id for r in rows]
+        given = [RequestRow(*r) for r in rows]
+        ids = [r.custom_id for r in given]
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
             marks = ",".join("?" * len(chunk))
@@ -103,7 +104,7 @@ class Requests(Results):
             ):
                 stored[cid] = (rid, line, h)
         out: list[tuple[RequestRow, int, int, str]] = []
-        for r in rows:
+        for r in given:
             rid, line, h = stored[r.custom_id]
             if line != r.line or h != r.body_hash:
                 out.append((r, rid, line, h))
