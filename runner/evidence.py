@@ -178,6 +178,7 @@ class Evidence:
         self.preferred: _Hypothesis | None = None  # believed on the word of a 429, until the spreads decide
         self.largest = 1.0  # the largest single use seen lately
         self.window: tuple[float, float] | None = None  # (start, period) of the fixed window last read
+        self._share: float | None = None  # the share as last worked out (None: to be worked out again)
         self.stale = Ledger()  # refunds of uses admitted before that window began (it no longer counts them)
 
     @property
@@ -196,6 +197,7 @@ class Evidence:
         says it is the right one. Returns whether that explains the 429."""
         if self.believed is not None:
             return False
+        self._share = None
         read = [h for h in self.hypotheses if h.position >= 0]
         if len(read) < 2:
             return False
@@ -208,11 +210,15 @@ class Evidence:
     @property
     def share(self) -> float:
         """The share of the limit the gate may use: the believed hypothesis's, else the larger (the benefit of the
-        doubt; a 429 will tell if it was wrong)."""
-        believed = self.believed
-        if believed is not None:
-            return believed.share
-        return max((h.share for h in self.hypotheses if h.position >= 0), default=1.0)
+        doubt; a 429 will tell if it was wrong). Kept until a reading or a 429 changes it: the gate asks for it on
+        every admission."""
+        if self._share is None:
+            believed = self.believed
+            if believed is not None:
+                self._share = believed.share
+            else:
+                self._share = max((h.share for h in self.hypotheses if h.position >= 0), default=1.0)
+        return self._share
 
     @property
     def other(self) -> float:
@@ -246,6 +252,7 @@ class Evidence:
         """Weigh one reading taken ``now``; ``sent_position`` is the ledger position just after its request's own
         admission (None for a reading that no request of the gate carried, e.g. a 429's message); ``refused``: it
         came with a 429, so the server is short now whatever a replay says."""
+        self._share = None
         rate = reading.limit / 60.0
         counted = reading.reset * rate
         if reading.limit - reading.remaining < counted - 0.01 * reading.limit - 2:

@@ -85,6 +85,7 @@ class SyncExecutor:
         self.rng = random.Random(settings.seed)
         self.outcomes: list[Outcome] = []
         self.daily: dict[tuple[str, str], list[int]] = {}
+        self.daily_stored: dict[tuple[str, str], int] = {}  # requests stored per (model, day), read once a flush
         self.in_flight = 0
         self.sent_at: dict[int, float] = {}  # request id -> when it was sent (monotonic)
         self.latency = 0.0  # moving average of answers' seconds
@@ -267,7 +268,9 @@ class SyncExecutor:
             return
         day = dt.datetime.fromtimestamp(self.clock(), dt.UTC).date().isoformat()
         if limits.rpd is not None:
-            stored, _ = self.store.daily(model.name, day)
+            stored = self.daily_stored.get((model.name, day))
+            if stored is None:
+                stored = self.daily_stored[model.name, day] = self.store.daily(model.name, day)[0]
             unflushed = self.daily.get((model.name, day), [0, 0])[0]
             if stored + unflushed >= limits.rpd:
                 self._put_back([request])
@@ -489,6 +492,7 @@ class SyncExecutor:
                 batch, self.outcomes = self.outcomes, []
                 self.dropped += self.store.record(self.owner, self.run, batch)
                 crash_point("recorded")
+            self.daily_stored = {}  # read again: other runs may count against the same day
             if self.daily:
                 daily, self.daily = self.daily, {}
                 for (model, day), (requests, tokens) in daily.items():

@@ -160,8 +160,9 @@ def test_transitions_are_compare_and_set(tmp_path: Path, store: Store, limits: L
         "job",
         [Outcome(a.id, a.custom_id, Move.ANSWER, status_code=200, body="{}", model="gpt-4.1-mini", cost=5)],
     )
-    with pytest.raises(StateConflict):  # a is final: it can never be answered twice
-        store.record(owner, "job", [Outcome(a.id, a.custom_id, Move.ANSWER, status_code=200, body="{}")])
+    twice = [Outcome(r.id, r.custom_id, Move.ANSWER, status_code=200, body="{}") for r in (b, a)]
+    with pytest.raises(StateConflict, match="request 'a' in flight"):  # a is final: never answered twice, and
+        store.record(owner, "job", twice)  # the whole record is refused: b's answer is not kept without a's
     # another process (one that was taken over, say) cannot settle b: nothing is recorded, and it is told so
     assert store.record("someone-else", "job", [Outcome(b.id, b.custom_id, Move.FAIL)]) == 1
     counts = store.counts("job")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -56,6 +56,26 @@ class Base:
             (move.target.value, self.clock(), *values, *args),
         )
         return int(cursor.rowcount)
+
+    def _move_all(self, move: Move, extra_where: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> bool:
+        """Apply ``move`` to many requests in one statement; each row gives the ``columns``' values, the id, then the
+        ``extra_where`` arguments. All or none: False (nothing moved) if one could not move, for the caller to move
+        them one by one with ``_move_one``, which names it. Call inside a transaction."""
+        sets = "".join(f", {c}=?" for c in columns)
+        where = "id=?" + (f" AND {extra_where}" if extra_where else "")
+        target, now = move.target.value, self.clock()
+        self.conn.execute("SAVEPOINT move_all")
+        before: int = self.conn.total_changes
+        self.conn.executemany(
+            f"UPDATE requests SET state=?, updated_at=?{sets} WHERE {where} AND {move.where()}",
+            [(target, now, *row) for row in rows],
+        )
+        after: int = self.conn.total_changes
+        moved = after - before == len(rows)
+        if not moved:
+            self.conn.execute("ROLLBACK TO move_all")
+        self.conn.execute("RELEASE move_all")
+        return moved
 
     def _move_one(
         self, move: Move, request_id: int, what: str, extra_where: str = "", args: tuple[Any, ...] = (), **sets: Any

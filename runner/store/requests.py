@@ -74,6 +74,13 @@ class Outcome:
         return self.move.target is not State.PENDING
 
 
+def _by_move(outcomes: list[Outcome]) -> dict[Move, list[Outcome]]:
+    groups: dict[Move, list[Outcome]] = {}
+    for o in outcomes:
+        groups.setdefault(o.move, []).append(o)
+    return groups
+
+
 class Requests(Results):
     # -- ingest --------------------------------------------------------------------------------------------------
 
@@ -190,19 +197,18 @@ class Requests(Results):
         with self.transaction():
             if not self.owns(run, owner):
                 return len(items)
-            for o in items:
-                what = f"request {o.custom_id!r} in flight for this process"
-                if o.final:
-                    self._move_one(
-                        o.move, o.request_id, what, "lease_owner=?", (owner,),
-                        last_error=o.error_message, lease_owner=None, lease_expires=None,
-                    )  # fmt: skip
-                    self._insert_result(o, run, "sync")
-                else:
-                    self._move_one(
-                        o.move, o.request_id, what, "lease_owner=?", (owner,),
-                        not_before=o.not_before, last_error=o.error_message, lease_owner=None, lease_expires=None,
-                    )  # fmt: skip
+            for move, group in _by_move(items).items():
+                final = move.target is not State.PENDING
+                columns = ("last_error", "lease_owner", "lease_expires") + (() if final else ("not_before",))
+                rows = [(o.error_message, None, None, *(() if final else (o.not_before,)), o.request_id, owner)
+                        for o in group]  # fmt: skip
+                if not self._move_all(move, "lease_owner=?", columns, rows):
+                    for o in group:  # one of them cannot move: found and named
+                        sets = dict(zip(columns, (o.error_message, None, None, o.not_before), strict=False))
+                        self._move_one(move, o.request_id, f"request {o.custom_id!r} in flight for this process",
+                                       "lease_owner=?", (owner,), **sets)  # fmt: skip
+                if final:
+                    self._insert_results(group, run, "sync")
         return 0
 
     # -- reports -------------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@ move that made the request final. Daily usage (requests and tokens per model and
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from runner.store.base import Base
@@ -21,20 +21,23 @@ _OUTCOME = {Move.ANSWER: "succeeded", Move.COLLECT: "succeeded", Move.FAIL: "fai
 class Results(Base):
     def _insert_result(self, o: Outcome, run: str, mode: str) -> None:
         """Write the result (and spend, if billed) of ``o``; call inside the transaction that moved its state."""
+        self._insert_results([o], run, mode)
+
+    def _insert_results(self, outcomes: Sequence[Outcome], run: str, mode: str) -> None:
+        """Write the results (and spend, of those billed); call inside the transaction that moved their states."""
         now = self.clock()
-        self.conn.execute(
+        self.conn.executemany(
             "INSERT INTO results(request_id, run, custom_id, outcome, status_code, response_id, body,"
             " error_code, error_message, mode, created_at, retryable, seconds) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (o.request_id, run, o.custom_id, _OUTCOME[o.move], o.status_code, o.response_id, o.body, o.error_code,
-             o.error_message, mode, now, int(o.retryable), o.seconds),
+            [(o.request_id, run, o.custom_id, _OUTCOME[o.move], o.status_code, o.response_id, o.body, o.error_code,
+              o.error_message, mode, now, int(o.retryable), o.seconds) for o in outcomes],
         )  # fmt: skip
-        if o.cost is not None:
-            self.conn.execute(
-                "INSERT INTO spend(run, request_id, model, service_tier, prompt_tokens, cached_tokens,"
-                " output_tokens, cost, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                (run, o.request_id, o.model, o.service_tier, o.prompt_tokens, o.cached_tokens, o.output_tokens,
-                 o.cost, now),
-            )  # fmt: skip
+        self.conn.executemany(
+            "INSERT INTO spend(run, request_id, model, service_tier, prompt_tokens, cached_tokens,"
+            " output_tokens, cost, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+            [(run, o.request_id, o.model, o.service_tier, o.prompt_tokens, o.cached_tokens, o.output_tokens,
+              o.cost, now) for o in outcomes if o.cost is not None],
+        )  # fmt: skip
 
     def results(self, run: str) -> Iterator[dict[str, Any]]:
         cur = self.conn.execute(
