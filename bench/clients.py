@@ -65,14 +65,19 @@ async def oaib_client(base_url: str, job: Path, rpm: int, tpm: int) -> dict[str,
     return {"answered": len(output), "dropped": len(given) - len(output)}
 
 
-async def raw_client(base_url: str, job: Path, connections: int) -> dict[str, Any]:
+async def raw_client(base_url: str, job: Path, connections: int, per_second: int | None) -> dict[str, Any]:
+    """Raw aiohttp posts on ``connections`` connections; with ``per_second``, started at most that many a second
+    (``AsyncLimiter(per_second, 1)``: the tier's rate, a second's worth at a time)."""
     gate = asyncio.Semaphore(connections)
+    pace = AsyncLimiter(per_second, 1) if per_second else None
     answered = 0
     connector = aiohttp.TCPConnector(limit=connections, limit_per_host=connections)
     async with aiohttp.ClientSession(connector=connector) as session:
 
         async def one(body: dict[str, Any]) -> None:
             nonlocal answered
+            if pace is not None:
+                await pace.acquire()
             async with gate, session.post(base_url + "/chat/completions", data=json.dumps(body).encode()) as r:
                 await r.read()
                 answered += r.status == 200
@@ -89,6 +94,7 @@ def main() -> None:
     parser.add_argument("--rpm", type=int, default=900)
     parser.add_argument("--tpm", type=int, default=90_000)
     parser.add_argument("--connections", type=int, default=3000)
+    parser.add_argument("--per-second", type=int, default=None, help="raw: start at most this many a second")
     args = parser.parse_args()
     started = time.monotonic()
     if args.client == "oaib":
@@ -99,7 +105,7 @@ def main() -> None:
             sys.exit(3)
         result = asyncio.run(oaib_client(args.base_url, args.job, args.rpm, args.tpm))
     elif args.client == "raw":
-        result = asyncio.run(raw_client(args.base_url, args.job, args.connections))
+        result = asyncio.run(raw_client(args.base_url, args.job, args.connections, args.per_second))
     else:
         result = asyncio.run(aiolimiter_client(args.base_url, args.job, args.rpm, args.tpm))
     print(json.dumps({**result, "seconds": time.monotonic() - started}))

@@ -3,7 +3,8 @@
 Parsing a line (JSON, the stored body, its hash, tiktoken) costs about twice what storing it does, so a
 million-line job is parsed by ``cores`` child processes (``python -m runner.parsers``, a module of its own: nothing
 of the caller's program is imported again, and no process is forked from one that may run threads) while this
-process stores. An input smaller than ``PARALLEL_FROM`` is parsed here: a child takes ~0.3 s to start.
+process stores. An input smaller than ``PARALLEL_FROM`` is parsed here: a child takes ~0.5 s to start (imports
+and the tokenizer).
 
 Protocol (pickle over the child's stdin and stdout): the ``LineReader``, then chunks ``(line before the first,
 [lines])``; each answer is the chunk's parsed rows, or ``(line, problem)`` for its first bad line. End of input
