@@ -3,7 +3,8 @@
     python bench/scale.py [--requests 1000000] [--small 20000] [--seconds 8]
 
 Prints, each next to its same-run baseline:
-- ingest of the job (parse, count tokens, store): lines/s, the child process's peak memory, database and WAL size;
+- ingest of the job (parse, count tokens, store): lines/s, the peak memory of the ingesting process and of each
+  parser process it starts (a big input is parsed on every core), database and WAL size;
 - the cost of one claim (256 requests) with every request pending, against a job of ``--small`` requests;
 - the send rate of ``runner run`` against a zero-latency simulator (limits lifted) for ``--seconds``, with the big
   queue pending and with the small one;
@@ -46,7 +47,9 @@ def child_ingest(job: str, db: str) -> None:
     wal_mb = wal.stat().st_size / 2**20 if wal.exists() else 0.0
     store.close()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"lines": report.added, "seconds": seconds, "peak_mb": peak, "wal_mb": wal_mb}))
+    parsers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest parser process, if any
+    print(json.dumps({"lines": report.added, "seconds": seconds, "peak_mb": peak, "parser_mb": parsers,
+                      "wal_mb": wal_mb}))  # fmt: skip
 
 
 def ingest_in_child(job: Path, db: Path) -> dict[str, Any]:
@@ -141,7 +144,8 @@ def main() -> None:
         db_mb = big_db.stat().st_size / 2**20
         print(f"jobs: {args.requests:,} and {args.small:,} requests")
         for n, r in ((args.requests, big), (args.small, small)):
-            print(f"ingest {n:>9,}: {r['lines'] / r['seconds']:9,.0f} lines/s  peak {r['peak_mb']:6.0f} MB")
+            parsers = f" + parser processes {r['parser_mb']:.0f} MB each" if r["parser_mb"] else ""
+            print(f"ingest {n:>9,}: {r['lines'] / r['seconds']:9,.0f} lines/s  peak {r['peak_mb']:6.0f} MB{parsers}")
         print(f"database {db_mb:,.0f} MB, WAL after ingest {big['wal_mb']:,.0f} MB")
         big_claim, small_claim = claim_ms(big_db), claim_ms(small_db)
         print(f"claim of 256 with {args.requests:,} pending: {big_claim:6.2f} ms; with {args.small:,}: "
