@@ -22,6 +22,7 @@ The public surface is the ``runner`` command (``runner.cli``). One noun per modu
     caching         prompt caching as OpenAI describes it (the simulator bills by it, the planner expects it)
     jobfile         the input JSONL, ingested into the store
     inputline       one input line into the row ingest stores, or the problem that makes it unusable
+    rows            a request as ingest stores it (a plain tuple), free of the store's dependencies
     parsers         a big input's lines parsed in child processes, one per core, rows back in file order
     retry           every retry decision, as pure functions
     gate            pacing one model under RPM and TPM

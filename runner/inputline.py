@@ -16,10 +16,18 @@ from typing import Any
 from runner.endpoints import ENDPOINTS
 from runner.errors import ConfigError, InputError
 from runner.limits import Limits, ModelInfo
-from runner.store import RequestRow, dumps
+from runner.rows import RequestRow
 from runner.tokens import RequestCost, estimate
 
-__all__ = ["LineReader"]
+__all__ = ["LineReader", "dumps"]
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON as stored: no spaces, text as it is."""
+    return _ENCODER.encode(value)
+
 
 _BOM = b"\xef\xbb\xbf"
 

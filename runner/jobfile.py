@@ -1,8 +1,7 @@
 """Read an input JSONL into the store, streaming, with a clear error for the first bad line.
 
-A line is the Batch API's input line: ``{"custom_id", "method": "POST", "url": "/v1/chat/completions",
-"body": {...}}``; ``method`` and ``url`` may be left out (POST to /v1/chat/completions), and ``body.model`` may
-come from ``--model``. The same file therefore runs in sync or batch mode unchanged.
+A line is the Batch API's input line (``runner.inputline`` reads one), so the same file runs in sync or batch mode
+unchanged. A big input is parsed on every core (``runner.parsers``) while this process stores.
 
 Queue semantics: the run remembers how many bytes of the input it stored and their SHA-256. If the file still
 starts with those bytes, only the lines after them are read (appended work); otherwise every line is checked
@@ -25,7 +24,8 @@ from runner.errors import ConfigError, InputError
 from runner.inputline import LineReader
 from runner.limits import Limits
 from runner.parsers import CHUNK_LINES, PARALLEL_FROM, Chunk, children_for, parsed
-from runner.store import RequestRow, RowValues, Store
+from runner.rows import RequestRow, RowValues
+from runner.store import Store
 
 __all__ = ["IngestReport", "ingest", "read"]
 
@@ -60,7 +60,7 @@ def ingest(
         children = children_for(path.stat().st_size - f.tell(), parallel_from)
         reader = LineReader(str(path), limits, default_model)
         for rows in parsed(_chunks(f, digest, line_no, report), reader, children):
-            refused = [(row[1], row[0], refusal) for row, refusal in rows if refusal]
+            refused = [(row[1], row[0], refusal) for row, refusal in rows if refusal]  # (line, custom_id, reason)
             report.refused.extend(refused)
             refusals = {custom_id: refusal for _, custom_id, refusal in refused}
             report.added += _store(store, run, str(path), [row for row, _ in rows], watermark, refusals)

@@ -26,7 +26,7 @@ from typing import IO, Any
 
 from runner.errors import InputError
 from runner.inputline import LineReader
-from runner.store import RequestRow, RowValues
+from runner.rows import RequestRow, RowValues
 
 __all__ = ["CHUNK_LINES", "PARALLEL_FROM", "Chunk", "children_for", "parsed"]
 

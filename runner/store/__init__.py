@@ -17,23 +17,22 @@ outcomes), ``results`` (results, spend, daily usage), ``batches`` (the batch boo
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
 
 from sqlite_utils import Database
 
 from runner.errors import ConfigError
+from runner.rows import RequestRow, RowValues
 from runner.store.base import Clock
 from runner.store.batches import BATCH_MOVES, QUEUED, Batches, BatchRow, BatchState, PackedLine
 from runner.store.extractions import Extractions
 from runner.store.history import Calibration, History, StatedLimits
 from runner.store.migrations import known as migrations_known
 from runner.store.migrations import migrations
-from runner.store.requests import Claimed, Outcome, RequestRow, Requests, RowValues
+from runner.store.requests import Claimed, Outcome, Requests
 from runner.store.runs import Runs
 from runner.store.states import FINAL, TRANSITIONS, Move, State
 
@@ -55,7 +54,6 @@ __all__ = [
     "StatedLimits",
     "Store",
     "default_db_path",
-    "dumps",
 ]
 
 
@@ -156,11 +154,3 @@ def _problem(path: str, exc: sqlite3.DatabaseError) -> ConfigError:
 
 def default_db_path() -> str:
     return os.environ.get("RUNNER_DB", "runner.db")
-
-
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-
-
-def dumps(value: Any) -> str:
-    """Compact JSON as stored: no spaces, text as it is."""
-    return _ENCODER.encode(value)

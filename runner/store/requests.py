@@ -4,30 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 
 from runner.errors import StateConflict
+from runner.rows import RequestRow, RowValues
 from runner.store.results import Results
 from runner.store.states import Move, State
 
 __all__ = ["Claimed", "Outcome", "RequestRow", "Requests", "RowValues"]
-
-
-RowValues = tuple[str, int, str, str, str, str, int, int, int]  # a RequestRow's values, in its order
-
-
-class RequestRow(NamedTuple):
-    """A request as ingest stores it (a tuple: millions are made at ingest)."""
-
-    custom_id: str
-    line: int
-    endpoint: str
-    model: str
-    body: str
-    body_hash: str
-    prompt_tokens: int
-    output_tokens: int
-    n: int
 
 
 @dataclass(frozen=True)
