@@ -1,6 +1,6 @@
 """Million-request jobs: ingest, claiming, the send rate with a huge queue, and resuming a finished job.
 
-    python bench/scale.py [--requests 1000000] [--small 20000] [--seconds 8]
+    python bench/scale.py [--requests 1000000] [--small 20000] [--seconds 8] [--batch 200000]
 
 Prints, each next to its same-run baseline:
 - ingest of the job (parse, count tokens, store): lines/s, the peak memory of the ingesting process and of each
@@ -9,7 +9,9 @@ Prints, each next to its same-run baseline:
 - the send rate of ``runner run`` against a zero-latency simulator (limits lifted) for ``--seconds``, with the big
   queue pending and with the small one;
 - a finished big job with one line appended: time from starting ``runner run`` to the simulator receiving the new
-  request (the job's other requests are marked answered directly in the database, to stand for a finished run).
+  request (the job's other requests are marked answered directly in the database, to stand for a finished run);
+- batch mode end to end on ``--batch`` requests: time and the largest process's peak memory;
+- packing ``--requests`` into batch files against the naive packer (``bench/pack.py``, in the same run).
 """
 
 from __future__ import annotations
@@ -128,11 +130,30 @@ def first_request_seconds(job: Path, db: Path) -> float:
     return took
 
 
+def batch_mode(requests: int, folder: Path) -> tuple[float, float]:
+    """``runner run --mode batch`` on a job of ``requests`` lines against a simulator finishing batches in 2 s:
+    (wall seconds, peak memory in MB of the largest process: the runner or one of its parser processes)."""
+    job = write_job(folder / "batch.jsonl", requests)
+    with sim_process("--latency-scale", "0", "--batch-seconds", "2", duration=3600) as base_url:
+        env = {**os.environ, "OPENAI_API_KEY": "sk-bench"}
+        args = ["run", str(job), "--mode", "batch", "--tier", "tier-5", "--db", str(folder / "batch.db"),
+                "--base-url", base_url, "--no-progress", "--poll-every", "1"]  # fmt: skip
+        started = time.perf_counter()
+        child = subprocess.Popen([sys.executable, "-m", "runner", *args], env=env, stdout=subprocess.DEVNULL)
+        _, status, usage = os.wait4(child.pid, 0)  # this run's own usage (its parser processes included)
+        seconds = time.perf_counter() - started
+        child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise SystemExit(f"batch mode run failed ({child.returncode})")
+    return seconds, usage.ru_maxrss / 1024
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=1_000_000)
     parser.add_argument("--small", type=int, default=20_000)
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--batch", type=int, default=200_000, help="requests of the batch-mode run (0: none)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -155,6 +176,12 @@ def main() -> None:
               f"{small_rate:7,.0f} req/s ({big_rate / small_rate:.2f}x)")  # fmt: skip
         took = first_request_seconds(big_job, big_db)
         print(f"finished {args.requests:,}-line job + 1 appended line: first request sent after {took:.2f} s")
+        if args.batch:
+            seconds, peak = batch_mode(args.batch, folder)
+            print(f"batch mode, {args.batch:,} requests end to end: {seconds:.0f} s, peak {peak:.0f} MB")
+    packing = subprocess.run([sys.executable, str(Path(__file__).with_name("pack.py")), "--requests",
+                              str(args.requests)], capture_output=True, text=True, check=True)  # fmt: skip
+    print("packing (bench/pack.py):", *packing.stdout.strip().splitlines()[-3:], sep="\n  ")
 
 
 if __name__ == "__main__":
