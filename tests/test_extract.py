@@ -140,15 +140,19 @@ def test_sources_name_the_file_and_line_of_a_problem(tmp_path: Path) -> None:
     assert [d.id for d in read_documents(folder)] == ["b", "sub/a"]
 
 
+def ticket_job(folder: Path, count: int, complaint: str) -> Extraction:
+    """An extraction of ``count`` one-line tickets (files t00.txt...) in ``folder`` with the example ticket schema."""
+    folder.mkdir()
+    for i in range(count):
+        (folder / f"t{i:02d}.txt").write_text(f"Ticket {i}: {complaint}")
+    return Extraction(str(folder), str(ROOT / "jobs" / "ticket.schema.json"), max_output_tokens=200)
+
+
 def test_extraction_repairs_once_and_a_rerun_sends_nothing_and_duplicates_nothing(
     tmp_path: Path, store: Store, limits: Limits, start_sim: Any
 ) -> None:
     sim = start_sim(tier="tier-5", latency_scale=0, flawed_rate=0.4, seed=3)
-    folder = tmp_path / "tickets"
-    folder.mkdir()
-    for i in range(30):
-        (folder / f"t{i:02d}.txt").write_text(f"Ticket {i}: the app crashes when I open settings.")
-    job = Extraction(str(folder), str(ROOT / "jobs" / "ticket.schema.json"), max_output_tokens=200)
+    job = ticket_job(tmp_path / "tickets", 30, "the app crashes when I open settings.")
     settings, creds = RunSettings(tier="tier-5"), Credentials(sim.base_url, "k")
     report = extract(store, job, limits, settings, creds, progress=False)
     assert report.valid + report.repaired + report.failed == 30 and report.repaired > 0
@@ -174,11 +178,7 @@ def test_one_spending_cap_covers_the_extraction_and_its_repairs(
     tmp_path: Path, store: Store, limits: Limits, start_sim: Any
 ) -> None:
     sim = start_sim(tier="tier-5", latency_scale=0, flawed_rate=0.5, seed=5)
-    folder = tmp_path / "notes"
-    folder.mkdir()
-    for i in range(20):
-        (folder / f"n{i:02d}.txt").write_text(f"Ticket {i}: billing charged me twice.")
-    job = Extraction(str(folder), str(ROOT / "jobs" / "ticket.schema.json"), max_output_tokens=200)
+    job = ticket_job(tmp_path / "notes", 20, "billing charged me twice.")
     first = extract(store, job, limits, RunSettings(tier="tier-5"), Credentials(sim.base_url, "k"), progress=False)
     spent = store.total_cost("notes")  # what the first pass costs: a cap just above it leaves little for repairs
     assert first.repaired + first.failed > 0
