@@ -13,8 +13,10 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from runner.budget import Budget, worst_case
 from runner.endpoints import endpoint as endpoint_row
@@ -76,29 +78,72 @@ def pack(
     stops where the next one would not fit. ``upto``: only requests with an id up to it (a split run's batch lane)."""
     spool.mkdir(mode=0o700, parents=True, exist_ok=True)  # the files hold prompts: private to their owner
     due = now()
-    packed: list[Packed] = []
-    for model, path in store.pending_groups(run, due):
-        remaining = budget(model)
-        allowed = endpoint_row(path).max_inputs
-        inputs = min(x for x in (allowed, max_inputs) if x is not None) if allowed is not None else None
-        after = 0
-        while remaining is None or remaining > 0:
-            chunk = store.next_chunk(run)
-            file = spool / f"{run}-{chunk:05d}.jsonl"
-            limits = _Limits(remaining, count_output, max_requests, max_bytes, inputs, upto)
-            money = (spend[0], spend[1](model)) if spend else None
-            written = _write(store, run, (model, path), due, after, file, limits, money)
-            if written is None:
-                file.unlink(missing_ok=True)
-                break
-            ids = (written.count, written.first, written.last)
-            row_id = store.add_batch(run, chunk, (model, path), str(file), written.digest, written.nbytes, ids,
-                                     written.tokens, due)  # fmt: skip
-            packed.append(Packed(row_id, model, written.count, written.tokens, written.nbytes))
-            after = written.last
-            if remaining is not None:
-                remaining -= written.tokens
-    return packed
+    recorded: list[tuple[Future[int], str, _Written]] = []
+    chunk = store.next_chunk(run)
+    with _Recorder(store) as recorder:
+        for model, path in store.pending_groups(run, due):
+            remaining = budget(model)
+            allowed = endpoint_row(path).max_inputs
+            inputs = min(x for x in (allowed, max_inputs) if x is not None) if allowed is not None else None
+            after = 0
+            while remaining is None or remaining > 0:
+                file = spool / f"{run}-{chunk:05d}.jsonl"
+                limits = _Limits(remaining, count_output, max_requests, max_bytes, inputs, upto)
+                money = (spend[0], spend[1](model)) if spend else None
+                written = _write(store, run, (model, path), due, after, file, limits, money)
+                if written is None:
+                    file.unlink(missing_ok=True)
+                    break
+                ids = (written.count, written.first, written.last)
+                row = recorder.add(run, chunk, (model, path), str(file), written.digest, written.nbytes, ids,
+                                   written.tokens, due)  # fmt: skip
+                recorded.append((row, model, written))
+                chunk += 1
+                after = written.last
+                if remaining is not None:
+                    remaining -= written.tokens
+    return [Packed(row.result(), model, w.count, w.tokens, w.nbytes) for row, model, w in recorded]
+
+
+class _Recorder:
+    """Records packed files (``Store.add_batch``: the batch row, and its requests moved to batched) on a connection
+    of its own in one thread, while the next file is written. Moving 50,000 requests rewrites their rows, most of
+    a pack's time, and SQLite lets go of the GIL meanwhile. Files are recorded in order; the connection is opened
+    with the first file and the exit waits for every record (an error in one is raised by ``Future.result``)."""
+
+    def __init__(self, store: Store) -> None:
+        self.path, self.clock = store.path, store.clock
+        self.pool: ThreadPoolExecutor | None = None
+        self.store: Store | None = None  # used only in the pool's thread
+        self.failed: BaseException | None = None  # a record that failed: the ones after it are not made
+
+    def __enter__(self) -> _Recorder:
+        return self
+
+    def add(self, *args: Any) -> Future[int]:
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(1, thread_name_prefix="runner-pack-recorder")
+        return self.pool.submit(self._add, *args)
+
+    def _add(self, *args: Any) -> int:
+        if self.failed is not None:
+            raise self.failed
+        try:
+            if self.store is None:
+                self.store = Store(self.path, clock=self.clock)
+            return self.store.add_batch(*args)
+        except BaseException as exc:
+            self.failed = exc
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.submit(self._close).result()
+            self.pool.shutdown()
+
+    def _close(self) -> None:
+        if self.store is not None:
+            self.store.close()
 
 
 def _write(
