@@ -117,10 +117,13 @@ def test_packing_respects_every_limit_and_splits_models_and_endpoints(
             ("text-embedding-3-small", 2),
         ]
     )
-    for row in store.batch_rows("job"):
+    rows = store.batch_rows("job")
+    assert sorted(r.chunk for r in rows) == [1, 2, 3, 4, 5]  # files are recorded while the next is written
+    for row in rows:
         lines = [json.loads(x) for x in Path(row.spool_path).read_text().splitlines()]
         assert {x["body"]["model"] for x in lines} == {row.model} and {x["url"] for x in lines} == {row.endpoint}
         assert all(x["method"] == "POST" for x in lines)
+        assert [m[1] for m in store.batch_members(row)] == [x["custom_id"] for x in lines]  # its own requests
     assert store.counts("job")["batched"] == 12
 
 
