@@ -17,7 +17,7 @@ stuck. Admission is first come, first served.
   cut is an echo of the same overshoot); it goes most of the way back to just below the factor before that run
   of 429s within seconds, then probes beyond at 0.1% a second (at once when the evidence of other use changes);
 - ``start``: half the rate at first, the whole rate after ``START_SECONDS``: the first answers tell what others
-  use before the gate can overrun it. A 429 during the start ends it: the cut is taken from the pace reached;
+  use before the gate can overrun it;
 - ``burst``: starts at ``burst_seconds`` (1 s, the shortest window OpenAI is known to enforce) and halves when an
   unexplained 429's Retry-After is no longer than the burst: the server enforces a shorter window. It grows back
   after a quiet minute.
@@ -130,15 +130,12 @@ class Pacer:
             return 0.0
         return (need - self.level) / self.rate
 
-    def cut(self, now: float, by: float = FACTOR_CUT) -> None:
-        """An unexplained 429: the pace kept so far (the cautious start's, while it lasts: the start ends here) times
-        ``by``; the way back aims at the pace before this run of 429s."""
-        pace = min(self.factor, self.start_share)
+    def cut(self, now: float) -> None:
+        """An unexplained 429: a tenth off the factor; the way back aims at the factor before this run of 429s."""
         if now - self.last_cut > STORM_SECONDS:
-            self.factor_bad = pace
+            self.factor_bad = self.factor
         self.last_cut = now
-        self.factor = max(FACTOR_FLOOR, pace * by)
-        self.start_share = 1.0
+        self.factor = max(FACTOR_FLOOR, self.factor * FACTOR_CUT)
         self.share_at_cut = self.share
         self.quiet_since = now
         self.level = min(self.level, self.capacity)
@@ -394,7 +391,9 @@ class Gate:
         self._refill(now)
         for pacer in self.pacers.values():
             if pacer:
-                pacer.cut(now, by=0.8)
+                before = pacer.factor
+                pacer.cut(now)
+                pacer.factor = max(FACTOR_FLOOR, before * 0.8)
 
     def statistics(self) -> GateStats:
         now = self.clock()
