@@ -7,8 +7,13 @@ taken, so ``Evidence`` tells the plausible readings apart by their arithmetic in
 
 - continuous (OpenAI's observed per-minute units, or a sub-minute bucket's level): ``reset x limit / 60`` is what
   the server still counts against us, whatever its window. The gate's own admissions and refunds since the
-  previous reading are replayed on a shadow of that deficit; what the server counts beyond the shadow is other
-  use. A replay that touched zero lost refill on the way and teaches nothing.
+  previous reading are replayed on a shadow of that deficit, refilling at what the estimate of other use leaves;
+  what the server counts beyond the shadow corrects the estimate. A replay that touched zero says the server had
+  more room than the estimate leaves (the estimate fades), except after a 429: then what the server counts beyond
+  it is at least the others' use. Where no headers come, the "Limit N, Used M" of 429s are the readings: the
+  balance between two of them is the others' use if the server was short all along (a replay at the rate that
+  leaves never touches zero), else at least it. An answer without a 429 is the only other sign there: after a
+  quiet spell the estimate fades (a probe; a 429 puts it back and makes the next probe wait longer).
 - fixed window (remaining = limit - used this clock minute, reset = time to the minute's end): recognised when
   ``limit - remaining < reset x limit / 60``, which no continuous reading can show, or when the end of the window
   (now + reset) stays put while the gate uses the limit. What the server counts this window beyond the gate's
@@ -36,6 +41,8 @@ EVIDENCE_SECONDS = 3.0  # time constant of the other-use estimate
 LEDGER_SECONDS = 130.0  # how long the gate's own use is remembered
 MIN_SPAN = 0.05  # seconds between two readings compared: answers that arrive together are read as one
 FADE_SECONDS = 120.0  # an estimate the server cannot confirm (it is full) fades over this, so the gate probes
+QUIET_SECONDS = 60.0  # without headers: this long without a 429 (twice that after each probe that found the
+PROBE_SECONDS = 60.0  # estimate right, up to 4 times) and the estimate starts to fade by exp(-(seconds / this) ** 2)
 
 
 @dataclass(frozen=True)
@@ -136,25 +143,30 @@ class _Hypothesis:
         self.mine = 0.0  # exponentially weighted per-second use: the gate's own, what the server counted, and
         self.counted = 0.0  # the weights, so recent samples count most
         self.weight = 0.0
+        self.limit_rate = 0.0  # the limit per second the samples were taken under
         self.spread = 0.0  # mean absolute residual: how badly this hypothesis explains the readings
         self.samples = 0
 
     @property
     def share(self) -> float:
-        """The gate's own use over what the server counts while it is short: the share of the limit the gate may
-        use (1: the server counts nothing beyond it). Taken as 1 until a second or so of samples is seen."""
-        if self.counted <= 0 or self.mine <= 0:
+        """The share of the limit the gate may use: the limit less what the server counts beyond the gate's own use
+        (1: nothing). Other clients' use reads right whatever the gate used meanwhile; a server that counts each
+        request as more than the gate does shows as other use in proportion, and the gate settles where its own
+        use and that excess fill the limit. Taken as 1 until a second or so of samples is seen."""
+        if self.counted <= 0 or self.limit_rate <= 0:
             return 1.0
         seen = min(1.0, self.weight / 0.25)
-        return 1.0 + (max(0.02, min(1.0, self.mine / self.counted)) - 1.0) * seen
+        return 1.0 + (max(0.02, min(1.0, 1.0 - self.other / self.limit_rate)) - 1.0) * seen
 
     @property
     def other(self) -> float:
         """What the server counts beyond the gate's own use, per second."""
         return max(0.0, self.counted - self.mine) / max(self.weight, 0.25)
 
-    def learn(self, mine: float, counted: float, seconds: float) -> None:
-        """Add a sample covering ``seconds`` (per-second uses); older samples fade with ``EVIDENCE_SECONDS``."""
+    def learn(self, mine: float, counted: float, seconds: float, limit_rate: float) -> None:
+        """Add a sample covering ``seconds`` (per-second uses under a limit of ``limit_rate`` per second); older
+        samples fade with ``EVIDENCE_SECONDS``."""
+        self.limit_rate = limit_rate
         fade = math.exp(-max(0.0, seconds) / EVIDENCE_SECONDS)
         self.mine = self.mine * fade + mine * (1 - fade)
         self.counted = self.counted * fade + counted * (1 - fade)
@@ -174,6 +186,10 @@ class Evidence:
         self.hypotheses = (_Hypothesis("sent"), _Hypothesis("answered"))
         self.window_votes: list[float] = []  # when a reading could only come from a fixed window
         self.headed = False  # readings come from headers (else only from 429 messages)
+        self.refused_at = -math.inf  # the last reading that came with a 429
+        self.faded_at = -math.inf
+        self.probed: list[tuple[float, float]] | None = None  # (mine, counted) of each hypothesis before probing
+        self.quiet_seconds = QUIET_SECONDS
         self.was_windowed = False
         self.preferred: _Hypothesis | None = None  # believed on the word of a 429, until the spreads decide
         self.largest = 1.0  # the largest single use seen lately
@@ -228,6 +244,24 @@ class Evidence:
             return believed.other
         return min((h.other for h in self.hypotheses if h.position >= 0), default=0.0)
 
+    def quiet(self, now: float) -> None:
+        """An answer without a 429. Where no headers come, that is the only sign that others use less than the
+        estimate says: after ``QUIET_SECONDS`` without a 429 the estimate fades, slowly at first and faster the
+        longer no 429 comes (``PROBE_SECONDS``), so the gate probes: where others still use the limit, a 429
+        soon says where the room ends (and the estimate is put back; the next probe waits twice as long); where
+        they have gone, the gate has the whole limit back within minutes. With headers, the readings say it."""
+        if self.headed or now - self.faded_at < 1.0:
+            return
+        began = self.refused_at + self.quiet_seconds
+        before, self.faded_at = max(0.0, self.faded_at - began), now
+        after = max(0.0, now - began)
+        if after > before and any(h.counted > h.mine for h in self.hypotheses):
+            if self.probed is None:
+                self.probed = [(h.mine, h.counted) for h in self.hypotheses]
+            for h in self.hypotheses:  # the estimate times exp(-(seconds probing / PROBE_SECONDS) ** 2)
+                h.fade((after**2 - before**2) / PROBE_SECONDS, PROBE_SECONDS)
+            self._share = None
+
     def window_start(self, t: float) -> float | None:
         """When the fixed window holding ``t`` began, if the readings are of a fixed window."""
         if self.window is None:
@@ -253,6 +287,13 @@ class Evidence:
         admission (None for a reading that no request of the gate carried, e.g. a 429's message); ``refused``: it
         came with a 429, so the server is short now whatever a replay says."""
         self._share = None
+        if refused:
+            self.refused_at = now
+            if self.probed is not None:  # the probe went too far: back to what was known before it
+                for h, (mine, counted) in zip(self.hypotheses, self.probed, strict=True):
+                    h.mine, h.counted = mine, counted
+                self.quiet_seconds = min(4 * QUIET_SECONDS, 2 * self.quiet_seconds)
+            self.probed = None
         rate = reading.limit / 60.0
         counted = reading.reset * rate
         if reading.limit - reading.remaining < counted - 0.01 * reading.limit - 2:
@@ -289,28 +330,53 @@ class Evidence:
             if windowed:
                 self._window_sample(h, reading, position, at)
             elif h.position >= 0:
-                expected, floored = self.ledger.replay(h.deficit, h.position, position, h.time, at, rate)
-                if not floored and min(counted, h.deficit) >= self.largest:
-                    # only a server short of at least a request's worth says anything: nearly full, the age of
-                    # a reading and a request in transit are all it shows (and others' use does not matter yet)
-                    mine = self.ledger.total_at(position) - self.ledger.total_at(h.position)
-                    self._sample(h, mine, counted - expected, at - h.time, rate, counted)
-                elif not refused:  # the server had room on the way: nothing to learn now; let the estimate fade
-                    h.fade(at - h.time, FADE_SECONDS if counted >= 1.0 else FADE_SECONDS / 4)
+                self._continuous_sample(h, position, at, counted, rate, refused)
             h.position, h.time, h.deficit = position, at, counted
 
-    def _sample(
-        self, h: _Hypothesis, mine: float, residual: float, elapsed: float, rate: float, counted: float
+    def _continuous_sample(
+        self, h: _Hypothesis, position: int, at: float, counted: float, rate: float, refused: bool
     ) -> None:
-        """``mine``: the gate's own net use between two readings; ``residual``: what the server counted beyond it."""
+        """Compare a continuous reading (the server still counts ``counted``) with the last one ``h`` read."""
+        elapsed = at - h.time
+        mine = self.ledger.total_at(position) - self.ledger.total_at(h.position)
+        # the replay refills at what the estimate leaves the gate: where it holds, the server stays short as long
+        # as the replay does, and what it counts beyond the replay corrects the estimate
+        left = max(0.05 * rate, rate - h.other)
+        expected, floored = self.ledger.replay(h.deficit, h.position, position, h.time, at, left)
+        beyond = counted - expected + (rate - left) * elapsed  # beyond the gate's own use, at the full rate
+        most = counted + (rate - left) * elapsed
+        if not floored and min(counted, h.deficit) >= self.largest:
+            # only a server short of at least a request's worth says anything: nearly full, the age of a reading
+            # and a request in transit are all it shows (and others' use does not matter yet)
+            self._sample(h, mine, beyond, elapsed, rate, most)
+        elif refused:
+            # where no headers come, pairs of 429s are all there is to learn from. The balance between them (the
+            # server short at both) says what others used, if the server was short all along: it was, if a replay
+            # refilling at what that leaves never touches zero
+            balance = counted - h.deficit - mine + rate * elapsed
+            if 0 < balance < rate * elapsed and min(counted, h.deficit) >= self.largest:
+                _, empty = self.ledger.replay(h.deficit, h.position, position, h.time, at, rate - balance / elapsed)
+                if not empty:
+                    self._sample(h, mine, balance, elapsed, rate, balance)
+                    return
+            if beyond > h.other * elapsed:
+                # else the replay that touched zero lost refill that more use by others would have taken: what the
+                # server counts beyond it is at least their use, worth learning when it says more than the estimate
+                self._sample(h, mine, beyond, elapsed, rate, most)
+        elif floored:  # the server had more room than the estimate leaves: nothing to learn now; let it fade
+            h.fade(elapsed, FADE_SECONDS if counted >= 1.0 else FADE_SECONDS / 4)
+
+    def _sample(self, h: _Hypothesis, mine: float, residual: float, elapsed: float, rate: float, most: float) -> None:
+        """``mine``: the gate's own net use between two readings; ``residual``: what the server counted beyond it,
+        at most ``most`` (what the reading's reset covers beyond what the estimate already held)."""
         if elapsed <= 0:
             return
         # one reading moves the estimate by its share of a few seconds, never by more than its own reset covers;
         # a request in transit at either reading shifts a residual by its size, so that much is allowed both ways
         cap = rate * elapsed * 1.5 + self.largest
-        residual = max(-cap, min(residual, cap, counted))
+        residual = max(-cap, min(residual, cap, most))
         h.spread += (abs(residual - h.other * elapsed) - h.spread) * 0.05  # what the estimate does not explain
-        h.learn(mine / elapsed, max(0.0, mine + residual) / elapsed, elapsed)
+        h.learn(mine / elapsed, max(0.0, mine + residual) / elapsed, elapsed, rate)
         h.samples += 1
 
     def _window_sample(self, h: _Hypothesis, reading: Reading, position: int, at: float) -> None:
@@ -325,12 +391,13 @@ class Evidence:
         mine -= self.stale.total_until(at) - self.stale.total_until(began)
         rate = reading.limit / 60.0
         beyond = used - mine
-        beyond = math.copysign(max(0.0, abs(beyond) - self.largest), beyond)  # a request in transit at the edge
+        if beyond < 0:  # requests on their way to the server and refunds on their way back: up to one counts less
+            beyond = min(0.0, beyond + self.largest)
         beyond = max(-rate * 1.1 * elapsed, min(rate * 1.1 * elapsed, beyond))
         h.spread += (abs(used - mine - h.other * elapsed) / max(1.0, elapsed) - h.spread) * 0.05
         # early in a window one request in transit is a large share of the count: such readings weigh less. A
         # window's count is a sum since it began, not a rate at this moment: what it shows beyond the gate's own use
         # is taken as other use at the limit's rate (the share follows as 1 - other / rate)
         step = (at - h.time if h.position >= 0 else elapsed) * min(1.0, elapsed / 10.0)
-        h.learn(rate - beyond / elapsed, rate, step)
+        h.learn(rate - beyond / elapsed, rate, step, rate)
         h.samples += 1

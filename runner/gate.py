@@ -9,18 +9,18 @@ stuck. Admission is first come, first served.
 
     rate = limit / 60 x share x (1 - headroom) x factor x start
 
-- ``share``: the gate's own use over what the server counts, as the headers show it (``runner.evidence``): less
-  than 1 when other clients of the organisation use the limit too, or when the server counts a request as more
-  than the gate does (it never gives back what an answer did not use, say). Paced to it, the gate converges on
-  what is left either way;
+- ``share``: 1 less what the server counts beyond the gate's own use, as the headers (or, without them, the
+  429s) show it (``runner.evidence``): less than 1 when other clients of the organisation use the limit too, or
+  when the server counts a request as more than the gate does (it never gives back what an answer did not use,
+  say). Paced to it, the gate converges on what is left either way;
 - ``factor``: cut by a tenth by each 429 the evidence does not explain (a 429 for a request sent before the last
   cut is an echo of the same overshoot); it goes most of the way back to just below the factor before that run
   of 429s within seconds, then probes beyond at 0.1% a second (at once when the evidence of other use changes);
 - ``start``: half the rate at first, the whole rate after ``START_SECONDS``: the first answers tell what others
   use before the gate can overrun it;
 - ``burst``: starts at ``burst_seconds`` (1 s, the shortest window OpenAI is known to enforce) and halves when an
-  unexplained 429's Retry-After is no longer than the burst: the server enforces a shorter window. It grows back
-  after a quiet minute.
+  unexplained 429 shows a shorter window: its "Used" plus the request is less than the burst holds (where the
+  message has no figures: its Retry-After is no longer than the burst). It grows back after a quiet minute.
 
 Headers: a reading about a period longer than a minute (``reset`` over 61 s, e.g. per-day figures) is ignored,
 said once. A lower ``limit`` is adopted (said once); a higher one too, after two readings, unless the user set
@@ -267,6 +267,8 @@ class Gate:
     def settle(self, ticket: Ticket, used: int) -> None:
         """Give back what a finished request reserved but did not use (or take what it used beyond that)."""
         now = self.clock()
+        for evidence in self.evidence.values():
+            evidence.quiet(now)
         self._refill(now)
         back = ticket.reserved - used
         pacer = self.pacers["tokens"]
@@ -306,7 +308,9 @@ class Gate:
             evidence = self.evidence[name]
             evidence.headed = True
             self._adopt(name, pacer, reading.limit)
-            evidence.observe(reading, now, ticket.positions[index] if ticket else None, refused=refused)
+            # a refused request's own cost was never counted: its reading is of the moment before its admission
+            sent = ticket.positions[index] - (1 if refused else 0) if ticket else None
+            evidence.observe(reading, now, sent, refused=refused)
             if evidence.share < 0.95:
                 self._say(
                     f"other-{name}",
@@ -367,7 +371,12 @@ class Gate:
             self.last_cut = now
             self.cuts += 1
             pacer.cut(now)
-            if wait <= pacer.burst + 0.05 and pacer.burst > MIN_BURST:
+            if used is not None and dimension == name:  # the server could not hold what it counted and this one
+                cost = float(ticket.reserved) if name == "tokens" else 1.0
+                shorter = used + cost < pacer.limit / 60.0 * pacer.burst * 0.95
+            else:  # a Retry-After no longer than the burst: the server's window is no longer either
+                shorter = wait <= pacer.burst + 0.05
+            if shorter and pacer.burst > MIN_BURST:
                 pacer.burst = max(MIN_BURST, pacer.burst / 2)
                 pacer.level = min(pacer.level, pacer.capacity)
                 self._say(

@@ -61,9 +61,9 @@ def simulate(
     rpm: int = 900,
     tpm: int = 90_000,
     requests: int = 400,
-    prompt: tuple[int, int] = (150, 250),
+    prompt: tuple[int, int] = (371, 371),
     max_tokens: int = 300,
-    output: tuple[int, int] = (40, 200),
+    output: tuple[int, int] = (20, 120),
     first_token: float = 0.3,
     speed: float = 150.0,
     header_time: str = "answered",
@@ -74,9 +74,12 @@ def simulate(
     gate_rpm: int | None = None,
     gate_tpm: int | None = None,
     max_seconds: float = 3600.0,
+    background_until: float | None = None,
 ) -> Result:
     """One run; ``header_time``: when the server takes its header reading (``sent`` or ``answered``);
-    ``admission``: ``reserve`` (prompt + max tokens, refunded) or ``no-refund`` (the same, never refunded)."""
+    ``admission``: ``reserve`` (prompt + max tokens, refunded) or ``no-refund`` (the same, never refunded);
+    ``background_until``: the other client stops that many seconds into the run (and the share used is measured
+    from then on)."""
     clock = VirtualClock()
     rng = random.Random(seed)
     server = ModelBuckets(rpm, tpm, None, window, clock, reading, background)
@@ -126,12 +129,19 @@ def simulate(
             at(clock.now + network, "arrive", head)
 
     wake(clock.now)
+    if background_until is not None:
+        at(clock.now + background_until, "quiet")
     while events:
         t, _, kind, item = heapq.heappop(events)
         if t - 1_000_000.0 > max_seconds:
             break
         clock.now = t
-        if kind == "wake":
+        if kind == "quiet":
+            for bucket in (server.requests, server.tokens):
+                if bucket is not None:
+                    bucket.refill()
+                    bucket.background = 0.0
+        elif kind == "wake":
             if t == wake_at:
                 wake_at = float("inf")
                 dispatch()
@@ -171,7 +181,7 @@ def simulate(
             heapq.heappush(retries, (t + retry_after * rng.uniform(1.0, 1.1), req.index, req))
             dispatch()
     start = 1_000_000.0
-    warm = start + 5.0
+    warm = start + (5.0 if background_until is None else background_until)
     steady = [(t, n) for t, n in billed if warm <= t <= waiting_until]
     seconds = max(1e-9, waiting_until - warm)
     per_minute = sum(n for _, n in steady) / seconds * 60

@@ -219,6 +219,20 @@ async def test_a_short_retry_after_halves_the_burst_a_long_one_does_not() -> Non
     assert any("window shorter than a second" in n for n in gate.notices)
 
 
+async def test_a_429_that_says_what_the_server_holds_tells_the_window_better_than_its_retry_after() -> None:
+    """Retry-After is short whenever the overshoot is small; "Used" + the request is what the window could not hold.
+    A one-second window (90,000 TPM holds 1,500) refusing 671 tokens at 850 used is no shorter than a second."""
+    gate, clock = make(None, 90_000, headroom=0.0, burst_seconds=1.0)
+    ticket = await gate.acquire(671)
+    gate.rejected(ticket, {}, "tokens", 0.02, 90_000, 850)
+    assert gate.statistics().burst == 1.0
+    assert not any("window shorter" in n for n in gate.notices)
+    clock.now += 20
+    ticket = await gate.acquire(671)
+    gate.rejected(ticket, {}, "tokens", 0.02, 90_000, 300)  # a quarter-second window: 375 held, 971 did not fit
+    assert gate.statistics().burst == 0.5
+
+
 async def test_without_headers_a_429_message_is_read_as_a_per_minute_reading() -> None:
     gate, clock = make(None, 60_000, headroom=0.0)
     tickets: list[Ticket] = []
