@@ -21,7 +21,8 @@ taken, so ``Evidence`` tells the plausible readings apart by their arithmetic in
 
 Whether a header describes the server at the request's admission (``sent``) or at its answer (``answered``) is
 replayed both ways; the way that explains the readings clearly better is believed, and until then the smaller
-estimate (the benefit of the doubt: a 429 will say if it was wrong, see ``explain``). One reading moves the
+estimate (the benefit of the doubt: a 429 will say if it was wrong, see ``explain``, for ``PREFER_SECONDS``
+unless another 429 backs it up: a wrong reading can starve the right one of samples). One reading moves the
 estimate by at most its share of ``EVIDENCE_SECONDS`` and never by more than its own ``reset`` covers, so no
 single reply can hold a gate back longer than its reset says.
 """
@@ -41,6 +42,7 @@ EVIDENCE_SECONDS = 3.0  # time constant of the other-use estimate
 LEDGER_SECONDS = 130.0  # how long the gate's own use is remembered
 MIN_SPAN = 0.05  # seconds between two readings compared: answers that arrive together are read as one
 FADE_SECONDS = 120.0  # an estimate the server cannot confirm (it is full) fades over this, so the gate probes
+PREFER_SECONDS = 10.0  # a 429's word on which reading is right holds this long unless another 429 backs it up
 QUIET_SECONDS = 60.0  # without headers: this long without a 429 (twice that after each probe that found the
 PROBE_SECONDS = 60.0  # estimate right, up to 4 times) and the estimate starts to fade by exp(-(seconds / this) ** 2)
 
@@ -191,7 +193,9 @@ class Evidence:
         self.probed: list[tuple[float, float]] | None = None  # (mine, counted) of each hypothesis before probing
         self.quiet_seconds = QUIET_SECONDS
         self.was_windowed = False
-        self.preferred: _Hypothesis | None = None  # believed on the word of a 429, until the spreads decide
+        self.preferred: _Hypothesis | None = None  # believed on the word of a 429, until the spreads decide or
+        self.preferred_at = -math.inf  # ``PREFER_SECONDS`` pass without another 429
+        self.seen = -math.inf  # when the last reading was weighed
         self.largest = 1.0  # the largest single use seen lately
         self.window: tuple[float, float] | None = None  # (start, period) of the fixed window last read
         self._share: float | None = None  # the share as last worked out (None: to be worked out again)
@@ -219,7 +223,7 @@ class Evidence:
             return False
         low = min(read, key=lambda h: h.share)
         if max(h.share for h in read) - low.share > 0.05:
-            self.preferred = low
+            self.preferred, self.preferred_at = low, self.seen
             return True
         return False
 
@@ -287,6 +291,7 @@ class Evidence:
         admission (None for a reading that no request of the gate carried, e.g. a 429's message); ``refused``: it
         came with a 429, so the server is short now whatever a replay says."""
         self._share = None
+        self.seen = now
         if refused:
             self.refused_at = now
             if self.probed is not None:  # the probe went too far: back to what was known before it
@@ -294,6 +299,8 @@ class Evidence:
                     h.mine, h.counted = mine, counted
                 self.quiet_seconds = min(4 * QUIET_SECONDS, 2 * self.quiet_seconds)
             self.probed = None
+        elif self.preferred is not None and now - max(self.preferred_at, self.refused_at) > PREFER_SECONDS:
+            self.preferred = None  # the word of a 429 that no other 429 backed up: the benefit of the doubt again
         rate = reading.limit / 60.0
         counted = reading.reset * rate
         if reading.limit - reading.remaining < counted - 0.01 * reading.limit - 2:

@@ -29,11 +29,12 @@ def test_full_use_of_the_limit_without_other_use(reading: str, window: float, he
     assert run.rejected <= 0.005, run
 
 
+@pytest.mark.parametrize("seed", [2, 22])  # 22: a 429 made the wrong reading believed, and it starved the right one
 @pytest.mark.parametrize("header_time", ["answered", "sent"])
 @pytest.mark.parametrize("window", WINDOWS)
 @pytest.mark.parametrize("reading", READINGS)
-def test_what_is_left_under_another_clients_load(reading: str, window: float, header_time: str) -> None:
-    run = simulate(reading=reading, window=window, background=0.4, header_time=header_time, requests=400, seed=2)
+def test_what_is_left_under_another_clients_load(reading: str, window: float, header_time: str, seed: int) -> None:
+    run = simulate(reading=reading, window=window, background=0.4, header_time=header_time, requests=400, seed=seed)
     assert run.answered == 400
     assert run.utilisation / 0.6 >= 0.90, run
     assert run.rejected <= 0.01, run
