@@ -7,8 +7,9 @@ Compared in the same run with raw aiohttp holding 3,000 connections, paced at th
 it), and unpaced (it spends the minute's allowance in a burst the server lets through: the transport's ceiling on
 this machine, the simulator sharing its two cores, not a rate a client may hold).
 
-Figures, from the simulator's side: requests/s from the first request received to the last answer, and the most
-requests it held at once.
+Figures, from the simulator's side: the job's requests/s, from the first request received to the last answer
+sent (what a user waits for; the issue's own measure), the most requests it held at once, and how many it
+refused.
 
     python bench/inflight.py [--requests 6000] [--latency 6]
 """
@@ -25,13 +26,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Sampler, sim_process, write_job
+from bench.common import Sampler, sim_process, stats, write_job
 
 HERE = Path(__file__).resolve().parent
 
 
-def measure(args: list[str], base_url: str, sampler: Sampler) -> tuple[float, int, float]:
-    """Run a client; returns (requests/s from the simulator's side, peak in flight, wall seconds)."""
+def measure(args: list[str], base_url: str, sampler: Sampler) -> tuple[float, int, int, float]:
+    """Run a client; returns (the job's requests/s, peak in flight, refused, wall seconds)."""
     started = time.monotonic()
     done = subprocess.run(
         args, env={**os.environ, "OPENAI_API_KEY": "sk-bench"}, capture_output=True, text=True, check=False
@@ -39,17 +40,16 @@ def measure(args: list[str], base_url: str, sampler: Sampler) -> tuple[float, in
     wall = time.monotonic() - started
     if done.returncode != 0:
         raise SystemExit(f"{args[2:4]} failed ({done.returncode}): {done.stderr[-500:]}")
-    time.sleep(1.0)  # a last sample after the last answer
-    samples = sampler.samples
-    first = next(s for s in samples if s["requests"] > 0)
-    last = next(s for s in samples if s["answered"] >= samples[-1]["answered"])
-    return last["answered"] / max(1e-9, last["time"] - first["time"]), int(samples[-1]["max_in_flight"]), wall
+    final = stats(base_url)
+    peak = max([int(final["max_in_flight"]), *(int(s["max_in_flight"]) for s in sampler.samples)])
+    took = max(1e-9, float(final["last_reply_at"]) - float(final["first_request_at"]))
+    return int(final["answered"]) / took, peak, int(final["rate_limited"]), wall
 
 
 RATE = 500  # tier-5 gpt-4.1-mini: 30,000 RPM
 
 
-def _raw(flags: list[str], job: Path, extra: list[str]) -> tuple[float, int, float]:
+def _raw(flags: list[str], job: Path, extra: list[str]) -> tuple[float, int, int, float]:
     with sim_process(*flags) as base_url, Sampler(base_url, every=0.25) as sampler:
         command = [sys.executable, str(HERE / "clients.py"), "raw", "--base-url", base_url, "--job", str(job),
                    "--connections", "3000", *extra]  # fmt: skip
@@ -88,11 +88,13 @@ def main() -> None:
             _raw(flags, job, ["--per-second", str(RATE)]),
             _raw(flags, job, []),
         ]
-    print(f"{args.requests:,} requests, tier-5 (30,000 RPM = 500/s), every answer {args.latency:g} s")
-    print(f"runner run:                      {ours[0]:6.0f} req/s, peak {ours[1]:5,} in flight ({ours[2]:.1f} s wall)")
-    for name, (rate, peak, wall) in zip(("paced at 500/s", "unpaced"), raw, strict=True):
-        print(f"raw aiohttp, {name + ':':19s}{rate:6.0f} req/s, peak {peak:5,} in flight ({wall:.1f} s wall)"
-              f"   runner / it: {ours[0] / rate:.2f}x")  # fmt: skip
+    print(f"{args.requests:,} requests, tier-5 (30,000 RPM = 500/s), every answer {args.latency:g} s;")
+    print("requests/s of the job: from the first request received to the last answer sent")
+    print(f"runner run:                      {ours[0]:6.0f} req/s, peak {ours[1]:5,} in flight, {ours[2]} refused"
+          f" ({ours[3]:.1f} s wall)")  # fmt: skip
+    for name, (rate, peak, refused, wall) in zip(("paced at 500/s", "unpaced"), raw, strict=True):
+        print(f"raw aiohttp, {name + ':':19s}{rate:6.0f} req/s, peak {peak:5,} in flight, {refused} refused"
+              f" ({wall:.1f} s wall)   runner / it: {ours[0] / rate:.2f}x")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
 Sync: the pools of a workload are admitted one after another (admission is first come, first served), each at
 the rate its binding limit allows, less the headroom: RPM (requests) or TPM (prompt + output allowance, as counted
 at admission). A daily limit (RPD, TPD) that a day at that rate would pass binds instead: whole days of the daily
-allowance, then the rest. Add the cautious start (half the rate for 5 s) and one answer's time.
+allowance, then the rest. Add what the gate's cautious start loses and one answer's time.
 
 Batch: the batch queue limit (enqueued tokens per model: prompt + output allowance, as packing counts them) cuts a
 pool into waves, one after another; pools (models, long-context rows) queue side by side. Each wave may take the
@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from runner.gate import START_SECONDS, START_SHARE
 from runner.limits import Limits, ModelInfo, Prices, RateLimits
 from runner.money import usd
 from runner.workload import Pool, Workload
@@ -30,7 +31,7 @@ __all__ = ["BatchTime", "Costs", "Decision", "Plan", "SyncTime", "TierPlan", "de
 
 DAY = 86_400.0
 WINDOW = 24 * 3600.0  # the Batch API's completion window
-START_SECONDS = 2.5  # the gate's cautious start: half the rate over its first 5 s
+START_LOST = START_SECONDS * (1 - START_SHARE) / 2  # seconds of the whole rate the gate's cautious start forgoes
 
 
 @dataclass(frozen=True)
@@ -224,7 +225,7 @@ def sync_time(
         total += took.seconds
         slowest = max(slowest, took, key=lambda t: t.seconds)
         answer = max(answer, _answer_seconds(limits.model(pool.model), pool, workload.seconds))
-    return SyncTime(total + START_SECONDS + answer, slowest.binding)
+    return SyncTime(total + START_LOST + answer, slowest.binding)
 
 
 def _answer_seconds(model: ModelInfo, pool: Pool, measured: float | None) -> float:
@@ -390,7 +391,7 @@ def decide(
             f"{rest:,} sync ({duration(sync_rest)}, {sync.binding}-bound)"
         )
         return Decision("split", in_batch, rest, reason)
-    fits = int(n * max(deadline - START_SECONDS, 0) / sync.seconds) if sync.seconds else n
+    fits = int(n * max(deadline - START_LOST, 0) / sync.seconds) if sync.seconds else n
     in_sync = min(rest, fits)
     late = rest - in_sync
     mode = "split" if in_sync and in_batch + late else ("sync" if in_sync else "batch")

@@ -65,12 +65,12 @@ async def test_sustained_rate_is_limit_minus_headroom() -> None:
     assert rate_per_min == pytest.approx(57_000, rel=0.03)
 
 
-async def test_a_cautious_start_reaches_the_whole_rate_in_five_seconds() -> None:
+async def test_a_cautious_start_reaches_the_whole_rate_in_two_seconds() -> None:
     gate, clock = make(600, None, headroom=0.0, start_share=0.5)
     assert gate.request_rate == pytest.approx(5.0)
-    clock.now += 2.5
+    clock.now += 1.0
     assert gate.delay(1) == 0 and gate.request_rate == pytest.approx(7.5)
-    clock.now += 2.5
+    clock.now += 1.0
     gate.delay(1)
     assert gate.request_rate == pytest.approx(10.0)
 

@@ -6,6 +6,7 @@ Each service (``server``, ``files``, ``batches``) wraps its handlers with ``Http
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -41,6 +42,8 @@ class Http:
 
         async def wrapped(request: web.Request) -> web.StreamResponse:
             self.stats.requests += 1
+            if self.stats.first_request_at is None:
+                self.stats.first_request_at = time.time()
             self.stats.in_flight += 1
             self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
             try:
@@ -54,6 +57,8 @@ class Http:
                 return await handler(request)
             finally:
                 self.stats.in_flight -= 1
+                self.stats.replied += 1
+                self.stats.last_reply_at = time.time()
 
         return wrapped
 
