@@ -383,7 +383,7 @@ class Evidence:
         cap = rate * elapsed * 1.5 + self.largest
         residual = max(-cap, min(residual, cap, most))
         h.spread += (abs(residual - h.other * elapsed) - h.spread) * 0.05  # what the estimate does not explain
-        h.learn(mine / elapsed, max(0.0, mine + residual) / elapsed, elapsed, rate)
+        h.learn(mine / elapsed, (mine + residual) / elapsed, elapsed, rate)  # net: refunds can outweigh admissions
         h.samples += 1
 
     def _window_sample(self, h: _Hypothesis, reading: Reading, position: int, at: float) -> None:

@@ -190,6 +190,24 @@ async def test_other_use_in_continuous_readings_slows_the_gate_to_what_is_left()
     assert any("the server counts more of the tokens limit than this run uses" in n for n in gate.notices)
 
 
+async def test_answers_read_one_after_another_are_not_taken_for_other_use() -> None:
+    """A busy client reads several answers before it admits anything more: between two readings the gate's own
+    net use is negative (refunds only). The server, alone with this gate, agrees with every reading: nothing is
+    other use. (Net use floored at zero once read such spells as other use: 6% of the limit on a loaded machine,
+    and the gate held 94% of it.)"""
+    gate, clock = make(None, 60_000, headroom=0.0)  # 1,000 tokens/s
+    tickets = [gate.take(671) for _ in range(8)]  # in flight together: the server counts 5,368
+    deficit = 8 * 671.0
+    for ticket in tickets:
+        clock.now += 0.1
+        deficit -= 0.1 * 1000 + (671 - 200)  # a tenth of a second's refill, and this answer's refund
+        gate.settle(ticket, 200)
+        gate.observe(headers(60_000, int(60_000 - deficit), f"{deficit / 1000:.3f}s"), ticket)
+    hypotheses = gate.evidence["tokens"].hypotheses  # headers taken at the answer: that is what this server does
+    assert [h.samples > 0 for h in hypotheses] == [False, True]
+    assert all(h.other < 0.01 * 1000 for h in hypotheses)
+
+
 async def test_an_unexplained_429_cuts_the_rate_once_per_overshoot_and_it_recovers() -> None:
     gate, clock = make(600, None, headroom=0.0)
     tickets = [await gate.acquire(1) for _ in range(3)]
