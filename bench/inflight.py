@@ -26,12 +26,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Sampler, sim_process, stats, write_job
+from bench.common import sim_process, stats, write_job
 
 HERE = Path(__file__).resolve().parent
 
 
-def measure(args: list[str], base_url: str, sampler: Sampler) -> tuple[float, int, int, float]:
+def measure(args: list[str], base_url: str) -> tuple[float, int, int, float]:
     """Run a client; returns (the job's requests/s, peak in flight, refused, wall seconds)."""
     started = time.monotonic()
     done = subprocess.run(
@@ -41,19 +41,18 @@ def measure(args: list[str], base_url: str, sampler: Sampler) -> tuple[float, in
     if done.returncode != 0:
         raise SystemExit(f"{args[2:4]} failed ({done.returncode}): {done.stderr[-500:]}")
     final = stats(base_url)
-    peak = max([int(final["max_in_flight"]), *(int(s["max_in_flight"]) for s in sampler.samples)])
     took = max(1e-9, float(final["last_reply_at"]) - float(final["first_request_at"]))
-    return int(final["answered"]) / took, peak, int(final["rate_limited"]), wall
+    return int(final["answered"]) / took, int(final["max_in_flight"]), int(final["rate_limited"]), wall
 
 
 RATE = 500  # tier-5 gpt-4.1-mini: 30,000 RPM
 
 
 def _raw(flags: list[str], job: Path, extra: list[str]) -> tuple[float, int, int, float]:
-    with sim_process(*flags) as base_url, Sampler(base_url, every=0.25) as sampler:
+    with sim_process(*flags) as base_url:
         command = [sys.executable, str(HERE / "clients.py"), "raw", "--base-url", base_url, "--job", str(job),
                    "--connections", "3000", *extra]  # fmt: skip
-        return measure(command, base_url, sampler)
+        return measure(command, base_url)
 
 
 def main() -> None:
@@ -64,7 +63,7 @@ def main() -> None:
     flags = ["--tier", "tier-5", "--first-token", f"{args.latency:g}", "--tokens-per-second", "0"]
     with tempfile.TemporaryDirectory() as tmp:
         job = write_job(Path(tmp) / "inflight.jsonl", args.requests)
-        with sim_process(*flags) as base_url, Sampler(base_url, every=0.25) as sampler:
+        with sim_process(*flags) as base_url:
             db = Path(tmp) / "inflight.db"
             ours = measure(
                 [
@@ -82,7 +81,6 @@ def main() -> None:
                     "--no-progress",
                 ],
                 base_url,
-                sampler,
             )
         raw = [
             _raw(flags, job, ["--per-second", str(RATE)]),

@@ -64,7 +64,6 @@ class SimStats:
     spend: int = 0  # picodollars
     in_flight: int = 0
     max_in_flight: int = 0
-    replied: int = 0  # responses sent, whatever their status
     first_request_at: float | None = None  # wall clock (time.time())
     last_reply_at: float | None = None
 
@@ -80,7 +79,6 @@ class SimStats:
             "output_tokens": self.output_tokens,
             "spend_picodollars": self.spend,
             "max_in_flight": self.max_in_flight,
-            "replied": self.replied,
             "first_request_at": self.first_request_at,
             "last_reply_at": self.last_reply_at,
         }

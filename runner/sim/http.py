@@ -57,7 +57,6 @@ class Http:
                 return await handler(request)
             finally:
                 self.stats.in_flight -= 1
-                self.stats.replied += 1
                 self.stats.last_reply_at = time.time()
 
         return wrapped
