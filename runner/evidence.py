@@ -366,6 +366,9 @@ class Evidence:
                 if not empty:
                     self._sample(h, mine, balance, elapsed, rate, balance)
                     return
+            # a request that reached the server later than sent (a busy machine or network) arrives on top of the
+            # next one: up to a request's worth of what the server counts is crowding, not others' use
+            beyond -= self.largest
             if beyond > h.other * elapsed:
                 # else the replay that touched zero lost refill that more use by others would have taken: what the
                 # server counts beyond it is at least their use, worth learning when it says more than the estimate

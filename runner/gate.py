@@ -15,7 +15,8 @@ stuck. Admission is first come, first served.
   say). Paced to it, the gate converges on what is left either way;
 - ``factor``: cut by a tenth by each 429 the evidence does not explain (a 429 for a request sent before the last
   cut is an echo of the same overshoot); it goes most of the way back to just below the factor before that run
-  of 429s within seconds, then probes beyond at 0.1% a second (at once when the evidence of other use changes);
+  of 429s within seconds (to 1 when the evidence of other use has changed since: that explains the cut), and
+  probes beyond at 0.1% a second all along;
 - ``start``: half the rate at first, the whole rate after ``START_SECONDS`` (2 s): a client already using the
   limit shows in the first answers' headers and 429s before the gate's pace can overrun it. Longer costs a short
   job its speed and buys nothing measurable (5 s: the same refusals in bench/pacing.py under 40% other use, and
@@ -117,8 +118,9 @@ class Pacer:
             target = self.factor_bad * 0.97
             if self.factor < target:  # most of the way back within seconds
                 self.factor = target - (target - self.factor) * math.exp(-elapsed / FACTOR_REGAIN)
-            else:  # then probe slowly beyond it
-                self.factor = min(1.0, self.factor + FACTOR_PROBE * elapsed)
+            # and probe beyond all along: the way back only nears its target, and a factor left just below it
+            # for good cost 3% of the limit for the rest of the run
+            self.factor = min(1.0, self.factor + FACTOR_PROBE * elapsed)
             self.factor_bad = max(self.factor_bad, self.factor)
         if self.burst < self.burst_max and now - self.quiet_since > 60.0:
             self.burst, self.quiet_since = min(self.burst_max, self.burst * 2), now

@@ -70,6 +70,7 @@ def simulate(
     admission: str = "reserve",
     headroom: float = 0.02,
     network: float = 0.002,
+    jitter: float = 0.0,
     seed: int = 1,
     gate_rpm: int | None = None,
     gate_tpm: int | None = None,
@@ -78,10 +79,12 @@ def simulate(
 ) -> Result:
     """One run; ``header_time``: when the server takes its header reading (``sent`` or ``answered``);
     ``admission``: ``reserve`` (prompt + max tokens, refunded) or ``no-refund`` (the same, never refunded);
-    ``background_until``: the other client stops that many seconds into the run (and the share used is measured
-    from then on)."""
+    ``jitter``: each request takes up to that much longer on its way to the server (a busy machine or network:
+    requests sent apart can arrive together); ``background_until``: the other client stops that many seconds into
+    the run (and the share used is measured from then on)."""
     clock = VirtualClock()
     rng = random.Random(seed)
+    delays = random.Random(seed + 1)
     server = ModelBuckets(rpm, tpm, None, window, clock, reading, background)
     gate = Gate(gate_rpm or rpm, gate_tpm or tpm, headroom=headroom, clock=clock, sleep=_noop)
     queue: deque[Request] = deque(
@@ -126,7 +129,7 @@ def simulate(
             queue.popleft()
             head.ticket = gate.take(cost)
             head.attempts += 1
-            at(clock.now + network, "arrive", head)
+            at(clock.now + network + delays.uniform(0.0, jitter), "arrive", head)
 
     wake(clock.now)
     if background_until is not None:

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from runner.caching import PromptCache
 from runner.durations import format_go
+from runner.encodings import encoding
 from runner.endpoints import endpoint as endpoint_row
 from runner.errors import ConfigError
 from runner.limits import ModelInfo, load_limits
@@ -75,6 +76,10 @@ class Simulator:
     # -- life cycle ------------------------------------------------------------------------------------------
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        # the tokenizers are loaded before the port opens: a first request that waits a second for them reaches the
+        # buckets together with the next few, as if the client had sent them all at once
+        for tokenizer in sorted({model.tokenizer for model in self.limits.models.values()}):
+            encoding(tokenizer)
         self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self.runner.setup()
         site = web.TCPSite(self.runner, host, port)
