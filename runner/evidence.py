@@ -368,12 +368,12 @@ class Evidence:
                 if not empty:
                     self._sample(h, mine, balance, elapsed, rate, balance)
                     return
-            # a request that reached the server later than sent (a busy machine or network) arrives on top of the
-            # next one: up to a request's worth of what the server counts is crowding, not others' use
+            # else the replay that touched zero lost refill that more use by others would have taken: what the
+            # server counts beyond it is at least their use, worth learning when it says more than the estimate.
+            # Up to a request's worth of it is crowding: a request that reached the server later than sent (a busy
+            # machine or network) arrives on top of the next one
             beyond -= self.largest
             if beyond > h.other * elapsed:
-                # else the replay that touched zero lost refill that more use by others would have taken: what the
-                # server counts beyond it is at least their use, worth learning when it says more than the estimate
                 self._sample(h, mine, beyond, elapsed, rate, most)
         elif floored:  # the server had more room than the estimate leaves: nothing to learn now; let it fade
             h.fade(elapsed, FADE_SECONDS if counted >= 1.0 else FADE_SECONDS / 4)

@@ -53,6 +53,10 @@ class Simulator:
                 raise ConfigError(f"unknown {what} {value!r} (known: {', '.join(known)})")
         self.limits = self.config.limits or load_limits()
         self.limits.tier(self.config.tier)
+        # the tokenizers are loaded before the port opens: a first request that waits a second for them reaches the
+        # buckets together with the next few, as if the client had sent them all at once
+        for tokenizer in sorted({model.tokenizer for model in self.limits.models.values()}):
+            encoding(tokenizer)
         self.stats = SimStats()
         self.http = Http(self.config, self.stats)
         self.rng = random.Random(self.config.seed)
@@ -76,10 +80,6 @@ class Simulator:
     # -- life cycle ------------------------------------------------------------------------------------------
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        # the tokenizers are loaded before the port opens: a first request that waits a second for them reaches the
-        # buckets together with the next few, as if the client had sent them all at once
-        for tokenizer in sorted({model.tokenizer for model in self.limits.models.values()}):
-            encoding(tokenizer)
         self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self.runner.setup()
         site = web.TCPSite(self.runner, host, port)
