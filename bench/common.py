@@ -57,7 +57,8 @@ def stats(root: str) -> dict[str, Any]:
 class Steady:
     """What the simulator counted while a client had work waiting."""
 
-    tokens_per_minute: float
+    tokens_per_minute: float  # real tokens (prompt + output)
+    counted_per_minute: float  # what the server's TPM limit counted (its own counting mode)
     requests_per_minute: float
     seconds: float
     requests: int  # all the simulator received over the run
@@ -88,14 +89,14 @@ class Sampler:
         self.stop.set()
         self.thread.join()
 
-    def steady(self, warmup: float = 10.0) -> Steady:
-        """Rates from ``warmup`` seconds after the first request until the client sent its last one (the limit
-        binds while requests wait), and the run's totals."""
+    def steady(self, warmup: float = 10.0, since: float | None = None) -> Steady:
+        """Rates from ``warmup`` seconds after the first request (or from ``since``, a wall time) until the client
+        sent its last one (the limit binds while requests wait), and the run's totals."""
         started = [s for s in self.samples if s["requests"] > 0]
         last = self.samples[-1]
         if not started:
-            return Steady(0.0, 0.0, 0.0, 0, 0)
-        t0 = started[0]["time"] + warmup
+            return Steady(0.0, 0.0, 0.0, 0.0, 0, 0)
+        t0 = started[0]["time"] + warmup if since is None else since
         arriving = [s for a, s in zip(self.samples, self.samples[1:], strict=False) if s["requests"] > a["requests"]]
         t1 = arriving[-1]["time"] if arriving else last["time"]
         window = [s for s in self.samples if t0 <= s["time"] <= t1]
@@ -106,6 +107,7 @@ class Sampler:
         tokens = (b["prompt_tokens"] + b["output_tokens"]) - (a["prompt_tokens"] + a["output_tokens"])
         return Steady(
             tokens / seconds * 60,
+            (b["counted_tokens"] - a["counted_tokens"]) / seconds * 60,
             (b["answered"] - a["answered"]) / seconds * 60,
             seconds,
             int(last["requests"]),

@@ -10,11 +10,21 @@ in its own process against its own simulator:
 - ``aiolimiter``: ``AsyncLimiter(rpm, 60)`` + ``AsyncLimiter(tpm, 60)``, a 429 retried after its Retry-After;
 - ``oaib``: the best installable peer, if ``pip install oaib`` worked.
 
-Each cell shows the steady-state share of the binding limit (TPM) in real tokens while requests waited (with
-background load: of what is left), the share of requests the server refused, and how many requests ended
-answered. Cells run ``--parallel`` at a time (each client is light; the machine has two cores).
+Each cell shows the steady-state share of the binding limit (TPM) as the server counts it while requests waited
+(with background load: of what is left), the share of requests the server refused, and how many requests ended
+answered. Further sections (``--sections``):
+
+- ``counting``: how the server's TPM limit counts a request (``runner sim --counting``: tiktoken, characters/4
+  refunded at the answer or never, K x tiktoken) x window, headers per minute, no other client;
+- ``selfplay``: 2 and 4 ``runner run`` processes with their own jobs and databases on one key, started 10 s apart:
+  the share of the limit all of them used together from the first request to the last, refused, and each
+  process's wall time (the slowest over the quickest);
+- ``stop``: another client uses 40% and stops after 60 s: the share of the whole limit used from then on.
+
+Cells run ``--parallel`` at a time (each client is light; the machine has two cores).
 
     python bench/pacing.py [--requests 400] [--parallel 6] [--clients runner,aiolimiter,oaib]
+                           [--sections matrix,counting,selfplay,stop]
 """
 
 from __future__ import annotations
@@ -36,6 +46,8 @@ from bench.common import Sampler, sim_process, write_job
 
 RPM, TPM = 900, 90_000
 READINGS = ("minute", "bucket", "window", "none")
+COUNTINGS = ("tiktoken", "chars", "chars-no-refund", "x0.6", "x1.5", "x2")
+STOP_AFTER = 60.0  # seconds: when the other client of the ``stop`` section stops
 WINDOWS = (60.0, 5.0, 1.0)
 LOADS = (0.0, 0.4)
 HERE = Path(__file__).resolve().parent
@@ -47,6 +59,8 @@ class Cell:
     reading: str
     window: float
     load: float
+    counting: str = "tiktoken"
+    stops: bool = False  # the other client stops after STOP_AFTER
 
 
 @dataclass(frozen=True)
@@ -59,16 +73,15 @@ class Figures:
 
 
 def run_cell(cell: Cell, job: Path, requests: int, workdir: Path) -> Figures:
-    flags = [
-        *("--tier", "tier-1", "--rpm", str(RPM), "--tpm", str(TPM), "--rpd", "1000000000"),
-        *("--window", f"{cell.window:g}", "--headers", cell.reading),
-        *("--background-load", f"{cell.load:g}", "--first-token", "0.3", "--tokens-per-second", "150"),
-    ]
+    flags = sim_flags(cell.window, cell.reading, cell.load, cell.counting)
+    if cell.stops:
+        flags += ["--background-seconds", f"{STOP_AFTER:g}"]
     with sim_process(*flags, duration=1800) as base_url, Sampler(base_url) as sampler:
+        opened = time.time()
         started = time.monotonic()
         env = {**os.environ, "OPENAI_API_KEY": "sk-bench"}
         if cell.client == "runner":
-            db = workdir / f"{cell.client}-{cell.reading}-{cell.window:g}-{cell.load:g}.db"
+            db = workdir / f"{cell.client}-{cell.reading}-{cell.window:g}-{cell.load:g}-{cell.counting}-{cell.stops}.db"
             args = [sys.executable, "-m", "runner", "run", str(job), "--db", str(db), "--base-url", base_url]
             args += ["--rpm", str(RPM), "--tpm", str(TPM), "--no-progress"]
         else:
@@ -78,7 +91,7 @@ def run_cell(cell: Cell, job: Path, requests: int, workdir: Path) -> Figures:
         seconds = time.monotonic() - started
     if done.returncode == 3 and cell.client == "oaib":
         return Figures(0, 0, 0, 0, "not installed")
-    steady = sampler.steady()
+    steady = sampler.steady(since=opened + STOP_AFTER if cell.stops else None)
     last = sampler.samples[-1] if sampler.samples else {"answered": 0}
     answered = min(int(last["answered"]), requests)
     if cell.client != "runner":
@@ -86,9 +99,61 @@ def run_cell(cell: Cell, job: Path, requests: int, workdir: Path) -> Figures:
             answered = int(json.loads(done.stdout.strip().splitlines()[-1])["answered"])
         except (ValueError, IndexError, KeyError):
             return Figures(0, 0, 0, seconds, f"failed: {done.stderr.strip()[-200:]}")
-    share = steady.tokens_per_minute / TPM / (1 - cell.load)
+    share = steady.counted_per_minute / TPM / (1 - (0.0 if cell.stops else cell.load))
     rejected = steady.rejected / max(1, steady.requests)
     return Figures(share, rejected, answered, seconds)
+
+
+def sim_flags(window: float, reading: str, load: float, counting: str) -> list[str]:
+    return [
+        *("--tier", "tier-1", "--rpm", str(RPM), "--tpm", str(TPM), "--rpd", "1000000000"),
+        *("--window", f"{window:g}", "--headers", reading, "--counting", counting),
+        *("--background-load", f"{load:g}", "--first-token", "0.3", "--tokens-per-second", "150"),
+    ]
+
+
+@dataclass(frozen=True)
+class Play:
+    processes: int
+    window: float
+
+
+@dataclass(frozen=True)
+class PlayFigures:
+    share: float  # of the limit, all processes together, from the first request to the last
+    rejected: float
+    seconds: tuple[float, ...]  # each process's wall time
+    exits: tuple[int, ...]
+
+
+def run_play(play: Play, requests: int, workdir: Path) -> PlayFigures:
+    """``play.processes`` runner processes with their own jobs and databases on one simulator, 10 s apart."""
+    env = {**os.environ, "OPENAI_API_KEY": "sk-bench"}
+    with (
+        sim_process(*sim_flags(play.window, "minute", 0.0, "tiktoken"), duration=1800) as base_url,
+        Sampler(base_url) as sampler,
+    ):
+        children = []
+        for i in range(play.processes):
+            if i:
+                time.sleep(10)
+            name = f"play-{play.processes}-{play.window:g}-{i}"
+            job = write_job(workdir / f"{name}.jsonl", requests, words=180, max_tokens=300, prefix=f"p{i}-")
+            args = [sys.executable, "-m", "runner", "run", str(job), "--db", str(workdir / f"{name}.db")]
+            args += ["--base-url", base_url, "--rpm", str(RPM), "--tpm", str(TPM), "--no-progress"]
+            children.append((time.monotonic(), subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL,
+                                                                stderr=subprocess.DEVNULL)))  # fmt: skip
+        seconds, exits = [], []
+        for began, child in children:
+            exits.append(child.wait(timeout=1500))
+            seconds.append(time.monotonic() - began)
+    steady = sampler.steady(warmup=0.0)
+    return PlayFigures(
+        steady.counted_per_minute / TPM,
+        steady.rejected / max(1, steady.requests),
+        tuple(seconds),
+        tuple(exits),
+    )
 
 
 def main() -> None:
@@ -99,36 +164,104 @@ def main() -> None:
     parser.add_argument("--readings", default=",".join(READINGS))
     parser.add_argument("--windows", default=",".join(f"{w:g}" for w in WINDOWS))
     parser.add_argument("--loads", default=",".join(f"{x:g}" for x in LOADS))
+    parser.add_argument("--countings", default=",".join(COUNTINGS))
+    parser.add_argument("--sections", default="matrix,counting,selfplay,stop")
+    parser.add_argument("--play-requests", type=int, default=200, help="each self-play process's job")
+    parser.add_argument("--stop-requests", type=int, default=600, help="the job of the stop section")
     args = parser.parse_args()
-    clients = args.clients.split(",")
-    cells = [
-        Cell(client, reading, float(window), float(load))
-        for load in args.loads.split(",")
-        for reading in args.readings.split(",")
-        for window in args.windows.split(",")
-        for client in clients
-    ]
+    clients, sections = args.clients.split(","), args.sections.split(",")
+    windows = [float(w) for w in args.windows.split(",")]
+    cells = []
+    if "matrix" in sections:
+        cells += [
+            Cell(client, reading, window, float(load))
+            for load in args.loads.split(",")
+            for reading in args.readings.split(",")
+            for window in windows
+            for client in clients
+        ]
+    if "counting" in sections:
+        cells += [
+            Cell(client, "minute", window, 0.0, counting)
+            for counting in args.countings.split(",")
+            for window in windows
+            for client in clients
+            if counting != "tiktoken" or "matrix" not in sections
+        ]
+    if "stop" in sections:
+        cells += [Cell(client, reading, 5.0, 0.4, stops=True) for reading in READINGS for client in clients]
+    plays = [Play(n, w) for n in (2, 4) for w in windows] if "selfplay" in sections else []
+    started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         job = write_job(Path(tmp) / "pacing.jsonl", args.requests, words=180, max_tokens=300)
-        started = time.monotonic()
+        long_job = write_job(Path(tmp) / "stop.jsonl", args.stop_requests, words=180, max_tokens=300)
+
+        def run(c: Cell) -> Figures:
+            return (
+                run_cell(c, long_job, args.stop_requests, Path(tmp))
+                if c.stops
+                else run_cell(c, job, args.requests, Path(tmp))
+            )
+
         with ThreadPoolExecutor(args.parallel) as pool:
-            figures = pool.map(lambda c: run_cell(c, job, args.requests, Path(tmp)), cells)
-            results = dict(zip(cells, figures, strict=True))
+            results = dict(zip(cells, pool.map(run, cells), strict=True))
+        with ThreadPoolExecutor(2) as pool:  # each cell runs up to four processes
+            played = dict(zip(plays, pool.map(lambda p: run_play(p, args.play_requests, Path(tmp)), plays),
+                              strict=True))  # fmt: skip
+    width = 26
     print(
         f"{args.requests} requests, {RPM:,} RPM / {TPM:,} TPM, latency 0.3 s + 150 tok/s; each cell: share of TPM "
-        "in steady state (of what is left under background load) / share of requests refused / answered"
+        "as the server counts it, in steady state (of what is left under background load) / share of requests "
+        "refused / answered"
     )
-    width = 26
-    print(f"{'load':>4} {'headers':<7} {'window':>6} | " + " | ".join(f"{c:^{width}}" for c in clients))
-    for load in args.loads.split(","):
-        for reading in args.readings.split(","):
-            for window in args.windows.split(","):
-                row = []
-                for client in clients:
-                    f = results[Cell(client, reading, float(window), float(load))]
-                    text = f.note or f"{f.share:6.1%} {f.rejected:6.2%} {f.answered:>4}/{args.requests}"
-                    row.append(f"{text:^{width}}")
-                print(f"{float(load):4.0%} {reading:<7} {float(window):5g}s | " + " | ".join(row))
+
+    def table(title: str, rows: list[tuple[str, list[Cell]]]) -> None:
+        if not rows:
+            return
+        print(f"\n{title}")
+        print(f"{'':<28} | " + " | ".join(f"{c:^{width}}" for c in clients))
+        for label, row in rows:
+            texts = []
+            for cell in row:
+                f = results[cell]
+                total = args.stop_requests if cell.stops else args.requests
+                texts.append(f.note or f"{f.share:6.1%} {f.rejected:6.2%} {f.answered:>4}/{total}")
+            print(f"{label:<28} | " + " | ".join(f"{t:^{width}}" for t in texts))
+
+    matrix = [c for c in cells if c.counting == "tiktoken" and not c.stops and "matrix" in sections]
+    table(
+        "headers x window x other use (load), counting tiktoken",
+        [
+            (f"{c.load:4.0%} {c.reading:<7} {c.window:5g}s", [Cell(k, c.reading, c.window, c.load) for k in clients])
+            for c in matrix
+            if c.client == clients[0]
+        ],
+    )
+    table(
+        "counting x window (headers per minute, no other client)",
+        [
+            (f"{c.counting:<16} {c.window:5g}s", [Cell(k, "minute", c.window, 0.0, c.counting) for k in clients])
+            for c in cells
+            if c.client == clients[0] and c.counting != "tiktoken" and not c.stops
+        ],
+    )
+    table(
+        f"another client uses 40% and stops after {STOP_AFTER:g} s (5 s window): share of the whole limit from then on",
+        [
+            (f"{c.reading:<7}", [Cell(k, c.reading, 5.0, 0.4, stops=True) for k in clients])
+            for c in cells
+            if c.client == clients[0] and c.stops
+        ],
+    )
+    if played:
+        print(f"\nrunner processes on one key, {args.play_requests} requests each, started 10 s apart (minute headers)")
+        for play, f in played.items():
+            walls = ", ".join(f"{s:.0f}" for s in f.seconds)
+            print(
+                f"{play.processes} processes, {play.window:5g}s window | together {f.share:6.1%} of TPM, "
+                f"{f.rejected:6.2%} refused | seconds each: {walls} (slowest {max(f.seconds) / min(f.seconds):.2f}x "
+                f"the quickest) | exits {set(f.exits)}"
+            )
     print(f"total {time.monotonic() - started:.0f} s")
 
 

@@ -39,8 +39,8 @@ The public surface is the ``runner`` command (``runner.cli``). One noun per modu
     batch/          the Batch API mode: executor, collect (a finished batch), packing, api (the openai SDK)
     store/          the SQLite database: states (the transition table), base, runs, requests, results, batches,
                     history (what the planner learns), extractions, migrations, schema (the README's description)
-    sim/            the OpenAI simulator: server, http, buckets, answers, faults, files, batches, admin, config,
-                    thread, serve
+    sim/            the OpenAI simulator: server, http, buckets, counting (its own token counts), cache, answers,
+                    faults, files, batches, admin, config, thread, serve
 """
 
 __version__ = "0.1.0"

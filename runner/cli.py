@@ -424,12 +424,17 @@ def plan(
     help="Share of every limit another client of the organisation uses (seen only in headers and 429s).",
 )
 @click.option(
-    "--admission",
-    type=click.Choice(["reserve", "larger", "no-refund"]),
-    default="reserve",
+    "--background-seconds",
+    type=float,
+    default=None,
+    help="The other client of --background-load stops this many seconds after the simulator starts.",
+)
+@click.option(
+    "--counting",
+    default="tiktoken",
     show_default=True,
-    help="Tokens counted at admission: prompt + max output refunded at the answer; the larger of max output and "
-    "characters/4; or bytes/4 + max output, never refunded.",
+    help="What the TPM limit counts of a request: tiktoken (prompt + max output, corrected at the answer), chars "
+    "(characters/4 + max output, corrected), chars-no-refund (never corrected), xK (K x tiktoken, e.g. x1.5).",
 )
 @click.option("--latency-scale", type=float, default=1.0, show_default=True, help="0 answers at once.")
 @click.option("--first-token", type=float, default=None, help="Seconds to the first token (default: the model's).")
@@ -467,7 +472,8 @@ def sim(
     header_reading: str,
     header_time: str,
     background_load: float,
-    admission: str,
+    background_seconds: float | None,
+    counting: str,
     latency_scale: float,
     first_token: float | None,
     tokens_per_second: float | None,
@@ -502,7 +508,8 @@ def sim(
         headers=header_reading,
         header_time=header_time,
         background=background_load,
-        admission=admission,
+        background_seconds=background_seconds,
+        counting=counting,
         latency_scale=latency_scale,
         first_token_seconds=first_token,
         tokens_per_second=tokens_per_second,

@@ -17,6 +17,7 @@ from typing import Any
 
 from runner.gate import Gate, Ticket
 from runner.sim.buckets import ModelBuckets
+from runner.sim.counting import counting as counting_named
 
 
 class VirtualClock:
@@ -40,6 +41,7 @@ class Request:
 @dataclass
 class Result:
     utilisation: float  # real tokens per minute over TPM, while work waited
+    counted_share: float  # what the server's limit counted per minute over TPM, likewise
     request_share: float  # requests per minute over RPM, likewise
     rejected: float  # 429s over requests that reached the server
     seconds: float
@@ -67,7 +69,8 @@ def simulate(
     first_token: float = 0.3,
     speed: float = 150.0,
     header_time: str = "answered",
-    admission: str = "reserve",
+    counting: str = "tiktoken",
+    chars: int = 900,
     headroom: float = 0.02,
     network: float = 0.002,
     jitter: float = 0.0,
@@ -78,11 +81,14 @@ def simulate(
     background_until: float | None = None,
 ) -> Result:
     """One run; ``header_time``: when the server takes its header reading (``sent`` or ``answered``);
-    ``admission``: ``reserve`` (prompt + max tokens, refunded) or ``no-refund`` (the same, never refunded);
+    ``counting``: what the server's TPM limit counts (``runner.sim.counting``), ``chars`` the characters of each
+    request's body;
     ``jitter``: each request takes up to that much longer on its way to the server (a busy machine or network:
     requests sent apart can arrive together); ``background_until``: the other client stops that many seconds into
     the run (and the share used is measured from then on)."""
     clock = VirtualClock()
+    rule = counting_named(counting)
+    text = "x" * chars
     rng = random.Random(seed)
     delays = random.Random(seed + 1)
     server = ModelBuckets(rpm, tpm, None, window, clock, reading, background)
@@ -100,6 +106,7 @@ def simulate(
 
     answered = rejections = arrivals = 0
     billed: list[tuple[float, int]] = []  # (admission time, real tokens) of answers
+    counted: list[tuple[float, int]] = []  # (admission time, what the server's limit counts) of answers
     waiting_until = 0.0  # last moment a request was still waiting for the gate
     retries: list[tuple[float, int, Request]] = []
     wake_at = float("inf")
@@ -150,7 +157,7 @@ def simulate(
                 dispatch()
         elif kind == "arrive":
             arrivals += 1
-            charge = item.prompt + item.max_tokens
+            charge = rule.admitted(item.prompt, text, item.max_tokens, 1)
             admission_result = server.admit(charge)
             if not admission_result.ok:
                 headers = server.headers()
@@ -163,8 +170,11 @@ def simulate(
         elif kind == "complete":
             req, early, admitted_at = item
             used = req.prompt + req.output
-            if admission != "no-refund":
-                server.settle(req.prompt + req.max_tokens, used, admitted_at)
+            charge = rule.admitted(req.prompt, text, req.max_tokens, 1)
+            if rule.refunds:
+                server.settle(charge, rule.answered(req.prompt, text, req.output), admitted_at)
+            final = rule.answered(req.prompt, text, req.output) if rule.refunds else charge
+            counted.append((req.ticket.sent if req.ticket else t, final))
             billed.append((req.ticket.sent if req.ticket else t, used))  # by when it was admitted
             headers = early if early is not None else server.headers()
             at(t + network, "reply", (req, headers))
@@ -190,6 +200,7 @@ def simulate(
     per_minute = sum(n for _, n in steady) / seconds * 60
     return Result(
         utilisation=per_minute / tpm,
+        counted_share=sum(n for t, n in counted if warm <= t <= waiting_until) / seconds * 60 / tpm,
         request_share=len(steady) / seconds * 60 / rpm,
         rejected=rejections / max(1, arrivals),
         seconds=clock.now - start,

@@ -107,3 +107,22 @@ def test_simulator_services_do_not_import_the_server(module: str) -> None:
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert "runner.sim.server" not in imported and "runner.sim" not in imported
+
+
+# the client's rules the simulator judges: it counts, reserves, caches, prices and reads endpoints with its own code
+CLIENT_RULES = {"runner.tokens", "runner.caching", "runner.pricing", "runner.endpoints", "runner.budget",
+                "runner.workload", "runner.planner", "runner.gate", "runner.gates", "runner.evidence"}  # fmt: skip
+
+
+def test_the_simulator_is_a_judge_that_shares_no_rule_with_the_client() -> None:
+    """If the simulator counted with the client's functions it would agree with the client by construction. It may
+    use the tier data (runner.limits), the tokenizer files (runner.encodings), the error tree and duration syntax."""
+    offenders = []
+    for file in (PACKAGE / "sim").glob("*.py"):
+        tree = ast.parse(file.read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        named = {f"runner.{a.name}" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "runner"
+                 for a in n.names}  # fmt: skip
+        offenders += [f"{file.name}: {m}" for m in sorted((imported | named) & CLIENT_RULES)]
+    assert offenders == []

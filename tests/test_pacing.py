@@ -69,7 +69,7 @@ def test_a_server_that_never_refunds_is_followed_through_its_headers() -> None:
     """llmock's reading: prompt + max output counted and never given back. The gate refunds what answers did not
     use, so only the headers can tell it that the server keeps counting: it must slow down instead of being
     refused (the server's limit binds on what it counts, not on the tokens used)."""
-    run = simulate(reading="minute", window=1.0, admission="no-refund", requests=400, seed=5)
+    run = simulate(reading="minute", window=1.0, counting="chars-no-refund", requests=400, seed=5)
     assert run.rejected <= 0.01, run
 
 

@@ -235,3 +235,34 @@ def test_prompt_caching_counts_a_repeated_long_prefix(start_sim: Any) -> None:
         "cached_tokens"
     ]
     assert cached >= 1024 and cached % 128 == 0
+
+
+@pytest.mark.parametrize(
+    ("counting", "expected"),
+    [
+        ("tiktoken", lambda prompt, chars, output, cap: prompt + output),
+        ("chars", lambda prompt, chars, output, cap: -(-chars // 4) + output),
+        ("chars-no-refund", lambda prompt, chars, output, cap: -(-chars // 4) + cap),
+        ("x1.5", lambda prompt, chars, output, cap: -(-3 * (prompt + output) // 2)),
+    ],
+)
+def test_the_tokens_limit_counts_a_request_the_way_the_counting_mode_reads_the_rate_limit_guide(
+    start_sim: Any, counting: str, expected: Any
+) -> None:
+    """What the TPM limit still holds against an answered request (its headers' ``limit - remaining``), worked out
+    here from the answer's usage and the request's characters: the simulator's own count, not the client's."""
+    sim = start_sim(rpm=1000, tpm=6000, counting=counting, latency_scale=0)
+    status, headers, raw = call(sim, "POST", "/chat/completions", CHAT)
+    assert status == 200
+    usage = json.loads(raw)["usage"]
+    held = int(headers["x-ratelimit-limit-tokens"]) - int(headers["x-ratelimit-remaining-tokens"])
+    want = expected(usage["prompt_tokens"], len(json.dumps(CHAT)), usage["completion_tokens"], CHAT["max_tokens"])
+    assert want - 2 <= held <= want  # the bucket refills 100 tokens a second meanwhile
+    assert sim.sim.stats.counted_tokens == want
+
+
+def test_an_unknown_counting_mode_is_refused_with_the_known_ones(start_sim: Any) -> None:
+    from runner.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="chars-no-refund"):
+        start_sim(counting="bytes")

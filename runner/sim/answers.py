@@ -17,8 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 from runner.encodings import encoding
-from runner.endpoints import endpoint
 from runner.limits import ModelInfo
+from runner.sim.counting import inputs_of, schema_of
 
 __all__ = ["SHAPES", "Answer", "chat_completion", "compose", "embedding_list", "response_object", "schema_instance"]
 
@@ -309,7 +309,7 @@ def embedding_list(seed: int, model: str, inputs: int, dimensions: int, as_base6
 
 def _chat(seed: int, counter: int, model: ModelInfo, body: dict[str, Any], prompt: int, cached: int,
           words: tuple[int, int], flawed: float = 0.0) -> tuple[dict[str, Any], int]:  # fmt: skip
-    schema = endpoint("/v1/chat/completions").schema(body)
+    schema = schema_of("/v1/chat/completions", body)
     explicit = body.get("max_completion_tokens", body.get("max_tokens"))
     n = body.get("n", 1) if isinstance(body.get("n", 1), int) else 1
     choices = [compose(seed + i, explicit, schema, model.tokenizer, words, flawed) for i in range(n)]
@@ -319,7 +319,7 @@ def _chat(seed: int, counter: int, model: ModelInfo, body: dict[str, Any], promp
 
 def _responses(seed: int, counter: int, model: ModelInfo, body: dict[str, Any], prompt: int, cached: int,
                words: tuple[int, int], flawed: float = 0.0) -> tuple[dict[str, Any], int]:  # fmt: skip
-    schema = endpoint("/v1/responses").schema(body)
+    schema = schema_of("/v1/responses", body)
     answer = compose(seed, body.get("max_output_tokens"), schema, model.tokenizer, words, flawed)
     name = model.snapshot or model.name
     return response_object(seed, counter, name, body, answer, prompt, cached), answer.tokens
@@ -327,7 +327,7 @@ def _responses(seed: int, counter: int, model: ModelInfo, body: dict[str, Any], 
 
 def _embeddings(seed: int, counter: int, model: ModelInfo, body: dict[str, Any], prompt: int, cached: int,
                 words: tuple[int, int], flawed: float = 0.0) -> tuple[dict[str, Any], int]:  # fmt: skip
-    count = endpoint("/v1/embeddings").inputs(body)
+    count = inputs_of(body)
     default = 3072 if model.name.endswith("large") else 1536
     dims = body.get("dimensions", default) if isinstance(body.get("dimensions"), int) else default
     as_b64 = body.get("encoding_format") == "base64"

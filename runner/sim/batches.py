@@ -30,7 +30,7 @@ from runner.errors import ConfigError
 from runner.limits import Limits, ModelInfo
 from runner.sim.config import SimConfig
 from runner.sim.files import FileService, page
-from runner.sim.http import Http
+from runner.sim.http import Accepted, Http, Refused
 
 __all__ = ["Answerer", "BatchService"]
 
@@ -41,7 +41,7 @@ class Answerer(Protocol):
     config: SimConfig
     limits: Limits
 
-    def problem(self, endpoint: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]] | tuple[ModelInfo, int]: ...
+    def problem(self, endpoint: str, body: dict[str, Any]) -> Accepted | Refused: ...
 
     def answer(
         self,
@@ -231,8 +231,9 @@ class BatchService:
                 break
             try:
                 item = json.loads(raw)
-                assert isinstance(item, dict) and isinstance(item.get("body"), dict)
-            except (ValueError, AssertionError):
+            except ValueError:
+                item = None
+            if not isinstance(item, dict) or not isinstance(item.get("body"), dict):
                 errors.append(
                     {
                         "code": "invalid_json_line",
@@ -310,7 +311,7 @@ class BatchService:
 
     def _prompt(self, endpoint: str, body: dict[str, Any]) -> int:
         checked = self.sim.problem(endpoint, body)
-        return 0 if isinstance(checked[0], int) else int(checked[1])
+        return checked.prompt if isinstance(checked, Accepted) else 0
 
     def _queue_limit(self, model_name: str) -> int | None:
         cfg = self.sim.config
@@ -369,8 +370,8 @@ class BatchService:
                 )
                 continue
             checked = self.sim.problem(batch.endpoint, body)
-            if isinstance(checked[0], int):
-                status_code, error = checked
+            if isinstance(checked, Refused):
+                status_code, error = checked.status, checked.body
                 output.append(
                     json.dumps(
                         {
@@ -382,8 +383,8 @@ class BatchService:
                     )
                 )
                 continue
-            model, prompt = checked
-            result, out = self.sim.answer(batch.endpoint, body, raw, model, int(prompt), "batch")
+            model, prompt = checked.model, checked.prompt
+            result, out = self.sim.answer(batch.endpoint, body, raw, model, prompt, "batch")
             cached = result.get("usage", {}).get("prompt_tokens_details", {}).get("cached_tokens", 0) or 0
             usage["input_tokens"] += int(prompt)
             usage["cached"] += int(cached)

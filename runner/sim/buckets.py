@@ -10,7 +10,7 @@ bucket ("failed requests also count"). Requests per day are counted per UTC day 
 
 ``background`` plays another client of the same organisation using that fraction of every limit: the bucket
 refills at ``(1 - background) * limit / 60`` and the fixed-window counter grows by its use. It is visible to a
-client only through the headers and 429s.
+client only through the headers and 429s. With ``background_until`` (a time on the clock) it stops then.
 
 What the ``x-ratelimit-*`` headers report (``reading``), since OpenAI does not pin it down:
 
@@ -44,6 +44,7 @@ class Bucket:
     window: float  # seconds
     now: Callable[[], float]
     background: float = 0.0  # share of the limit another client uses
+    background_until: float = math.inf  # when it stops (clock time)
     level: float = field(init=False)
     stamp: float = field(init=False)
     minute: int = field(init=False)  # the clock minute ``used`` counts (window reading)
@@ -65,6 +66,12 @@ class Bucket:
 
     def refill(self) -> None:
         t = self.now()
+        if self.stamp < self.background_until < t:  # the other client stops: its use up to then, none after
+            self._advance(self.background_until)
+            self.background = 0.0
+        self._advance(t)
+
+    def _advance(self, t: float) -> None:
         elapsed = max(0.0, t - self.stamp)
         self.level = min(self.capacity, self.level + elapsed * self.rate * (1.0 - self.background))
         minute = int(t // 60)
@@ -131,13 +138,14 @@ class ModelBuckets:
         now: Callable[[], float],
         reading: str = "minute",
         background: float = 0.0,
+        background_until: float = math.inf,
     ) -> None:
         if reading not in READINGS:
             raise ValueError(f"unknown header reading {reading!r} (known: {', '.join(READINGS)})")
         self.now = now
         self.reading = reading
-        self.requests = Bucket(rpm, window, now, background) if rpm else None
-        self.tokens = Bucket(tpm, window, now, background) if tpm else None
+        self.requests = Bucket(rpm, window, now, background, background_until) if rpm else None
+        self.tokens = Bucket(tpm, window, now, background, background_until) if tpm else None
         self.rpd = rpd
         self.day = -1
         self.day_count = 0

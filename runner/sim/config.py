@@ -11,9 +11,8 @@ from typing import Any
 
 from runner.limits import Limits
 
-__all__ = ["ADMISSIONS", "HEADER_TIMES", "SimConfig", "SimStats"]
+__all__ = ["HEADER_TIMES", "SimConfig", "SimStats"]
 
-ADMISSIONS = ("reserve", "larger", "no-refund")
 HEADER_TIMES = ("answered", "sent")
 
 
@@ -28,9 +27,9 @@ class SimConfig:
     headers: str = "minute"  # what x-ratelimit-* report: minute, bucket, window or none (see buckets)
     header_time: str = "answered"  # when the headers are read: at admission ("sent") or at the answer
     background: float = 0.0  # share of every limit another client of the organisation uses
-    admission: str = "reserve"  # tokens counted at admission: reserve (prompt + max output, refunded at the
-    # answer), larger (the larger of max output and characters / 4, corrected at the answer), no-refund (body
-    # bytes / 4 + max output, never corrected)
+    background_seconds: float | None = None  # it stops this long after the simulator starts (None: never)
+    counting: str = "tiktoken"  # what the TPM limit counts of a request (runner.sim.counting: tiktoken, chars,
+    # chars-no-refund, xK)
     latency_scale: float = 1.0  # 0: answer at once
     first_token_seconds: float | None = None  # instead of the model's typical time to first token
     tokens_per_second: float | None = None  # instead of the model's typical output speed (0: instant)
@@ -61,6 +60,7 @@ class SimStats:
     prompt_tokens: int = 0
     cached_tokens: int = 0
     output_tokens: int = 0
+    counted_tokens: int = 0  # what the TPM limit counted of the admitted requests, corrections included
     spend: int = 0  # picodollars
     in_flight: int = 0
     max_in_flight: int = 0
@@ -77,6 +77,7 @@ class SimStats:
             "prompt_tokens": self.prompt_tokens,
             "cached_tokens": self.cached_tokens,
             "output_tokens": self.output_tokens,
+            "counted_tokens": self.counted_tokens,
             "spend_picodollars": self.spend,
             "max_in_flight": self.max_in_flight,
             "first_request_at": self.first_request_at,

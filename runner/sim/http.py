@@ -9,19 +9,37 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
+from runner.limits import ModelInfo
 from runner.sim.config import SimConfig, SimStats
 
-__all__ = ["Handler", "Http", "error_body"]
+__all__ = ["Accepted", "Handler", "Http", "Refused", "error_body"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A request the simulator will answer (rate limits permitting)."""
+
+    model: ModelInfo
+    prompt: int  # tokens, as its usage will report them
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A request the simulator refuses whatever the limits: the status and the API's error body."""
+
+    status: int
+    body: dict[str, Any]
 
 
 class Http:

@@ -15,15 +15,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import math
 import random
 from typing import Any
 
 from aiohttp import web
 
-from runner.caching import PromptCache
 from runner.durations import format_go
 from runner.encodings import encoding
-from runner.endpoints import endpoint as endpoint_row
 from runner.errors import ConfigError
 from runner.limits import ModelInfo, load_limits
 from runner.money import from_usd
@@ -31,12 +30,13 @@ from runner.sim.admin import AdminService
 from runner.sim.answers import SHAPES, seed_of
 from runner.sim.batches import BatchService
 from runner.sim.buckets import READINGS, Admission, ModelBuckets
-from runner.sim.config import ADMISSIONS, HEADER_TIMES, SimConfig, SimStats
+from runner.sim.cache import PrefixCache
+from runner.sim.config import HEADER_TIMES, SimConfig, SimStats
+from runner.sim.counting import choices_of, counting, output_cap, prompt_tokens
 from runner.sim.faults import FAULT_KINDS, inject, quota_error
-from runner.sim.http import Http, error_body
-from runner.tokens import count_prompt, output_reservation
+from runner.sim.http import Accepted, Http, Refused, error_body
 
-__all__ = ["SimConfig", "Simulator", "error_body"]
+__all__ = ["Accepted", "Refused", "SimConfig", "Simulator", "error_body"]
 
 
 class Simulator:
@@ -47,10 +47,13 @@ class Simulator:
         for value, known, what in (
             (self.config.headers, READINGS, "header reading"),
             (self.config.header_time, HEADER_TIMES, "header time"),
-            (self.config.admission, ADMISSIONS, "admission reading"),
         ):
             if value not in known:
                 raise ConfigError(f"unknown {what} {value!r} (known: {', '.join(known)})")
+        try:
+            self.counting = counting(self.config.counting)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         self.limits = self.config.limits or load_limits()
         self.limits.tier(self.config.tier)
         # the tokenizers are loaded before the port opens: a first request that waits a second for them reaches the
@@ -58,11 +61,12 @@ class Simulator:
         for tokenizer in sorted({model.tokenizer for model in self.limits.models.values()}):
             encoding(tokenizer)
         self.stats = SimStats()
+        self.started = self.config.clock()
         self.http = Http(self.config, self.stats)
         self.rng = random.Random(self.config.seed)
         self.scripted: collections.deque[dict[str, Any]] = collections.deque()
         self.buckets: dict[tuple[str, bool], ModelBuckets] = {}
-        self.cache = PromptCache()
+        self.cache = PrefixCache()
         self.counter = 0
         self.app = web.Application(client_max_size=256 * 1024 * 1024)
         for path in SHAPES:
@@ -111,7 +115,10 @@ class Simulator:
         if key not in self.buckets:
             own = limits.override(self.config.rpm, self.config.tpm, self.config.rpd)
             c = self.config
-            self.buckets[key] = ModelBuckets(own.rpm, own.tpm, own.rpd, c.window, c.clock, c.headers, c.background)
+            stops = math.inf if c.background_seconds is None else self.started + c.background_seconds
+            self.buckets[key] = ModelBuckets(
+                own.rpm, own.tpm, own.rpd, c.window, c.clock, c.headers, c.background, stops
+            )
         return self.buckets[key]
 
     async def _fault(self, request: web.Request) -> web.StreamResponse | None:
@@ -132,31 +139,41 @@ class Simulator:
 
     # -- the answering pipeline shared by chat, responses and embeddings ------------------------------------
 
-    def problem(self, endpoint: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]] | tuple[ModelInfo, int]:
-        """``(model, prompt tokens)`` for a request that can be answered, else ``(status, error body)``."""
+    def problem(self, endpoint: str, body: dict[str, Any]) -> Accepted | Refused:
+        """What the request will be answered with: ``Accepted`` (its model and prompt tokens), or ``Refused`` (the
+        status and error body of a request that cannot be answered)."""
         name = body.get("model")
         if not isinstance(name, str):
-            return 400, error_body("you must provide a model parameter", "invalid_request_error", None, "model")
+            return Refused(
+                400, error_body("you must provide a model parameter", "invalid_request_error", None, "model")
+            )
         try:
             model = self.limits.model(name)
         except ConfigError:
-            return 404, error_body(
-                f"The model `{name}` does not exist or you do not have access to it.",
-                "invalid_request_error",
-                "model_not_found",
+            return Refused(
+                404,
+                error_body(
+                    f"The model `{name}` does not exist or you do not have access to it.",
+                    "invalid_request_error",
+                    "model_not_found",
+                ),
             )
         if endpoint not in model.endpoints:
-            return 400, error_body(f"{model.name} does not support {endpoint}.", "invalid_request_error", None, "model")
-        prompt = count_prompt(endpoint, body, model.tokenizer)
+            message = f"{model.name} does not support {endpoint}."
+            return Refused(400, error_body(message, "invalid_request_error", None, "model"))
+        prompt = prompt_tokens(endpoint, body, encoding(model.tokenizer))
         if prompt > model.input_limit:
-            return 400, error_body(
-                f"This model's maximum context length is {model.input_limit} tokens. However, your messages "
-                f"resulted in {prompt} tokens. Please reduce the length of the messages.",
-                "invalid_request_error",
-                "context_length_exceeded",
-                "messages",
+            return Refused(
+                400,
+                error_body(
+                    f"This model's maximum context length is {model.input_limit} tokens. However, your messages "
+                    f"resulted in {prompt} tokens. Please reduce the length of the messages.",
+                    "invalid_request_error",
+                    "context_length_exceeded",
+                    "messages",
+                ),
             )
-        return model, prompt
+        return Accepted(model, prompt)
 
     def answer(
         self,
@@ -172,8 +189,8 @@ class Simulator:
         The seed is the body's canonical JSON: the same request gets the same answer in sync and batch mode."""
         seed = seed_of(json.dumps(body, sort_keys=True, separators=(",", ":")))
         self.counter += 1
-        generates = bool(endpoint_row(endpoint).output_keys)  # prompt caching is for generation, not embeddings
-        cached = self.cache.cached(body, model.name, model.tokenizer, prompt) if generates else 0
+        generates = endpoint != "/v1/embeddings"  # prompt caching is for generation, not embeddings
+        cached = self.cache.hit(model.name, body, encoding(model.tokenizer), prompt) if generates else 0
         result, output = SHAPES[endpoint](
             seed, self.counter, model, body, prompt, cached, self.config.answer_words, self.config.flawed_rate
         )
@@ -192,43 +209,34 @@ class Simulator:
             return parsed
         body, text = parsed
         checked = self.problem(endpoint, body)
-        if isinstance(checked[0], int):
-            status, error = checked
-            assert isinstance(status, int) and isinstance(error, dict)
-            e = error["error"]
-            return self.http.error(status, e["message"], e["type"], e["code"], e["param"])
-        model, prompt = checked
-        assert isinstance(model, ModelInfo) and isinstance(prompt, int)
+        if isinstance(checked, Refused):
+            e = checked.body["error"]
+            return self.http.error(checked.status, e["message"], e["type"], e["code"], e["param"])
+        model, prompt = checked.model, checked.prompt
         fault = await self._fault(request)
         if fault is not None:
             return fault
         if self.config.quota_usd is not None and self.stats.spend >= from_usd(self.config.quota_usd):
             return quota_error(self.http)
-        reserved = self._charge(endpoint, body, text, model, prompt)
+        cap = output_cap(endpoint, body, self.limits.output_reservation_tokens, model.max_output_tokens)
+        reserved = self.counting.admitted(prompt, text, cap, choices_of(body))
         buckets = self.buckets_for(model, prompt)
         admission = buckets.admit(reserved, self.config.count_rejected)
         if not admission.ok:
             return self._rate_limited(model, buckets, admission, reserved)
+        self.stats.counted_tokens += reserved
         admitted_at = self.config.clock()
         early = buckets.headers() if self.config.header_time == "sent" else None
         result, output = self.answer(endpoint, body, text, model, prompt)
         delay = self._latency(model, output)
         if delay > 0:
             await asyncio.sleep(delay)
-        if self.config.admission != "no-refund":
-            buckets.settle(reserved, prompt + output, admitted_at)
+        if self.counting.refunds:
+            final = self.counting.answered(prompt, text, output)
+            buckets.settle(reserved, final, admitted_at)
+            self.stats.counted_tokens += final - reserved
         headers = {**self.http.headers(), **(early if early is not None else buckets.headers())}
         return web.Response(body=json.dumps(result).encode(), content_type="application/json", headers=headers)
-
-    def _charge(self, endpoint: str, body: dict[str, Any], text: str, model: ModelInfo, prompt: int) -> int:
-        """Tokens counted against TPM at admission, in the reading ``config.admission`` plays."""
-        limit = output_reservation(endpoint, body, self.limits.output_reservation_tokens, model.max_output_tokens)
-        n = body.get("n", 1) if isinstance(body.get("n", 1), int) else 1
-        if self.config.admission == "larger":  # the larger of max output and an estimate from the characters
-            return max(limit * n, -(-len(text) // 4))
-        if self.config.admission == "no-refund":  # body bytes / 4 + max output, as llmock counts
-            return max(1, len(text.encode()) // 4) + limit * n
-        return prompt + limit * n
 
     def _latency(self, model: ModelInfo, output: int) -> float:
         """First token + output tokens at the model's speed (or the configured ones), times ``latency_scale``."""
