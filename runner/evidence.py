@@ -1,4 +1,4 @@
-"""What the server's ``x-ratelimit-*`` headers say about other use of a limit: evidence, never commands.
+"""What the server's ``x-ratelimit-*`` headers say about its count of a limit: evidence, never commands.
 
 A reading (``limit``, ``remaining``, ``reset`` of one dimension, requests or tokens) is used only when all three
 are present and consistent (``0 <= remaining <= limit``); the gate refuses readings about a period longer than a
@@ -18,6 +18,21 @@ taken, so ``Evidence`` tells the plausible readings apart by their arithmetic in
   ``limit - remaining < reset x limit / 60``, which no continuous reading can show, or when the end of the window
   (now + reset) stays put while the gate uses the limit. What the server counts this window beyond the gate's
   own use since the window began is other use.
+
+The server's count of the gate's own requests is not the gate's count: OpenAI's limiter estimates a request from its
+characters and maximum output, not with the tokenizer. What the server counts beyond the gate's own use is therefore
+either other clients' use or the server's own scale (it counts each of the gate's tokens as ``scale`` of its own),
+and the two call for different pacing: an excess read as others' use where it is the scale swings the gate from
+side to side and, on a server that counts twice the gate's estimate, down to a crawl. Each interval between two
+readings is a sample of the gate's own rate and the rate the server counted; the gate's use comes in lumps
+(admissions, refunds at answers) while others' is spread over time, so a least-squares fit tells them apart
+(``_Hypothesis.fit``): all others' use, all scale, or both, whichever leaves the samples least unexplained. A
+server that counts less than the gate (scale below 1) gives the gate more than the limit in its own count.
+
+A server that reads full (or clearly below the replay of the gate's own use) while the gate holds requests back
+has room the estimate does not know of: the share rises by ``PROBE_PER_SECOND`` of the limit a second until the
+server is short again and its readings say how much it counts. So no belief about others holds the gate back for
+long once they stop, and a server that counts less than the gate is found.
 
 Whether a header describes the server at the request's admission (``sent``) or at its answer (``answered``) is
 replayed both ways; the way that explains the readings clearly better is believed, and until then the smaller
@@ -44,6 +59,11 @@ MIN_SPAN = 0.05  # seconds between two readings compared: answers that arrive to
 # 60 s brought the limit back twice as fast after another client stopped, but refused 1.23% instead of 0.74% under
 # 40% other use at a 1 s window in bench/pacing.py (the virtual model did not show it)
 FADE_SECONDS = 120.0  # an estimate the server cannot confirm (it is full) fades over this, so the gate probes
+PROBE_PER_SECOND = 0.02  # the share rises this much a second while the server is full and the gate holds requests
+MAX_SHARE = 4.0  # a server that counts a request as a quarter of the gate's estimate, at the least
+MIN_SCALE, MAX_SCALE = 0.25, 50.0
+FIT_SECONDS = 10.0  # time constant of the fit of the server's scale and others' use
+FULL_SECONDS = 5.0  # time constant of how often the server reads full
 PREFER_SECONDS = 10.0  # a 429's word on which reading is right holds this long unless another 429 backs it up
 QUIET_SECONDS = 60.0  # without headers: this long without a 429 (twice that after each probe that found the
 PROBE_SECONDS = 60.0  # estimate right, up to 4 times) and the estimate starts to fade by exp(-(seconds / this) ** 2)
@@ -150,35 +170,86 @@ class _Hypothesis:
         self.limit_rate = 0.0  # the limit per second the samples were taken under
         self.spread = 0.0  # mean absolute residual: how badly this hypothesis explains the readings
         self.samples = 0
+        # exponentially weighted sums of a least-squares fit, weighted by each interval's length, of the rate the
+        # server counted in an interval (v) to the gate's own rate in it (u): v = scale u + other. The gate's use
+        # comes in lumps (requests admitted, refunds at answers) while other clients' is spread over time, so the
+        # two are told apart once the gate's rate has varied from interval to interval
+        self.sums = [0.0] * 6  # w, w u, w u u, w v, w u v, w v v
+        self.headed = False  # samples come from headers (else from 429s alone)
+        self.boost = 1.0  # how far probes have raised the share beyond what the samples say
+        self.short = 0.0  # how often it read clearly less than the replay said
+        self.full = 0.0  # how often the server read full lately (exponentially weighted), and how often the replay
+        self.full_replayed = 0.0  # of the gate's own use said it would
+
+    def fit(self) -> tuple[float, float]:
+        """``(scale, other)``: how many of the server's units one of the gate's is, and what others use per second.
+
+        Three readings of the samples compete, each by how little of them it leaves unexplained: all of the excess
+        is others' use (scale 1), all of it is the server's scale (no others), or both, fitted (which must explain
+        a third more to be believed: it has a parameter more). Where no headers come, 429s alone (a few a minute)
+        cannot tell them apart: the excess is taken as others' use."""
+        if not self.headed or self.samples == 0:
+            return 1.0, (self.counted - self.mine) / max(self.weight, 0.25) if self.weight > 0 else 0.0
+        w, wu, wuu, wv, wuv, wvv = self.sums
+        if w <= 0 or wuu <= 0:
+            return 1.0, 0.0
+        suu, suv, svv = wuu - wu * wu / w, wuv - wu * wv / w, wvv - wv * wv / w  # centred
+        others = (svv - 2 * suv + suu, 1.0, (wv - wu) / w)
+        ratio = wuv / wuu
+        scaled = (wvv - wuv * ratio, max(MIN_SCALE, min(MAX_SCALE, ratio)), 0.0)
+        choices = [others, scaled]
+        if self.samples >= 8 and suu > (0.1 * wu / w) ** 2 * w:  # the gate's rate varied enough to fit both
+            scale = suv / suu
+            if MIN_SCALE <= scale <= MAX_SCALE:
+                choices.append(((svv - suv * scale) * 1.5, scale, max(0.0, wv / w - scale * wu / w)))
+        _, scale, other = min(choices)
+        return scale, other
 
     @property
     def share(self) -> float:
-        """The share of the limit the gate may use: the limit less what the server counts beyond the gate's own use
-        (1: nothing). Other clients' use reads right whatever the gate used meanwhile; a server that counts each
-        request as more than the gate does shows as other use in proportion, and the gate settles where its own
-        use and that excess fill the limit. Taken as 1 until a second or so of samples is seen."""
+        """The share of the limit the gate may use, in its own count: the limit less others' use, divided by the
+        server's scale (above 1 where the server counts a request as less than the gate does). Where the samples
+        do not tell the scale, what the server counts beyond the gate's own use is read as others' use: paced to
+        what that leaves, the gate converges on what is left either way. Taken as 1 until a second or so of
+        samples is seen."""
         if self.counted <= 0 or self.limit_rate <= 0:
-            return 1.0
+            return self.boost
+        scale, other = self.fit()
         seen = min(1.0, self.weight / 0.25)
-        return 1.0 + (max(0.02, min(1.0, 1.0 - self.other / self.limit_rate)) - 1.0) * seen
+        target = max(0.02, min(MAX_SHARE, (1.0 - other / self.limit_rate) / scale))
+        return (1.0 + (target - 1.0) * seen) * self.boost
 
     @property
     def other(self) -> float:
-        """What the server counts beyond the gate's own use, per second."""
-        return max(0.0, self.counted - self.mine) / max(self.weight, 0.25)
+        """What others use per second, as the fit says."""
+        return max(0.0, self.fit()[1])
 
     def learn(self, mine: float, counted: float, seconds: float, limit_rate: float) -> None:
         """Add a sample covering ``seconds`` (per-second uses under a limit of ``limit_rate`` per second); older
-        samples fade with ``EVIDENCE_SECONDS``."""
+        samples fade with ``EVIDENCE_SECONDS`` (``FIT_SECONDS`` in the fit)."""
         self.limit_rate = limit_rate
+        keep = math.exp(-max(0.0, seconds) / FIT_SECONDS)
+        w, u, v = seconds, mine, counted
+        sample = (w, w * u, w * u * u, w * v, w * u * v, w * v * v)
+        self.sums = [a * keep + b for a, b in zip(self.sums, sample, strict=True)]
         fade = math.exp(-max(0.0, seconds) / EVIDENCE_SECONDS)
         self.mine = self.mine * fade + mine * (1 - fade)
         self.counted = self.counted * fade + counted * (1 - fade)
         self.weight = self.weight * fade + (1 - fade)
 
+    def probe(self, seconds: float, per_second: float) -> None:
+        """The server had room the share left unused: raise the share by ``per_second`` of the limit each second,
+        until the server is short again and its readings say how much it counts."""
+        self.boost = min(MAX_SHARE, self.boost + per_second * max(0.0, seconds))
+
     def fade(self, seconds: float, scale: float) -> None:
         """Let what the server counted beyond the gate's own shrink over ``scale`` seconds (nothing to learn)."""
-        self.counted = self.mine + (self.counted - self.mine) * math.exp(-max(0.0, seconds) / scale)
+        keep = math.exp(-max(0.0, seconds) / scale)
+        self.counted = self.mine + (self.counted - self.mine) * keep
+        _, wu, wuu, wv, wuv, wvv = self.sums  # towards the server counting as the gate does
+        self.sums[3] = wu + (wv - wu) * keep
+        self.sums[4] = wuu + (wuv - wuu) * keep
+        self.sums[5] = wuu + (wvv - wuu) * keep
 
 
 class Evidence:
@@ -239,7 +310,13 @@ class Evidence:
             if believed is not None:
                 self._share = believed.share
             else:
-                self._share = max((h.share for h in self.hypotheses if h.position >= 0), default=1.0)
+                # the benefit of the doubt, but no more than the limit: a server said to count less than the gate
+                # must first be shown to by the readings it explains
+                shares = [h.share for h in self.hypotheses if h.position >= 0]
+                if shares and min(shares) > 1.0:  # both say the server counts less: the smaller
+                    self._share = min(shares)
+                else:
+                    self._share = max((min(1.0, x) for x in shares), default=1.0)
         return self._share
 
     @property
@@ -288,12 +365,22 @@ class Evidence:
                 return True
         return False
 
-    def observe(self, reading: Reading, now: float, sent_position: int | None = None, *, refused: bool = False) -> None:
+    def observe(
+        self,
+        reading: Reading,
+        now: float,
+        sent_position: int | None = None,
+        *,
+        refused: bool = False,
+        held: bool = False,
+    ) -> None:
         """Weigh one reading taken ``now``; ``sent_position`` is the ledger position just after its request's own
         admission (None for a reading that no request of the gate carried, e.g. a 429's message); ``refused``: it
         came with a 429, so the server is short now whatever a replay says."""
         self._share = None
         self.seen = now
+        for h in self.hypotheses:
+            h.headed = self.headed
         if refused:
             self.refused_at = now
             if self.probed is not None:  # the probe went too far: back to what was known before it
@@ -339,22 +426,33 @@ class Evidence:
             if windowed:
                 self._window_sample(h, reading, position, at)
             elif h.position >= 0:
-                self._continuous_sample(h, position, at, counted, rate, refused)
+                self._continuous_sample(h, position, at, counted, rate, refused, held)
             h.position, h.time, h.deficit = position, at, counted
 
     def _continuous_sample(
-        self, h: _Hypothesis, position: int, at: float, counted: float, rate: float, refused: bool
+        self, h: _Hypothesis, position: int, at: float, counted: float, rate: float, refused: bool, held: bool
     ) -> None:
         """Compare a continuous reading (the server still counts ``counted``) with the last one ``h`` read."""
         elapsed = at - h.time
         mine = self.ledger.total_at(position) - self.ledger.total_at(h.position)
         # the replay refills at what the estimate leaves the gate: where it holds, the server stays short as long
         # as the replay does, and what it counts beyond the replay corrects the estimate
-        left = max(0.05 * rate, rate - h.other)
-        expected, floored = self.ledger.replay(h.deficit, h.position, position, h.time, at, left)
-        beyond = counted - expected + (rate - left) * elapsed  # beyond the gate's own use, at the full rate
-        most = counted + (rate - left) * elapsed
-        if not floored and min(counted, h.deficit) >= self.largest:
+        # the replay runs in the gate's units: the deficit divided by the server's scale, refilling at what others
+        # leave divided by it
+        k, other = h.fit()
+        left = max(0.05 * rate, rate - other)
+        expected, floored = self.ledger.replay(h.deficit / k, h.position, position, h.time, at, left / k)
+        expected *= k
+        beyond = counted - expected + (rate - left) * elapsed + (k - 1.0) * mine  # beyond the gate's own use
+        most = counted + (rate - left) * elapsed + max(0.0, (k - 1.0) * mine)
+        # how often the server reads full, and how often the replay says it would: the server has room the estimate
+        # does not know of where it reads full clearly more often than the replay of the gate's own use says, or
+        # clearly less than the replay most of the time
+        fade = math.exp(-elapsed / FULL_SECONDS)
+        h.full = h.full * fade + (counted < 1.0) * (1 - fade)
+        h.full_replayed = h.full_replayed * fade + (expected < 1.0) * (1 - fade)
+        h.short = h.short * fade + (counted < 0.6 * expected) * (1 - fade)  # reads clearly less than replayed
+        if not floored and min(counted, h.deficit) >= self.largest * k:
             # only a server short of at least a request's worth says anything: nearly full, the age of a reading
             # and a request in transit are all it shows (and others' use does not matter yet)
             self._sample(h, mine, beyond, elapsed, rate, most)
@@ -375,6 +473,8 @@ class Evidence:
             beyond -= self.largest
             if beyond > h.other * elapsed:
                 self._sample(h, mine, beyond, elapsed, rate, most)
+        elif held and (h.full > h.full_replayed + 0.2 or h.short > 0.5):  # room the estimate does not know of:
+            h.probe(elapsed, PROBE_PER_SECOND)  # only sending more tells how much
         elif floored:  # the server had more room than the estimate leaves: nothing to learn now; let it fade
             h.fade(elapsed, FADE_SECONDS if counted >= 1.0 else FADE_SECONDS / 4)
 
@@ -387,9 +487,11 @@ class Evidence:
         # a request in transit at either reading shifts a residual by its size, so that much is allowed both ways
         cap = rate * elapsed * 1.5 + self.largest
         residual = max(-cap, min(residual, cap, most))
-        h.spread += (abs(residual - h.other * elapsed) - h.spread) * 0.05  # what the estimate does not explain
+        k, other = h.fit()  # what the estimate does not explain
+        h.spread += (abs(residual - other * elapsed - (k - 1.0) * mine) - h.spread) * 0.05
         h.learn(mine / elapsed, (mine + residual) / elapsed, elapsed, rate)  # net: refunds can outweigh admissions
         h.samples += 1
+        h.boost = 1.0 + (h.boost - 1.0) * math.exp(-elapsed / EVIDENCE_SECONDS)  # the samples say it now
 
     def _window_sample(self, h: _Hypothesis, reading: Reading, position: int, at: float) -> None:
         period = 60.0  # a reading about a minute (longer resets are refused before this)
