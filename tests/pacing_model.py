@@ -1,10 +1,12 @@
 """A whole run of the real ``Gate`` against the simulator's real ``ModelBuckets``, on virtual time.
 
-Nothing sleeps: an event queue moves one clock that both sides read. The client admits requests first come,
-first served through the gate (as ``Gate.acquire`` does), the server admits or refuses them with its buckets,
-answers after a latency (first token + output tokens / speed), and the client feeds the reply back to the gate
-(``settle``, ``observe``, ``rate_limited``). The run reports the share of the binding limit used in real tokens
-while work was waiting, and the share of requests refused.
+Nothing sleeps: an event queue moves one clock that both sides read. Each client admits its requests first come,
+first served through its own gate (as ``Gate.acquire`` does), the server admits or refuses them with its buckets
+and counts them as its counting mode says, answers after a latency (first token + output tokens / speed), and the
+client feeds the reply back to its gate (``settle``, ``observe``, ``rejected``). Several clients (``clients``,
+started ``stagger`` seconds apart) play runner processes sharing one organisation's limit. The run reports the
+share of the binding limit used while work was waiting, in real tokens and in what the server counted, the share
+of requests refused, and when each client finished.
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ class Result:
     answered: int
     rejections: int
     gate: Gate
-    samples: list[tuple[float, float]] = field(default_factory=list[tuple[float, float]])
+    finished: list[float] = field(default_factory=list[float])  # seconds from the start, each client's last answer
+    gates: list[Gate] = field(default_factory=list[Gate])
 
 
 async def _noop(_: float) -> None:
@@ -79,23 +82,35 @@ def simulate(
     gate_tpm: int | None = None,
     max_seconds: float = 3600.0,
     background_until: float | None = None,
+    clients: int = 1,
+    stagger: float = 10.0,
 ) -> Result:
     """One run; ``header_time``: when the server takes its header reading (``sent`` or ``answered``);
     ``counting``: what the server's TPM limit counts (``runner.sim.counting``), ``chars`` the characters of each
-    request's body;
-    ``jitter``: each request takes up to that much longer on its way to the server (a busy machine or network:
-    requests sent apart can arrive together); ``background_until``: the other client stops that many seconds into
-    the run (and the share used is measured from then on)."""
+    request's body; ``jitter``: each request takes up to that much longer on its way to the server (a busy machine
+    or network: requests sent apart can arrive together); ``background_until``: the other client stops that many
+    seconds into the run (and the share used is measured from then on); ``clients``: that many gates, each with
+    ``requests`` of its own, started ``stagger`` seconds apart (the share is measured from the last one's start)."""
     clock = VirtualClock()
     rule = counting_named(counting)
     text = "x" * chars
     rng = random.Random(seed)
     delays = random.Random(seed + 1)
     server = ModelBuckets(rpm, tpm, None, window, clock, reading, background)
-    gate = Gate(gate_rpm or rpm, gate_tpm or tpm, headroom=headroom, clock=clock, sleep=_noop)
-    queue: deque[Request] = deque(
-        Request(i, rng.randint(*prompt), max_tokens, min(max_tokens, rng.randint(*output))) for i in range(requests)
-    )
+    start = clock.now
+
+    def job() -> deque[Request]:
+        draws = ((rng.randint(*prompt), min(max_tokens, rng.randint(*output))) for _ in range(requests))
+        return deque(Request(i, p, max_tokens, out) for i, (p, out) in enumerate(draws))
+
+    players = [
+        _Client(
+            Gate(gate_rpm or rpm, gate_tpm or tpm, headroom=headroom, clock=clock, sleep=_noop),
+            job(),
+            start + c * stagger,
+        )
+        for c in range(clients)
+    ]
     events: list[tuple[float, int, str, Any]] = []
     seq = 0
 
@@ -107,43 +122,44 @@ def simulate(
     answered = rejections = arrivals = 0
     billed: list[tuple[float, int]] = []  # (admission time, real tokens) of answers
     counted: list[tuple[float, int]] = []  # (admission time, what the server's limit counts) of answers
-    waiting_until = 0.0  # last moment a request was still waiting for the gate
-    retries: list[tuple[float, int, Request]] = []
-    wake_at = float("inf")
+    waiting_until = 0.0  # last moment a request was still waiting for a gate
 
-    def wake(t: float) -> None:
-        nonlocal wake_at
-        if t < wake_at:
-            wake_at = t
-            at(t, "wake")
+    def wake(client: _Client, t: float) -> None:
+        if t < client.wake_at:
+            client.wake_at = t
+            at(t, "wake", client)
 
-    def dispatch() -> None:
+    def dispatch(client: _Client) -> None:
         nonlocal waiting_until
+        if clock.now < client.starts:
+            wake(client, client.starts)
+            return
         while True:
-            while retries and retries[0][0] <= clock.now:
-                queue.append(heapq.heappop(retries)[2])
-            if not queue:
-                if retries:
-                    wake(retries[0][0])
+            while client.retries and client.retries[0][0] <= clock.now:
+                client.queue.append(heapq.heappop(client.retries)[2])
+            if not client.queue:
+                if client.retries:
+                    wake(client, client.retries[0][0])
                 return
             waiting_until = clock.now
-            head = queue[0]
+            head = client.queue[0]
             cost = head.prompt + head.max_tokens
-            wait = gate.delay(cost)
+            wait = client.gate.delay(cost)
             if wait > 0:
-                wake(clock.now + wait)
+                wake(client, clock.now + wait)
                 return
-            queue.popleft()
-            head.ticket = gate.take(cost)
+            client.queue.popleft()
+            head.ticket = client.gate.take(cost)
             head.attempts += 1
-            at(clock.now + network + delays.uniform(0.0, jitter), "arrive", head)
+            at(clock.now + network + delays.uniform(0.0, jitter), "arrive", (client, head))
 
-    wake(clock.now)
+    for client in players:
+        wake(client, client.starts)
     if background_until is not None:
         at(clock.now + background_until, "quiet")
     while events:
         t, _, kind, item = heapq.heappop(events)
-        if t - 1_000_000.0 > max_seconds:
+        if t - start > max_seconds:
             break
         clock.now = t
         if kind == "quiet":
@@ -152,59 +168,72 @@ def simulate(
                     bucket.refill()
                     bucket.background = 0.0
         elif kind == "wake":
-            if t == wake_at:
-                wake_at = float("inf")
-                dispatch()
+            if t == item.wake_at:
+                item.wake_at = float("inf")
+                dispatch(item)
         elif kind == "arrive":
+            client, req = item
             arrivals += 1
-            charge = rule.admitted(item.prompt, text, item.max_tokens, 1)
+            charge = rule.admitted(req.prompt, text, req.max_tokens, 1)
             admission_result = server.admit(charge)
             if not admission_result.ok:
-                headers = server.headers()
-                retry_after = admission_result.retry_after
-                at(t + network, "rejected", (item, headers, retry_after, admission_result))
+                at(t + network, "rejected", (client, req, server.headers(), admission_result))
                 continue
             early = server.headers() if header_time == "sent" else None
-            latency = first_token + item.output / speed
-            at(t + latency, "complete", (item, early, t))
+            at(t + (first_token + req.output / speed), "complete", (client, req, early, t))
         elif kind == "complete":
-            req, early, admitted_at = item
-            used = req.prompt + req.output
+            client, req, early, admitted_at = item
             charge = rule.admitted(req.prompt, text, req.max_tokens, 1)
             if rule.refunds:
                 server.settle(charge, rule.answered(req.prompt, text, req.output), admitted_at)
             final = rule.answered(req.prompt, text, req.output) if rule.refunds else charge
-            counted.append((req.ticket.sent if req.ticket else t, final))
-            billed.append((req.ticket.sent if req.ticket else t, used))  # by when it was admitted
-            headers = early if early is not None else server.headers()
-            at(t + network, "reply", (req, headers))
+            sent = req.ticket.sent if req.ticket else t  # by when it was admitted
+            counted.append((sent, final))
+            billed.append((sent, req.prompt + req.output))
+            at(t + network, "reply", (client, req, early if early is not None else server.headers()))
         elif kind == "reply":
-            req, headers = item
+            client, req, headers = item
             assert req.ticket is not None
-            gate.settle(req.ticket, req.prompt + req.output)
-            gate.observe(headers, req.ticket)
+            client.gate.settle(req.ticket, req.prompt + req.output)
+            client.gate.observe(headers, req.ticket)
             answered += 1
-            dispatch()  # a refund may let the head through sooner (Gate.acquire wakes on settle)
+            client.answered += 1
+            client.finished = t - start
+            dispatch(client)  # a refund may let the head through sooner (Gate.acquire wakes on settle)
         elif kind == "rejected":
-            req, headers, retry_after, refusal = item
+            client, req, headers, refusal = item
             assert req.ticket is not None
             rejections += 1
             limit = tpm if refusal.dimension == "tokens" else rpm
-            gate.rejected(req.ticket, headers, refusal.dimension, retry_after, limit, refusal.used)
-            heapq.heappush(retries, (t + retry_after * rng.uniform(1.0, 1.1), req.index, req))
-            dispatch()
-    start = 1_000_000.0
-    warm = start + (5.0 if background_until is None else background_until)
-    steady = [(t, n) for t, n in billed if warm <= t <= waiting_until]
+            client.gate.rejected(req.ticket, headers, refusal.dimension, refusal.retry_after, limit, refusal.used)
+            heapq.heappush(client.retries, (t + refusal.retry_after * rng.uniform(1.0, 1.1), req.index, req))
+            dispatch(client)
+    warm = start + (5.0 if background_until is None else background_until) + (clients - 1) * stagger
     seconds = max(1e-9, waiting_until - warm)
-    per_minute = sum(n for _, n in steady) / seconds * 60
+
+    def per_minute(pairs: list[tuple[float, int]]) -> float:
+        return sum(n for t, n in pairs if warm <= t <= waiting_until) / seconds * 60
+
     return Result(
-        utilisation=per_minute / tpm,
-        counted_share=sum(n for t, n in counted if warm <= t <= waiting_until) / seconds * 60 / tpm,
-        request_share=len(steady) / seconds * 60 / rpm,
+        utilisation=per_minute(billed) / tpm,
+        counted_share=per_minute(counted) / tpm,
+        request_share=sum(1 for t, _ in billed if warm <= t <= waiting_until) / seconds * 60 / rpm,
         rejected=rejections / max(1, arrivals),
         seconds=clock.now - start,
         answered=answered,
         rejections=rejections,
-        gate=gate,
+        gate=players[0].gate,
+        finished=[c.finished for c in players],
+        gates=[c.gate for c in players],
     )
+
+
+@dataclass
+class _Client:
+    gate: Gate
+    queue: deque[Request]
+    starts: float
+    retries: list[tuple[float, int, Request]] = field(default_factory=list[tuple[float, int, Request]])
+    wake_at: float = float("inf")
+    answered: int = 0
+    finished: float = 0.0
