@@ -38,7 +38,8 @@ The public surface is the ``runner`` command (``runner.cli``). One noun per modu
     extract/        runner extract: sources, schema (strict), requests, answers, job, spec, output
     batch/          the Batch API mode: executor, collect (a finished batch), packing, api (the openai SDK)
     store/          the SQLite database: states (the transition table), base, runs, requests, results, batches,
-                    history (what the planner learns), extractions, migrations, schema (the README's description)
+                    history (what the planner learns), extractions, migrations, schema (the README's description),
+                    peers (the gate file runner processes on one host share their limits through)
     sim/            the OpenAI simulator: server, http, buckets, counting (its own token counts), cache, answers,
                     faults, files, batches, admin, config, thread, serve
 """

@@ -111,6 +111,14 @@ def cli() -> None:
     show_default=True,
     help="Fraction of each limit left unused.",
 )
+@click.option(
+    "--gate",
+    type=click.Choice(["host", "none"]),
+    default="host",
+    show_default=True,
+    envvar="RUNNER_GATE",
+    help="host: share each limit with the other runner processes on this host that use the same key; none: pace alone.",
+)
 @base_url_option
 @poll_every_option
 @click.option(
@@ -139,6 +147,7 @@ def run(
     deadline: str | None,
     concurrency: int | None,
     headroom: float,
+    gate: str,
     base_url: str | None,
     poll_every: float,
     grace: float,
@@ -159,6 +168,7 @@ def run(
         rpd=rpd,
         batch_queue_tokens=batch_queue_tokens,
         headroom=headroom,
+        gate=gate,
         concurrency=concurrency,
         max_spend=_usd(max_spend),
         deadline=None if seconds is None else time.time() + seconds,

@@ -273,6 +273,7 @@ class Evidence:
         self.window: tuple[float, float] | None = None  # (start, period) of the fixed window last read
         self._share: float | None = None  # the share as last worked out (None: to be worked out again)
         self.stale = Ledger()  # refunds of uses admitted before that window began (it no longer counts them)
+        self.peers = 0.0  # per second: what the runner processes sharing this limit use of it, as they say
 
     @property
     def believed(self) -> _Hypothesis | None:
@@ -434,14 +435,16 @@ class Evidence:
     ) -> None:
         """Compare a continuous reading (the server still counts ``counted``) with the last one ``h`` read."""
         elapsed = at - h.time
-        mine = self.ledger.total_at(position) - self.ledger.total_at(h.position)
+        # the runner processes this one shares the limit with (``peers``, per second) use it as this one does: their
+        # use counts as the gate's own, spread over the interval
+        mine = self.ledger.total_at(position) - self.ledger.total_at(h.position) + self.peers * elapsed
         # the replay refills at what the estimate leaves the gate: where it holds, the server stays short as long
-        # as the replay does, and what it counts beyond the replay corrects the estimate
-        # the replay runs in the gate's units: the deficit divided by the server's scale, refilling at what others
-        # leave divided by it
+        # as the replay does, and what it counts beyond the replay corrects the estimate. It runs in the gate's
+        # units: the deficit divided by the server's scale, refilling at what others leave divided by it
         k, other = h.fit()
         left = max(0.05 * rate, rate - other)
-        expected, floored = self.ledger.replay(h.deficit / k, h.position, position, h.time, at, left / k)
+        refill = max(0.05 * rate / k, left / k - self.peers)
+        expected, floored = self.ledger.replay(h.deficit / k, h.position, position, h.time, at, refill)
         expected *= k
         beyond = counted - expected + (rate - left) * elapsed + (k - 1.0) * mine  # beyond the gate's own use
         most = counted + (rate - left) * elapsed + max(0.0, (k - 1.0) * mine)
@@ -501,7 +504,7 @@ class Evidence:
         if elapsed < 2.0:
             return
         used = reading.limit - reading.remaining
-        mine = self.ledger.total_at(position) - self.ledger.total_until(began)
+        mine = self.ledger.total_at(position) - self.ledger.total_until(began) + self.peers * elapsed
         mine -= self.stale.total_until(at) - self.stale.total_until(began)
         rate = reading.limit / 60.0
         beyond = used - mine

@@ -37,12 +37,13 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from runner.evidence import Evidence, Reading, read_reading
 
-__all__ = ["Gate", "GateStats", "Pacer", "Ticket"]
+__all__ = ["Gate", "GateStats", "Pacer", "Sharing", "Ticket"]
 
 DIMENSIONS = ("requests", "tokens")
 MIN_BURST = 0.05  # seconds
@@ -55,6 +56,26 @@ START_SHARE = 0.5  # of the rate at the first moment: other clients may be using
 START_SECONDS = 2.0  # to reach the whole rate, while the first answers and 429s tell what others use
 LONGEST_RESET = 61.0  # seconds: a reading with a longer reset is about another period
 WAKE_SECONDS = 0.05  # a waiting request looks again this often: a refund may have made room
+SHARE_SECONDS = 0.25  # how often a gate shared with other processes tells them its use and hears theirs
+RATE_SECONDS = 2.0  # the span a gate's own use per second is told over
+
+
+class Sharing(Protocol):
+    """The other runner processes pacing the same limit (``runner.store.peers``)."""
+
+    def exchange(self, dimension: str, rate: float, held: bool) -> Sequence[tuple[float, bool]]:
+        """Tell this process's use of ``dimension`` per second and whether its gate holds requests back; hear the
+        others' ``(rate, held)``."""
+        ...
+
+
+@dataclass(frozen=True)
+class PeerUse:
+    """What the other processes sharing a limit use of it, per second, as they last said."""
+
+    rate: float = 0.0  # all of them
+    free: float = 0.0  # those that get all they want (the rest of the runners' share is split among the others)
+    held: int = 0  # how many want more than they get
 
 
 @dataclass(frozen=True)
@@ -87,6 +108,7 @@ class Pacer:
         self.last_cut = -math.inf
         self.share_at_cut = 1.0  # the share the gate knew of then
         self.share = 1.0
+        self.part = 1.0  # of what the runners sharing the limit may use, this process's
         self.stamp = now
         self.started = now
         self.start_from = start_share
@@ -124,7 +146,11 @@ class Pacer:
             self.factor_bad = max(self.factor_bad, self.factor)
         if self.burst < self.burst_max and now - self.quiet_since > 60.0:
             self.burst, self.quiet_since = min(self.burst_max, self.burst * 2), now
-        self.level = min(self.capacity, self.level + elapsed * self.rate)
+        # refill up to the capacity; refunds may have lifted a part's bucket above it, to what a bucket of the whole
+        # limit holds (see ``Gate.settle``), and the refill does not take that back
+        self.level = max(
+            min(self.capacity, self.level + elapsed * self.rate), min(self.level, self.capacity / self.part)
+        )
         self.stamp = now
 
     def wait(self, cost: float) -> float:
@@ -175,11 +201,15 @@ class Gate:
         burst_seconds: float = 1.0,
         start_share: float = START_SHARE,
         explicit: bool = False,
+        sharing: Sharing | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.clock, self.sleep = clock, sleep
         self.explicit = explicit
+        self.sharing = sharing
+        self.peers = dict.fromkeys(DIMENSIONS, PeerUse())
+        self.shared_at = -math.inf
         now = clock()
         self.pacers: dict[str, Pacer | None] = {
             name: Pacer(limit, headroom, burst_seconds, now, start_share) if limit else None
@@ -226,14 +256,45 @@ class Gate:
     def _refill(self, now: float) -> None:
         for name, pacer in self.pacers.items():
             if pacer:
-                pacer.share = self.evidence[name].share
+                runners = self.evidence[name].share
+                pacer.share = self._own_share(name, pacer, runners)
+                pacer.part = pacer.share / runners
                 pacer.refill(now)
+
+    def _own_share(self, name: str, pacer: Pacer, runners: float) -> float:
+        """This process's part of what the runners sharing the limit may use together (``runners``, of the limit):
+        what those that get all they want leave, split evenly among those that want more (this one counted)."""
+        peers = self.peers[name]
+        if not peers.rate:
+            return runners
+        free = peers.free / (pacer.limit / 60.0 * (1.0 - pacer.headroom))
+        return max(0.02, min(runners, (runners - free) / (1 + peers.held)))
+
+    def _share(self, now: float) -> None:
+        """Tell the processes sharing the limit this one's use, and hear theirs (every ``SHARE_SECONDS``)."""
+        if self.sharing is None or now - self.shared_at < SHARE_SECONDS:
+            return
+        self.shared_at = now
+        held = now - self.held_at < 1.0
+        for name, pacer in self.pacers.items():
+            if pacer is None:
+                continue
+            ledger = self.evidence[name].ledger
+            own = max(0.0, ledger.total_at(ledger.end) - ledger.total_until(now - RATE_SECONDS)) / RATE_SECONDS
+            heard = self.sharing.exchange(name, own, held)
+            self.peers[name] = PeerUse(
+                sum(rate for rate, _ in heard),
+                sum(rate for rate, wants in heard if not wants),
+                sum(1 for _, wants in heard if wants),
+            )
+            self.evidence[name].peers = self.peers[name].rate
 
     # -- admission ----------------------------------------------------------------------------------------------
 
     def delay(self, tokens: int) -> float:
         """Seconds until a request of ``tokens`` would be admitted now (0 if at once)."""
         now = self.clock()
+        self._share(now)
         self._refill(now)
         requests, reserved = self.pacers["requests"], self.pacers["tokens"]
         waits = [requests.wait(1) if requests else 0.0, reserved.wait(tokens) if reserved else 0.0]
@@ -276,7 +337,11 @@ class Gate:
         back = ticket.reserved - used
         pacer = self.pacers["tokens"]
         if pacer:
-            pacer.level = min(pacer.capacity, pacer.level + back)
+            # what the server gives back goes back into the bucket up to what a bucket of the whole limit would
+            # hold: a process pacing a part of the limit (shared with others) keeps the refunds its smaller bucket
+            # has no room for, as the server does, instead of pacing at a fraction of its part
+            whole = pacer.capacity / pacer.part
+            pacer.level = min(max(pacer.level, whole), pacer.level + back)
         if back:
             evidence = self.evidence["tokens"]
             evidence.ledger.add(now, -back)

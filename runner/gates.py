@@ -1,22 +1,25 @@
 """The gates of a run, one per model (and per long-context row of a model): what the sync executor paces with.
 
-``Pacing`` is the interface the executor uses; ``Gate`` is the in-process implementation. A gate shared by several
-processes of one organisation (a token bucket in Redis, say) plugs in by implementing ``Pacing`` and passing a
-factory to ``Gates``.
+``Pacing`` is the interface the executor uses; ``Gate`` is the in-process implementation. Runner processes of one
+organisation on this host share each limit through the gate file (``runner.store.peers``): given one, every gate
+tells it its use under a scope of its own (model, long context) and takes its fair part of the runners' share.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
-from runner.gate import Gate, GateStats, Ticket
+from runner.gate import Gate, GateStats, Sharing, Ticket
 from runner.limits import ModelInfo, RateLimits
 from runner.settings import RunSettings
+from runner.store.peers import GateFile, gate_file_path
+from runner.transport import Credentials
 
-__all__ = ["Gates", "Pacing"]
+__all__ = ["Gates", "Pacing", "open_gate_file"]
 
 
 class Pacing(Protocol):
@@ -55,19 +58,44 @@ class Pacing(Protocol):
 
 
 Sleep = Callable[[float], Awaitable[None]]
-Factory = Callable[[RateLimits, RunSettings, Callable[[], float], Sleep], Pacing]
+Factory = Callable[[RateLimits, RunSettings, Callable[[], float], Sleep, Sharing | None], Pacing]
 
 
-def in_process(limits: RateLimits, settings: RunSettings, clock: Callable[[], float], sleep: Sleep) -> Pacing:
+def in_process(
+    limits: RateLimits, settings: RunSettings, clock: Callable[[], float], sleep: Sleep, sharing: Sharing | None
+) -> Pacing:
     return Gate(
         limits.rpm,
         limits.tpm,
         headroom=settings.headroom,
         burst_seconds=settings.burst_seconds,
         explicit=settings.explicit_limits,
+        sharing=sharing,
         clock=clock,
         sleep=sleep,
     )
+
+
+def open_gate_file(settings: RunSettings, credentials: Credentials) -> tuple[GateFile | None, str | None]:
+    """The gate file this run shares its limits through (``settings.gate``), or None and why not."""
+    if settings.gate == "none":
+        return None, None
+    identity = " ".join(filter(None, (credentials.organization, credentials.project)))
+    path = gate_file_path(credentials.base_url, f"{credentials.api_key} {identity}".strip())
+    try:
+        return GateFile(path), None
+    except (OSError, sqlite3.Error) as exc:
+        return None, f"could not open the gate file {path} ({exc}): pacing alone, as if no other runner used the key"
+
+
+class Scope:
+    """One gate's place in the gate file: its dimensions' words go under ``scope`` (model, long context)."""
+
+    def __init__(self, file: GateFile, scope: str) -> None:
+        self.file, self.scope = file, scope
+
+    def exchange(self, dimension: str, rate: float, held: bool) -> list[tuple[float, bool]]:
+        return [(p.rate, p.held) for p in self.file.publish(f"{self.scope} {dimension}", rate, held)]
 
 
 class Gates:
@@ -79,8 +107,10 @@ class Gates:
         factory: Factory = in_process,
         clock: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
+        gate_file: GateFile | None = None,
     ) -> None:
         self.settings, self.factory, self.clock, self.sleep = settings, factory, clock, sleep
+        self.gate_file = gate_file
         self.gates: dict[tuple[str, bool], Pacing] = {}
         self.limits: dict[tuple[str, bool], RateLimits] = {}
 
@@ -93,7 +123,8 @@ class Gates:
             s = self.settings
             own = raw.override(s.rpm, s.tpm, s.rpd)
             self.limits[key] = own
-            self.gates[key] = self.factory(own, s, self.clock, self.sleep)
+            scope = Scope(self.gate_file, f"{model.name}{' long' if key[1] else ''}") if self.gate_file else None
+            self.gates[key] = self.factory(own, s, self.clock, self.sleep, scope)
         return self.gates[key], self.limits[key]
 
     @property

@@ -18,6 +18,7 @@ class RunSettings:
     batch_queue_tokens: int | None = None  # instead of the tier's batch queue limit
     headroom: float = 0.02  # share of each limit left unused
     burst_seconds: float = 1.0  # the most of a limit's rate released at once (the gate may learn less)
+    gate: str = "host"  # host: share each limit with this host's other runner processes on the key; none: alone
     concurrency: int | None = None  # most requests in flight; None: rate x latency (Little's law)
     max_spend: int | None = None  # picodollars
     deadline: float | None = None  # wall clock (time.time) by which to stop

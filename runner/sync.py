@@ -40,7 +40,7 @@ from runner.errors import (
     Unreachable,
 )
 from runner.gate import Ticket
-from runner.gates import Gates, Pacing
+from runner.gates import Gates, Pacing, open_gate_file
 from runner.limits import Limits, ModelInfo
 from runner.logs import log
 from runner.money import fmt_usd
@@ -80,7 +80,9 @@ class SyncExecutor:
         self.sent = 0  # requests sent in this pass
         self.settings, self.credentials = settings, credentials
         self.clock, self.monotonic, self.sleep = clock, monotonic, sleep
-        self.gates = gates or Gates(settings, clock=monotonic, sleep=sleep)
+        self.gate_file, gate_problem = open_gate_file(settings, credentials) if gates is None else (None, None)
+        self.gates = gates or Gates(settings, clock=monotonic, sleep=sleep, gate_file=self.gate_file)
+        self.said = [gate_problem] if gate_problem else []
         self.transport = Transport(credentials, settings.request_timeout, settings.concurrency)
         self.rng = random.Random(settings.seed)
         self.outcomes: list[Outcome] = []
@@ -118,12 +120,15 @@ class SyncExecutor:
         return self
 
     async def __aexit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        if self.gate_file is not None:  # this process's part of the limits goes to the others at once
+            self.gate_file.leave()
+            self.gate_file.close()
         await self.transport.__aexit__(t, e, tb)
 
     @property
     def notices(self) -> list[str]:
         dropped = [f"{self.dropped:,} answers arrived after another process took the run over: not recorded"]
-        return list(dict.fromkeys(self.gates.notices + (dropped if self.dropped else [])))
+        return list(dict.fromkeys(self.said + self.gates.notices + (dropped if self.dropped else [])))
 
     # -- the run ----------------------------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
@@ -40,6 +41,11 @@ class FakeTime:
 
     def timing(self) -> Timing:
         return Timing(wall=self, monotonic=self, sleep=self.sleep)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Gate files (``runner.store.peers``) of the runs under test go to a cache directory of this session's own."""
+    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="runner-test-cache-")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -13,13 +13,18 @@ from __future__ import annotations
 
 import heapq
 import random
+import shutil
+import tempfile
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from runner.gate import Gate, Ticket
+from runner.gates import Scope
 from runner.sim.buckets import ModelBuckets
 from runner.sim.counting import counting as counting_named
+from runner.store.peers import GateFile
 
 
 class VirtualClock:
@@ -84,13 +89,15 @@ def simulate(
     background_until: float | None = None,
     clients: int = 1,
     stagger: float = 10.0,
+    shared: bool = False,
 ) -> Result:
     """One run; ``header_time``: when the server takes its header reading (``sent`` or ``answered``);
     ``counting``: what the server's TPM limit counts (``runner.sim.counting``), ``chars`` the characters of each
     request's body; ``jitter``: each request takes up to that much longer on its way to the server (a busy machine
     or network: requests sent apart can arrive together); ``background_until``: the other client stops that many
     seconds into the run (and the share used is measured from then on); ``clients``: that many gates, each with
-    ``requests`` of its own, started ``stagger`` seconds apart (the share is measured from the last one's start)."""
+    ``requests`` of its own, started ``stagger`` seconds apart (the share is measured from the last one's start);
+    ``shared``: their gates share the limits through one gate file, as runner processes on one host do."""
     clock = VirtualClock()
     rule = counting_named(counting)
     text = "x" * chars
@@ -103,14 +110,14 @@ def simulate(
         draws = ((rng.randint(*prompt), min(max_tokens, rng.randint(*output))) for _ in range(requests))
         return deque(Request(i, p, max_tokens, out) for i, (p, out) in enumerate(draws))
 
-    players = [
-        _Client(
-            Gate(gate_rpm or rpm, gate_tpm or tpm, headroom=headroom, clock=clock, sleep=_noop),
-            job(),
-            start + c * stagger,
-        )
-        for c in range(clients)
-    ]
+    folder = Path(tempfile.mkdtemp()) if shared else None
+    files = [GateFile(folder / "gate.db", f"client-{c}", clock) for c in range(clients)] if folder else []
+
+    def gate(c: int) -> Gate:
+        sharing = Scope(files[c], "gpt-4.1-mini") if files else None
+        return Gate(gate_rpm or rpm, gate_tpm or tpm, headroom=headroom, sharing=sharing, clock=clock, sleep=_noop)
+
+    players = [_Client(gate(c), job(), start + c * stagger) for c in range(clients)]
     events: list[tuple[float, int, str, Any]] = []
     seq = 0
 
@@ -199,6 +206,8 @@ def simulate(
             answered += 1
             client.answered += 1
             client.finished = t - start
+            if client.answered == requests and files:  # done: its part of the limit goes to the others at once
+                files[players.index(client)].leave()
             dispatch(client)  # a refund may let the head through sooner (Gate.acquire wakes on settle)
         elif kind == "rejected":
             client, req, headers, refusal = item
@@ -208,6 +217,10 @@ def simulate(
             client.gate.rejected(req.ticket, headers, refusal.dimension, refusal.retry_after, limit, refusal.used)
             heapq.heappush(client.retries, (t + refusal.retry_after * rng.uniform(1.0, 1.1), req.index, req))
             dispatch(client)
+    for file in files:
+        file.close()
+    if folder is not None:
+        shutil.rmtree(folder)
     warm = start + (5.0 if background_until is None else background_until) + (clients - 1) * stagger
     seconds = max(1e-9, waiting_until - warm)
 

@@ -108,3 +108,20 @@ def test_runners_on_one_key_do_not_starve_each_other(clients: int, window: float
     at_the_limit = clients * each * 441 / (90_000 / 60 * 0.98) + 10.0 * (clients - 1)
     assert max(run.finished) <= 1.3 * at_the_limit, run.finished
     assert run.rejected <= 0.03, run
+
+
+@pytest.mark.parametrize("reading", ["minute", "none"])
+@pytest.mark.parametrize("window", [60.0, 5.0])
+@pytest.mark.parametrize("clients", [2, 4])
+def test_runners_on_one_host_share_the_limit_through_the_gate_file(clients: int, window: float, reading: str) -> None:
+    """The same runners, sharing the limit through one gate file (``runner.store.peers``) as processes on one host
+    do by default: together they use the limit (the runners' share of it is split evenly among those that want
+    more), nothing is refused, and none takes more than 1.2x the wall time of the quickest (each its own job of the
+    same size, started 10 s apart)."""
+    each = 300 if clients == 2 else 200
+    run = simulate(reading=reading, window=window, requests=each, clients=clients, stagger=10.0, seed=1, shared=True)
+    assert run.answered == clients * each
+    assert run.counted_share >= (0.95 if clients == 2 else 0.9), run
+    assert run.rejected <= 0.005, run
+    walls = [finished - 10.0 * i for i, finished in enumerate(run.finished)]
+    assert max(walls) <= 1.2 * min(walls), walls

@@ -1,0 +1,110 @@
+"""The gate file: the runner processes of one organisation on this host, and how fast each paces which limit.
+
+Runners on one key would otherwise know each other only as "other use" in the server's headers, and share its
+limit by accident (72/28 on our simulator, one crawling for minutes on another server). So each process says here,
+a few times a second, what it admits of each limit (``scope``: model, long context, dimension) and whether it
+wants more than it gets; each reads the others' and takes its fair share of what the runners together may use.
+
+One small SQLite file (WAL) per API base URL and key, in the user's cache directory, named by a hash of the two:
+the key itself is never written. A row older than ``STALE_SECONDS`` is not read, so a process killed with -9
+holds nothing for longer than that; rows are deleted after ``FORGET_SECONDS``. Times are the wall clock: every
+process on the host reads the same one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["FORGET_SECONDS", "STALE_SECONDS", "GateFile", "Peer", "gate_file_path"]
+
+STALE_SECONDS = 2.0
+FORGET_SECONDS = 60.0
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS peers (
+    member TEXT NOT NULL,   -- host:pid:random, one per process
+    pid INTEGER NOT NULL,
+    scope TEXT NOT NULL,    -- model, long-context row and dimension
+    rate REAL NOT NULL,     -- what the process admits now, per second (net of refunds), in its own count
+    held INTEGER NOT NULL,  -- 1 when its gate holds requests back (it wants more than it gets)
+    seen REAL NOT NULL,     -- wall clock of the last word
+    PRIMARY KEY (member, scope)
+)
+"""
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Another process's word on one scope."""
+
+    member: str
+    pid: int
+    scope: str
+    rate: float
+    held: bool
+    seen: float
+
+
+def gate_file_path(base_url: str, api_key: str) -> Path:
+    """Where the processes using ``api_key`` at ``base_url`` meet: ``$XDG_CACHE_HOME/runner/gates/<hash>.db``."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    digest = hashlib.sha256(f"{base_url.rstrip('/')}\n{api_key}".encode()).hexdigest()[:32]
+    return cache / "runner" / "gates" / f"{digest}.db"
+
+
+class GateFile:
+    """This process's place in a gate file (``member`` names it; made up when not given)."""
+
+    def __init__(self, path: Path, member: str | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.path, self.clock = path, clock
+        self.member = member or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.execute(SCHEMA)
+
+    def __repr__(self) -> str:
+        return f"<GateFile {self.path.name} member={self.member}>"
+
+    def publish(self, scope: str, rate: float, held: bool) -> list[Peer]:
+        """Say what this process admits of ``scope`` now; returns the other processes' fresh words on it."""
+        now = self.clock()
+        with self.conn:
+            self.conn.execute(
+                "INSERT INTO peers (member, pid, scope, rate, held, seen) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (member, scope) DO UPDATE SET rate=excluded.rate, held=excluded.held, seen=excluded.seen",
+                (self.member, os.getpid(), scope, rate, int(held), now),
+            )
+            rows = self.conn.execute(
+                "SELECT member, pid, scope, rate, held, seen FROM peers WHERE scope=? AND member<>? AND seen>?",
+                (scope, self.member, now - STALE_SECONDS),
+            ).fetchall()
+        return [Peer(m, p, s, r, bool(h), seen) for m, p, s, r, h, seen in rows]
+
+    def members(self) -> list[Peer]:
+        """Every process's fresh word on every scope (this one's included); forgets the long gone."""
+        now = self.clock()
+        with self.conn:
+            self.conn.execute("DELETE FROM peers WHERE seen<?", (now - FORGET_SECONDS,))
+            rows = self.conn.execute(
+                "SELECT member, pid, scope, rate, held, seen FROM peers WHERE seen>? ORDER BY scope, member",
+                (now - STALE_SECONDS,),
+            ).fetchall()
+        return [Peer(m, p, s, r, bool(h), seen) for m, p, s, r, h, seen in rows]
+
+    def leave(self) -> None:
+        """This process is done: its share goes to the others at once."""
+        with self.conn:
+            self.conn.execute("DELETE FROM peers WHERE member=?", (self.member,))
+
+    def close(self) -> None:
+        self.conn.close()

@@ -1,0 +1,97 @@
+"""The gate file runner processes on one host share their limits through (``runner.store.peers``), and two real
+``runner run`` processes using it against one simulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runner.store.peers import STALE_SECONDS, GateFile, gate_file_path
+
+from .conftest import ROOT, FakeTime, chat_line, write_jsonl
+
+
+def test_each_process_hears_the_others_and_not_itself(tmp_path: Path) -> None:
+    clock = FakeTime()
+    one, two = (GateFile(tmp_path / "gate.db", name, clock) for name in ("one", "two"))
+    assert one.publish("gpt-4.1-mini tokens", 500.0, held=True) == []
+    heard = two.publish("gpt-4.1-mini tokens", 250.0, held=False)
+    assert [(p.member, p.rate, p.held) for p in heard] == [("one", 500.0, True)]
+    assert two.publish("gpt-4o-mini tokens", 1.0, held=False) == []  # another limit: nobody else there
+    assert {p.member for p in one.members()} == {"one", "two"}
+
+
+def test_a_process_that_stops_speaking_holds_nothing_after_a_short_lease(tmp_path: Path) -> None:
+    """A process killed with -9 never says goodbye: its word counts for ``STALE_SECONDS``, then it is gone."""
+    clock = FakeTime()
+    dead, alive = GateFile(tmp_path / "gate.db", "dead", clock), GateFile(tmp_path / "gate.db", "alive", clock)
+    dead.publish("m tokens", 900.0, held=True)
+    clock.now += STALE_SECONDS / 2
+    assert [p.member for p in alive.publish("m tokens", 10.0, held=True)] == ["dead"]
+    clock.now += STALE_SECONDS
+    assert alive.publish("m tokens", 10.0, held=True) == []
+
+
+def test_a_process_that_leaves_frees_its_part_at_once(tmp_path: Path) -> None:
+    clock = FakeTime()
+    one, two = GateFile(tmp_path / "gate.db", "one", clock), GateFile(tmp_path / "gate.db", "two", clock)
+    one.publish("m tokens", 900.0, held=True)
+    one.leave()
+    assert two.publish("m tokens", 10.0, held=True) == []
+
+
+def test_the_gate_file_is_named_by_a_hash_of_server_and_key_never_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    path = gate_file_path("http://127.0.0.1:8787/v1", "sk-secret-key")
+    assert path.parent == tmp_path / "runner" / "gates"
+    assert "sk-secret" not in str(path)
+    assert path == gate_file_path("http://127.0.0.1:8787/v1/", "sk-secret-key")  # one server however written
+    assert path != gate_file_path("http://127.0.0.1:8788/v1", "sk-secret-key")
+    assert path != gate_file_path("http://127.0.0.1:8787/v1", "sk-other-key")
+    GateFile(path).publish("m tokens", 1.0, held=False)
+    assert b"sk-secret" not in path.read_bytes()
+
+
+def _stats(base_url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(base_url.removesuffix("/v1") + "/_sim/stats", timeout=10) as r:
+        result: dict[str, Any] = json.loads(r.read())
+        return result
+
+
+@pytest.mark.slow
+def test_two_runner_processes_on_one_key_split_the_limit_and_finish_together(tmp_path: Path) -> None:
+    """Two ``runner run`` processes, each with its own job and database, one key, one simulator enforcing 120 RPM
+    over a 5 s window, the second started 2 s after the first: they find each other in the gate file and split
+    the limit evenly, so they end together (paced alone, each reading the other as another client, the first took
+    more and the second ended 27% later: 35 s and 44.6 s). Nothing is refused."""
+    from runner.sim import SimConfig, SimThread
+
+    with SimThread(SimConfig(rpm=120, tpm=10_000_000, window=5.0, latency_scale=0.0)) as sim:
+        env = {**os.environ, "OPENAI_API_KEY": "sk-test", "XDG_CACHE_HOME": str(tmp_path / "cache")}
+        env.pop("RUNNER_GATE", None)
+        children = []
+        for i in range(2):
+            job = write_jsonl(tmp_path / f"job{i}.jsonl", [chat_line(f"p{i}-{n}", max_tokens=5) for n in range(40)])
+            args = [sys.executable, "-m", "runner", "run", str(job), "--db", str(tmp_path / f"run{i}.db")]
+            args += ["--base-url", sim.base_url, "--rpm", "120", "--no-progress"]
+            children.append((time.monotonic(), subprocess.Popen(args, env=env, cwd=ROOT, stderr=subprocess.PIPE)))
+            time.sleep(2.0)  # the second starts while the first runs, as a user's second job does
+        walls = []
+        for began, child in children:
+            _, err = child.communicate(timeout=120)
+            assert child.returncode == 0, err.decode()
+            walls.append(time.monotonic() - began)
+        stats = _stats(sim.base_url)
+    assert stats["answered"] == 80
+    assert stats["rate_limited"] <= 1, stats
+    assert max(walls) <= 1.1 * min(walls), walls  # 80 requests at 2 a second: both end near 40 s
