@@ -16,9 +16,10 @@ answered. Further sections (``--sections``):
 
 - ``counting``: how the server's TPM limit counts a request (``runner sim --counting``: tiktoken, characters/4
   refunded at the answer or never, K x tiktoken) x window, headers per minute, no other client;
-- ``selfplay``: 2 and 4 ``runner run`` processes with their own jobs and databases on one key, started 10 s apart:
-  the share of the limit all of them used together from the first request to the last, refused, and each
-  process's wall time (the slowest over the quickest);
+- ``selfplay``: 2 and 4 ``runner run`` processes with their own jobs and databases on one key, started 10 s apart,
+  sharing the host's gate file (``--gate host``, the default) or pacing alone (``--gate none``): the share of the
+  limit all of them used together from the first request to the last, refused, and each process's wall time (the
+  slowest over the quickest);
 - ``stop``: another client uses 40% and stops after 60 s: the share of the whole limit used from then on.
 
 Cells run ``--parallel`` at a time (each client is light; the machine has two cores).
@@ -116,6 +117,7 @@ def sim_flags(window: float, reading: str, load: float, counting: str) -> list[s
 class Play:
     processes: int
     window: float
+    gate: str = "host"  # what the processes share: the gate file (host) or nothing (none)
 
 
 @dataclass(frozen=True)
@@ -137,10 +139,11 @@ def run_play(play: Play, requests: int, workdir: Path) -> PlayFigures:
         for i in range(play.processes):
             if i:
                 time.sleep(10)
-            name = f"play-{play.processes}-{play.window:g}-{i}"
+            name = f"play-{play.processes}-{play.window:g}-{play.gate}-{i}"
             job = write_job(workdir / f"{name}.jsonl", requests, words=180, max_tokens=300, prefix=f"p{i}-")
             args = [sys.executable, "-m", "runner", "run", str(job), "--db", str(workdir / f"{name}.db")]
             args += ["--base-url", base_url, "--rpm", str(RPM), "--tpm", str(TPM), "--no-progress"]
+            args += ["--gate", play.gate]
             children.append((time.monotonic(), subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL,
                                                                 stderr=subprocess.DEVNULL)))  # fmt: skip
         seconds, exits = [], []
@@ -167,6 +170,7 @@ def main() -> None:
     parser.add_argument("--countings", default=",".join(COUNTINGS))
     parser.add_argument("--sections", default="matrix,counting,selfplay,stop")
     parser.add_argument("--play-requests", type=int, default=200, help="each self-play process's job")
+    parser.add_argument("--play-windows", default="60,5", help="the windows of the selfplay section")
     parser.add_argument("--stop-requests", type=int, default=600, help="the job of the stop section")
     args = parser.parse_args()
     clients, sections = args.clients.split(","), args.sections.split(",")
@@ -190,7 +194,9 @@ def main() -> None:
         ]
     if "stop" in sections:
         cells += [Cell(client, reading, 5.0, 0.4, stops=True) for reading in READINGS for client in clients]
-    plays = [Play(n, w) for n in (2, 4) for w in windows] if "selfplay" in sections else []
+    play_windows = [float(w) for w in args.play_windows.split(",")]
+    plays = [Play(n, w, g) for n in (2, 4) for w in play_windows for g in ("host", "none")]
+    plays = plays if "selfplay" in sections else []
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         job = write_job(Path(tmp) / "pacing.jsonl", args.requests, words=180, max_tokens=300)
@@ -258,7 +264,8 @@ def main() -> None:
         for play, f in played.items():
             walls = ", ".join(f"{s:.0f}" for s in f.seconds)
             print(
-                f"{play.processes} processes, {play.window:5g}s window | together {f.share:6.1%} of TPM, "
+                f"{play.processes} processes, {play.window:5g}s window, gate {play.gate:<4} | together "
+                f"{f.share:6.1%} of TPM, "
                 f"{f.rejected:6.2%} refused | seconds each: {walls} (slowest {max(f.seconds) / min(f.seconds):.2f}x "
                 f"the quickest) | exits {set(f.exits)}"
             )

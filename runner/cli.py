@@ -37,6 +37,14 @@ base_url_option = click.option("--base-url", default=None, help="API base URL (d
 progress_option = click.option(
     "--progress/--no-progress", default=None, help="Live progress on stderr (default: when a TTY)."
 )
+gate_option = click.option(
+    "--gate",
+    type=click.Choice(["host", "none"]),
+    default="host",
+    show_default=True,
+    envvar="RUNNER_GATE",
+    help="host: share each limit with the other runner processes on this host that use the same key; none: pace alone.",
+)
 poll_every_option = click.option(
     "--poll-every",
     type=click.FloatRange(min=0.01),
@@ -569,12 +577,13 @@ def demo(db: str | None, tier: str, progress: bool | None, verbose: bool) -> Non
 @db_option
 @click.option("--name", default=None, help="Extraction name (default: the source's stem).")
 @limits_option
+@gate_option
 @base_url_option
 @poll_every_option
 @progress_option
 @verbose_option
-def extract(source: str, db: str | None, limits_path: str | None, base_url: str | None, poll_every: float,
-            progress: bool | None, verbose: bool, **given: Any) -> None:  # fmt: skip
+def extract(source: str, db: str | None, limits_path: str | None, gate: str, base_url: str | None,
+            poll_every: float, progress: bool | None, verbose: bool, **given: Any) -> None:  # fmt: skip
     """Documents and a JSON schema in, a validated table out. SOURCE: a folder of .txt/.md files, a CSV or JSONL
     file with a text column, or a job spec (.toml) with the same keys as these options."""
     from runner.extract.job import Extraction
@@ -598,7 +607,7 @@ def extract(source: str, db: str | None, limits_path: str | None, base_url: str 
         import runner.batch.api  # noqa: F401  (the openai SDK takes a second: before the deadline counts)
     job = Extraction(**spec)
     limits = load_limits(limits_path)
-    settings = RunSettings(tier=tier, max_spend=max_spend,
+    settings = RunSettings(tier=tier, max_spend=max_spend, gate=gate,
                            deadline=None if deadline is None else time.time() + deadline)  # fmt: skip
     store = _store(db)
     report = run_extraction(store, job, limits, settings, Credentials.from_env(base_url), mode=mode,
@@ -611,6 +620,19 @@ def extract(source: str, db: str | None, limits_path: str | None, base_url: str 
         written = write_table(store, report.name, report.kinds, output)
         click.echo(f"wrote {written:,} rows to {output}", err=True)
     sys.exit(report.exit_code)
+
+
+@cli.command()
+@base_url_option
+@click.option("--json", "as_json", is_flag=True, help="As JSON.")
+def gate(base_url: str | None, as_json: bool) -> None:
+    """The runner processes on this host sharing limits with a run that uses this key: what each admits."""
+    members = commands.gate_members(Credentials.from_env(base_url))
+    if as_json:
+        click.echo(json.dumps([m.__dict__ for m in members], indent=2))
+        return
+    for line in render.gate_lines(members):
+        click.echo(line)
 
 
 def _read_text(path: str) -> str:

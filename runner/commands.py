@@ -24,6 +24,7 @@ import anyio
 from runner.batch.executor import BatchExecutor
 from runner.detect import detect, tier_for
 from runner.errors import BudgetReached, ConfigError, DeadlineReached, DiskFull, RunnerError, StoppedEarly
+from runner.gates import open_gate_file
 from runner.jobfile import IngestReport, ingest
 from runner.limits import Limits, RateLimits
 from runner.money import usd
@@ -31,6 +32,7 @@ from runner.planner import Decision, Plan, decide, plan
 from runner.progress import Progress
 from runner.settings import BatchSettings, Lane, RunSettings
 from runner.store import BatchState, Store
+from runner.store.peers import Peer
 from runner.sync import SyncExecutor
 from runner.timing import Timing
 from runner.transport import Credentials
@@ -41,6 +43,7 @@ __all__ = [
     "batches_report",
     "cancel_requests",
     "export_results",
+    "gate_members",
     "manage_batches",
     "run_job",
     "spend_report",
@@ -480,3 +483,14 @@ def _admin_tier(
     if claimed and matched and matched != claimed:
         line += f" (warning: they are {matched}'s limits, not {claimed}'s)"
     return tier, line
+
+
+def gate_members(credentials: Credentials) -> list[Peer]:
+    """The runner processes on this host sharing limits through the gate file of ``credentials``, each limit."""
+    file, problem = open_gate_file(RunSettings(), credentials)
+    if file is None:
+        raise ConfigError(problem or "no gate file")
+    try:
+        return file.members()
+    finally:
+        file.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from runner.money import fmt_usd, from_usd
@@ -9,8 +10,17 @@ from runner.planner import duration
 
 if TYPE_CHECKING:  # the extraction package imports the executors: not for every command's start-up
     from runner.extract.job import ExtractReport
+    from runner.store.peers import Peer
 
-__all__ = ["batches_lines", "extract_lines", "plan_lines", "run_summary", "spend_lines", "status_lines"]
+__all__ = [
+    "batches_lines",
+    "extract_lines",
+    "gate_lines",
+    "plan_lines",
+    "run_summary",
+    "spend_lines",
+    "status_lines",
+]
 
 
 def run_summary(name: str, counts: dict[str, int], spend: int, notices: list[str], stopped: str | None,
@@ -186,4 +196,16 @@ def extract_lines(report: ExtractReport) -> list[str]:
     lines += [f"  failed {doc}: {reason}" for doc, reason in report.reasons]
     if report.stopped is not None:
         lines.append(f"stopped: {report.stopped}")
+    return lines
+
+
+def gate_lines(members: Sequence[Peer]) -> list[str]:
+    """The processes sharing a key's limits on this host: what each admits of which limit, and whether it wants
+    more than it gets (its gate holds requests back)."""
+    if not members:
+        return ["no runner process on this host shares limits with this key now"]
+    lines = [f"{'pid':>8}  {'limit':<32} {'admits':>12}  wants more"]
+    for m in members:
+        unit = "tokens/s" if m.scope.endswith("tokens") else "req/s"
+        lines.append(f"{m.pid:>8}  {m.scope:<32} {m.rate:>8,.1f} {unit:<8} {'yes' if m.held else 'no'}")
     return lines

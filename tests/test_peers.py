@@ -16,7 +16,7 @@ import pytest
 
 from runner.store.peers import STALE_SECONDS, GateFile, gate_file_path
 
-from .conftest import ROOT, FakeTime, chat_line, write_jsonl
+from .conftest import ROOT, FakeTime, chat_line, runner_cli, write_jsonl
 
 
 def test_each_process_hears_the_others_and_not_itself(tmp_path: Path) -> None:
@@ -95,3 +95,21 @@ def test_two_runner_processes_on_one_key_split_the_limit_and_finish_together(tmp
     assert stats["answered"] == 80
     assert stats["rate_limited"] <= 1, stats
     assert max(walls) <= 1.1 * min(walls), walls  # 80 requests at 2 a second: both end near 40 s
+
+
+def test_runner_gate_shows_who_shares_the_key_on_this_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from runner.gates import open_gate_file
+    from runner.settings import RunSettings
+    from runner.transport import Credentials
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    env = {**os.environ, "OPENAI_API_KEY": "sk-test"}
+    url = "http://127.0.0.1:9/v1"
+    file, _ = open_gate_file(RunSettings(), Credentials(url, "sk-test"))
+    assert file is not None
+    file.publish("gpt-4.1-mini tokens", 1234.5, held=True)
+    shown = runner_cli("gate", "--base-url", url, env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert f"{os.getpid()}" in shown.stdout and "gpt-4.1-mini tokens" in shown.stdout and "1,234.5" in shown.stdout
+    file.leave()
+    assert "no runner process" in runner_cli("gate", "--base-url", url, env=env).stdout
