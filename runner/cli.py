@@ -119,14 +119,7 @@ def cli() -> None:
     show_default=True,
     help="Fraction of each limit left unused.",
 )
-@click.option(
-    "--gate",
-    type=click.Choice(["host", "none"]),
-    default="host",
-    show_default=True,
-    envvar="RUNNER_GATE",
-    help="host: share each limit with the other runner processes on this host that use the same key; none: pace alone.",
-)
+@gate_option
 @base_url_option
 @poll_every_option
 @click.option(
