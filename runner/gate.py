@@ -9,10 +9,11 @@ stuck. Admission is first come, first served.
 
     rate = limit / 60 x share x (1 - headroom) x factor x start
 
-- ``share``: 1 less what the server counts beyond the gate's own use, as the headers (or, without them, the
-  429s) show it (``runner.evidence``): less than 1 when other clients of the organisation use the limit too, or
-  when the server counts a request as more than the gate does (it never gives back what an answer did not use,
-  say). Paced to it, the gate converges on what is left either way;
+- ``share``: what others leave of the limit, divided by the server's own scale (it may count a request as more
+  or less than the gate does), as the headers (or, without them, the 429s) show it (``runner.evidence``). Where
+  other runner processes on this host share the limit (``sharing``: the gate file, ``runner.store.peers``), that
+  is what the runners may use together: their use counts as known, not as a stranger's, and this process takes
+  its part (what those that get all they want leave, split evenly among those that want more);
 - ``factor``: cut by a tenth by each 429 the evidence does not explain (a 429 for a request sent before the last
   cut is an echo of the same overshoot); it goes most of the way back to just below the factor before that run
   of 429s within seconds (to 1 when the evidence of other use has changed since: that explains the cut), and

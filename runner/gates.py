@@ -89,13 +89,19 @@ def open_gate_file(settings: RunSettings, credentials: Credentials) -> tuple[Gat
 
 
 class Scope:
-    """One gate's place in the gate file: its dimensions' words go under ``scope`` (model, long context)."""
+    """One gate's place in the gate file: its dimensions' words go under ``scope`` (model, long context). A gate
+    file that cannot be written (a full disk, a lock held too long) leaves the gate pacing alone, said once."""
 
     def __init__(self, file: GateFile, scope: str) -> None:
         self.file, self.scope = file, scope
+        self.problem: str | None = None
 
     def exchange(self, dimension: str, rate: float, held: bool) -> list[tuple[float, bool]]:
-        return [(p.rate, p.held) for p in self.file.publish(f"{self.scope} {dimension}", rate, held)]
+        try:
+            return [(p.rate, p.held) for p in self.file.publish(f"{self.scope} {dimension}", rate, held)]
+        except sqlite3.Error as exc:
+            self.problem = f"could not use the gate file {self.file.path} ({exc}): pacing alone meanwhile"
+            return []
 
 
 class Gates:
@@ -113,6 +119,7 @@ class Gates:
         self.gate_file = gate_file
         self.gates: dict[tuple[str, bool], Pacing] = {}
         self.limits: dict[tuple[str, bool], RateLimits] = {}
+        self.scopes: list[Scope] = []
 
     def gate_for(self, model: ModelInfo, prompt_tokens: int) -> tuple[Pacing, RateLimits]:
         """The gate (and limits) that pace a request of ``prompt_tokens`` to ``model``."""
@@ -124,6 +131,8 @@ class Gates:
             own = raw.override(s.rpm, s.tpm, s.rpd)
             self.limits[key] = own
             scope = Scope(self.gate_file, f"{model.name}{' long' if key[1] else ''}") if self.gate_file else None
+            if scope is not None:
+                self.scopes.append(scope)
             self.gates[key] = self.factory(own, s, self.clock, self.sleep, scope)
         return self.gates[key], self.limits[key]
 
@@ -134,7 +143,8 @@ class Gates:
 
     @property
     def notices(self) -> list[str]:
-        return [n for g in self.gates.values() for n in g.notices]
+        problems = [s.problem for s in self.scopes if s.problem]
+        return problems[:1] + [n for g in self.gates.values() for n in g.notices]
 
     def first(self) -> Pacing | None:
         return next(iter(self.gates.values()), None)

@@ -113,3 +113,13 @@ def test_runner_gate_shows_who_shares_the_key_on_this_host(tmp_path: Path, monke
     assert f"{os.getpid()}" in shown.stdout and "gpt-4.1-mini tokens" in shown.stdout and "1,234.5" in shown.stdout
     file.leave()
     assert "no runner process" in runner_cli("gate", "--base-url", url, env=env).stdout
+
+
+def test_a_gate_file_that_cannot_be_written_leaves_the_gate_pacing_alone_said_once(tmp_path: Path) -> None:
+    from runner.gates import Scope
+
+    file = GateFile(tmp_path / "gate.db", "one")
+    scope = Scope(file, "gpt-4.1-mini")
+    file.conn.execute("DROP TABLE peers")  # as if the file were damaged under the run
+    assert scope.exchange("tokens", 10.0, held=True) == []
+    assert scope.problem is not None and "pacing alone" in scope.problem
