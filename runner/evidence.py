@@ -35,11 +35,11 @@ server is short again and its readings say how much it counts. So no belief abou
 long once they stop, and a server that counts less than the gate is found.
 
 Whether a header describes the server at the request's admission (``sent``) or at its answer (``answered``) is
-replayed both ways; the way that explains the readings clearly better is believed, and until then the smaller
-estimate (the benefit of the doubt: a 429 will say if it was wrong, see ``explain``, for ``PREFER_SECONDS``
-unless another 429 backs it up: a wrong reading can starve the right one of samples). One reading moves the
-estimate by at most its share of ``EVIDENCE_SECONDS`` and never by more than its own ``reset`` covers, so no
-single reply can hold a gate back longer than its reset says.
+replayed both ways; the way that explains the readings clearly better is believed, and until then the larger
+estimate, but no more than the limit unless both say so (the benefit of the doubt: a 429 will say if it was wrong,
+see ``explain``, for ``PREFER_SECONDS`` unless another 429 backs it up: a wrong reading can starve the right one
+of samples). One reading moves the estimate by at most its share of ``EVIDENCE_SECONDS`` and never by more than
+its own ``reset`` covers, so no single reply can hold a gate back longer than its reset says.
 """
 
 from __future__ import annotations
@@ -208,10 +208,8 @@ class _Hypothesis:
     @property
     def share(self) -> float:
         """The share of the limit the gate may use, in its own count: the limit less others' use, divided by the
-        server's scale (above 1 where the server counts a request as less than the gate does). Where the samples
-        do not tell the scale, what the server counts beyond the gate's own use is read as others' use: paced to
-        what that leaves, the gate converges on what is left either way. Taken as 1 until a second or so of
-        samples is seen."""
+        server's scale (above 1 where the server counts a request as less than the gate does; see ``fit``), times
+        what probes found beyond that. Taken as 1 until a second or so of samples is seen."""
         if self.counted <= 0 or self.limit_rate <= 0:
             return self.boost
         scale, other = self.fit()
