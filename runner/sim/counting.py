@@ -32,7 +32,7 @@ from typing import Any
 
 import tiktoken
 
-__all__ = ["COUNTINGS", "Counting", "counting", "inputs_of", "output_cap", "prompt_tokens", "schema_of"]
+__all__ = ["COUNTINGS", "Counting", "choices_of", "counting", "inputs_of", "output_cap", "prompt_tokens", "schema_of"]
 
 COUNTINGS = ("tiktoken", "chars", "chars-no-refund", "x0.6", "x1.5", "x2")
 
