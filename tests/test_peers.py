@@ -123,3 +123,13 @@ def test_a_gate_file_that_cannot_be_written_leaves_the_gate_pacing_alone_said_on
     file.conn.execute("DROP TABLE peers")  # as if the file were damaged under the run
     assert scope.exchange("tokens", 10.0, held=True) == []
     assert scope.problem is not None and "pacing alone" in scope.problem
+
+
+def test_what_long_gone_processes_left_is_deleted_by_the_next_one_to_open_the_file(tmp_path: Path) -> None:
+    from runner.store.peers import FORGET_SECONDS
+
+    clock = FakeTime()
+    GateFile(tmp_path / "gate.db", "killed", clock).publish("m tokens", 5.0, held=False)
+    clock.now += FORGET_SECONDS + 1
+    later = GateFile(tmp_path / "gate.db", "later", clock)
+    assert later.conn.execute("SELECT count(*) FROM peers").fetchone()[0] == 0

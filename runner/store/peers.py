@@ -7,8 +7,8 @@ wants more than it gets; each reads the others' and takes its fair share of what
 
 One small SQLite file (WAL) per API base URL and key, in the user's cache directory, named by a hash of the two:
 the key itself is never written. A row older than ``STALE_SECONDS`` is not read, so a process killed with -9
-holds nothing for longer than that; rows are deleted after ``FORGET_SECONDS``. Times are the wall clock: every
-process on the host reads the same one.
+holds nothing for longer than that; a process that opens the file deletes rows older than ``FORGET_SECONDS``.
+Times are the wall clock: every process on the host reads the same one.
 """
 
 from __future__ import annotations
@@ -71,6 +71,8 @@ class GateFile:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute(SCHEMA)
+        with self.conn:  # what processes killed long ago left behind
+            self.conn.execute("DELETE FROM peers WHERE seen<?", (self.clock() - FORGET_SECONDS,))
 
     def __repr__(self) -> str:
         return f"<GateFile {self.path.name} member={self.member}>"
@@ -91,10 +93,9 @@ class GateFile:
         return [Peer(m, p, s, r, bool(h), seen) for m, p, s, r, h, seen in rows]
 
     def members(self) -> list[Peer]:
-        """Every process's fresh word on every scope (this one's included); forgets the long gone."""
+        """Every process's fresh word on every scope (this one's included)."""
         now = self.clock()
         with self.conn:
-            self.conn.execute("DELETE FROM peers WHERE seen<?", (now - FORGET_SECONDS,))
             rows = self.conn.execute(
                 "SELECT member, pid, scope, rate, held, seen FROM peers WHERE seen>? ORDER BY scope, member",
                 (now - STALE_SECONDS,),
