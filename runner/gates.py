@@ -80,8 +80,8 @@ def open_gate_file(settings: RunSettings, credentials: Credentials) -> tuple[Gat
     """The gate file this run shares its limits through (``settings.gate``), or None and why not."""
     if settings.gate == "none":
         return None, None
-    identity = " ".join(filter(None, (credentials.organization, credentials.project)))
-    path = gate_file_path(credentials.base_url, f"{credentials.api_key} {identity}".strip())
+    account = " ".join(filter(None, (credentials.organization, credentials.project)))
+    path = gate_file_path(credentials.base_url, credentials.api_key, account)
     try:
         return GateFile(path), None
     except (OSError, sqlite3.Error) as exc:

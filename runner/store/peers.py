@@ -53,10 +53,11 @@ class Peer:
     seen: float
 
 
-def gate_file_path(base_url: str, api_key: str) -> Path:
-    """Where the processes using ``api_key`` at ``base_url`` meet: ``$XDG_CACHE_HOME/runner/gates/<hash>.db``."""
+def gate_file_path(base_url: str, api_key: str, account: str = "") -> Path:
+    """Where the processes using ``api_key`` at ``base_url`` (for ``account``: organisation and project, where set)
+    meet: ``$XDG_CACHE_HOME/runner/gates/<hash>.db``."""
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    digest = hashlib.sha256(f"{base_url.rstrip('/')}\n{api_key}".encode()).hexdigest()[:32]
+    digest = hashlib.sha256(f"{base_url.rstrip('/')}\n{api_key}\n{account}".encode()).hexdigest()[:32]
     return cache / "runner" / "gates" / f"{digest}.db"
 
 
@@ -90,7 +91,7 @@ class GateFile:
                 "SELECT member, pid, scope, rate, held, seen FROM peers WHERE scope=? AND member<>? AND seen>?",
                 (scope, self.member, now - STALE_SECONDS),
             ).fetchall()
-        return [Peer(m, p, s, r, bool(h), seen) for m, p, s, r, h, seen in rows]
+        return _peers(rows)
 
     def members(self) -> list[Peer]:
         """Every process's fresh word on every scope (this one's included)."""
@@ -100,7 +101,7 @@ class GateFile:
                 "SELECT member, pid, scope, rate, held, seen FROM peers WHERE seen>? ORDER BY scope, member",
                 (now - STALE_SECONDS,),
             ).fetchall()
-        return [Peer(m, p, s, r, bool(h), seen) for m, p, s, r, h, seen in rows]
+        return _peers(rows)
 
     def leave(self) -> None:
         """This process is done: its share goes to the others at once."""
@@ -109,3 +110,7 @@ class GateFile:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def _peers(rows: list[tuple[str, int, str, float, int, float]]) -> list[Peer]:
+    return [Peer(member, pid, scope, rate, bool(held), seen) for member, pid, scope, rate, held, seen in rows]
