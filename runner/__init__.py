@@ -28,6 +28,7 @@ The public surface is the ``runner`` command (``runner.cli``). One noun per modu
     gate            pacing one model under RPM and TPM
     evidence        what the x-ratelimit-* headers say about other use of a limit
     gates           a run's gates by model, behind the Pacing interface
+    redis_gate      the Redis gate: runner processes on several hosts share limits through one Redis
     transport       HTTP for the sync hot path (aiohttp)
     sync            the sync executor
     workload        what a plan is made for: a job file, a stored run's pending requests, or made-up figures

@@ -24,6 +24,7 @@ from runner.errors import RunnerError
 from runner.limits import load_limits
 from runner.logs import configure
 from runner.money import fmt_usd, from_usd
+from runner.redis_gate import redis_url_problem
 from runner.settings import BatchSettings, Lane, RunSettings
 from runner.store import Store, default_db_path
 from runner.transport import Credentials
@@ -37,13 +38,32 @@ base_url_option = click.option("--base-url", default=None, help="API base URL (d
 progress_option = click.option(
     "--progress/--no-progress", default=None, help="Live progress on stderr (default: when a TTY)."
 )
+
+
+class GateType(click.ParamType[str]):
+    """``--gate``: host, none, or a Redis URL (redis://, rediss://, unix://)."""
+
+    name = "host|none|redis://HOST:PORT/DB"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value)
+        if text in ("host", "none"):
+            return text
+        problem = redis_url_problem(text)
+        if problem:
+            self.fail(problem, param, ctx)
+        return text
+
+
 gate_option = click.option(
     "--gate",
-    type=click.Choice(["host", "none"]),
+    type=GateType(),
     default="host",
     show_default=True,
     envvar="RUNNER_GATE",
-    help="host: share each limit with the other runner processes on this host that use the same key; none: pace alone.",
+    help="Share each limit with the other runner processes that use the same key. host: those on this host (a "
+    "gate file); redis://[:PASSWORD@]HOST:PORT/DB (or rediss:// with TLS): those on every host that names this "
+    "Redis; none: pace alone.",
 )
 poll_every_option = click.option(
     "--poll-every",
@@ -616,11 +636,13 @@ def extract(source: str, db: str | None, limits_path: str | None, gate: str, bas
 
 
 @cli.command()
+@gate_option
 @base_url_option
 @click.option("--json", "as_json", is_flag=True, help="As JSON.")
-def gate(base_url: str | None, as_json: bool) -> None:
-    """The runner processes on this host sharing limits with a run that uses this key: what each admits."""
-    members = commands.gate_members(Credentials.from_env(base_url))
+def gate(gate: str, base_url: str | None, as_json: bool) -> None:
+    """The runner processes sharing limits with a run that uses this key (on this host, or through --gate's
+    Redis): what each admits of which limit."""
+    members = commands.gate_members(Credentials.from_env(base_url), gate)
     if as_json:
         click.echo(json.dumps([m.__dict__ for m in members], indent=2))
         return

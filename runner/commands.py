@@ -24,12 +24,13 @@ import anyio
 from runner.batch.executor import BatchExecutor
 from runner.detect import detect, tier_for
 from runner.errors import BudgetReached, ConfigError, DeadlineReached, DiskFull, RunnerError, StoppedEarly
-from runner.gates import open_gate_file
+from runner.gates import open_gate
 from runner.jobfile import IngestReport, ingest
 from runner.limits import Limits, RateLimits
 from runner.money import usd
 from runner.planner import Decision, Plan, decide, plan
 from runner.progress import Progress
+from runner.redis_gate import RedisGate
 from runner.settings import BatchSettings, Lane, RunSettings
 from runner.store import BatchState, Store
 from runner.store.peers import Peer
@@ -485,12 +486,15 @@ def _admin_tier(
     return tier, line
 
 
-def gate_members(credentials: Credentials) -> list[Peer]:
-    """The runner processes on this host sharing limits through the gate file of ``credentials``, each limit."""
-    file, problem = open_gate_file(RunSettings(), credentials)
-    if file is None:
-        raise ConfigError(problem or "no gate file")
+def gate_members(credentials: Credentials, gate: str = "host") -> list[Peer]:
+    """The runner processes sharing limits with ``credentials`` through ``gate`` (this host's gate file, or a
+    Redis), each limit."""
+    shared, problem = open_gate(RunSettings(gate=gate), credentials)
+    if shared is None:
+        raise ConfigError(problem or "--gate none shares nothing: name the gate (host, or a redis:// URL)")
+    if isinstance(shared, RedisGate):
+        return anyio.run(shared.members_once, backend="asyncio")
     try:
-        return file.members()
+        return shared.members()
     finally:
-        file.close()
+        shared.close()

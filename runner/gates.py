@@ -1,8 +1,9 @@
 """The gates of a run, one per model (and per long-context row of a model): what the sync executor paces with.
 
 ``Pacing`` is the interface the executor uses; ``Gate`` is the in-process implementation. Runner processes of one
-organisation on this host share each limit through the gate file (``runner.store.peers``): given one, every gate
-tells it its use under a scope of its own (model, long context) and takes its fair part of the runners' share.
+organisation share each limit through a ``SharedGate``: the gate file on one host (``runner.store.peers``, the
+default) or Redis across hosts (``runner.redis_gate``). Given one, every gate tells it its use under a scope of its
+own (model, long context, dimension) and takes its fair part of the runners' share.
 """
 
 from __future__ import annotations
@@ -11,15 +12,17 @@ import asyncio
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from types import TracebackType
 from typing import Protocol
 
 from runner.gate import Gate, GateStats, Sharing, Ticket
 from runner.limits import ModelInfo, RateLimits
+from runner.redis_gate import RedisGate, is_redis_url
 from runner.settings import RunSettings
-from runner.store.peers import GateFile, gate_file_path
+from runner.store.peers import GateFile, Peer, gate_digest, gate_file_path
 from runner.transport import Credentials
 
-__all__ = ["Gates", "Pacing", "open_gate_file"]
+__all__ = ["Gates", "Pacing", "SharedGate", "open_gate"]
 
 
 class Pacing(Protocol):
@@ -76,11 +79,29 @@ def in_process(
     )
 
 
-def open_gate_file(settings: RunSettings, credentials: Credentials) -> tuple[GateFile | None, str | None]:
-    """The gate file this run shares its limits through (``settings.gate``), or None and why not."""
+class SharedGate(Protocol):
+    """Where the runner processes on one key meet (``GateFile``, ``RedisGate``); ``async with`` it for a run."""
+
+    notices: list[str]
+
+    def publish(self, scope: str, rate: float, held: bool) -> list[Peer]:
+        """Say what this process admits of ``scope`` per second and whether it wants more; the others' words."""
+        ...
+
+    async def __aenter__(self) -> SharedGate: ...
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+
+def open_gate(settings: RunSettings, credentials: Credentials) -> tuple[GateFile | RedisGate | None, str | None]:
+    """The shared gate this run paces its limits through (``settings.gate``), or None and why not."""
     if settings.gate == "none":
         return None, None
     account = " ".join(filter(None, (credentials.organization, credentials.project)))
+    if is_redis_url(settings.gate):
+        return RedisGate(settings.gate, gate_digest(credentials.base_url, credentials.api_key, account)), None
     path = gate_file_path(credentials.base_url, credentials.api_key, account)
     try:
         return GateFile(path), None
@@ -89,19 +110,13 @@ def open_gate_file(settings: RunSettings, credentials: Credentials) -> tuple[Gat
 
 
 class Scope:
-    """One gate's place in the gate file: its dimensions' words go under ``scope`` (model, long context). A gate
-    file that cannot be written (a full disk, a lock held too long) leaves the gate pacing alone, said once."""
+    """One gate's place in the shared gate: its dimensions' words go under ``scope`` (model, long context)."""
 
-    def __init__(self, file: GateFile, scope: str) -> None:
-        self.file, self.scope = file, scope
-        self.problem: str | None = None
+    def __init__(self, shared: SharedGate, scope: str) -> None:
+        self.shared, self.scope = shared, scope
 
     def exchange(self, dimension: str, rate: float, held: bool) -> list[tuple[float, bool]]:
-        try:
-            return [(p.rate, p.held) for p in self.file.publish(f"{self.scope} {dimension}", rate, held)]
-        except sqlite3.Error as exc:
-            self.problem = f"could not use the gate file {self.file.path} ({exc}): pacing alone meanwhile"
-            return []
+        return [(p.rate, p.held) for p in self.shared.publish(f"{self.scope} {dimension}", rate, held)]
 
 
 class Gates:
@@ -113,13 +128,12 @@ class Gates:
         factory: Factory = in_process,
         clock: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
-        gate_file: GateFile | None = None,
+        shared: SharedGate | None = None,
     ) -> None:
         self.settings, self.factory, self.clock, self.sleep = settings, factory, clock, sleep
-        self.gate_file = gate_file
+        self.shared = shared
         self.gates: dict[tuple[str, bool], Pacing] = {}
         self.limits: dict[tuple[str, bool], RateLimits] = {}
-        self.scopes: list[Scope] = []
 
     def gate_for(self, model: ModelInfo, prompt_tokens: int) -> tuple[Pacing, RateLimits]:
         """The gate (and limits) that pace a request of ``prompt_tokens`` to ``model``."""
@@ -130,9 +144,7 @@ class Gates:
             s = self.settings
             own = raw.override(s.rpm, s.tpm, s.rpd)
             self.limits[key] = own
-            scope = Scope(self.gate_file, f"{model.name}{' long' if key[1] else ''}") if self.gate_file else None
-            if scope is not None:
-                self.scopes.append(scope)
+            scope = Scope(self.shared, f"{model.name}{' long' if key[1] else ''}") if self.shared else None
             self.gates[key] = self.factory(own, s, self.clock, self.sleep, scope)
         return self.gates[key], self.limits[key]
 
@@ -143,8 +155,8 @@ class Gates:
 
     @property
     def notices(self) -> list[str]:
-        problems = [s.problem for s in self.scopes if s.problem]
-        return problems[:1] + [n for g in self.gates.values() for n in g.notices]
+        shared = self.shared.notices if self.shared else []
+        return shared + [n for g in self.gates.values() for n in g.notices]
 
     def first(self) -> Pacing | None:
         return next(iter(self.gates.values()), None)

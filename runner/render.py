@@ -200,12 +200,13 @@ def extract_lines(report: ExtractReport) -> list[str]:
 
 
 def gate_lines(members: Sequence[Peer]) -> list[str]:
-    """The processes sharing a key's limits on this host: what each admits of which limit, and whether it wants
+    """The processes sharing a key's limits: on which host, what each admits of which limit, and whether it wants
     more than it gets (its gate holds requests back)."""
     if not members:
-        return ["no runner process on this host shares limits with this key now"]
-    lines = [f"{'pid':>8}  {'limit':<32} {'admits':>12}  wants more"]
+        return ["no runner process shares limits with this key now"]
+    lines = [f"{'host':<20} {'pid':>8}  {'limit':<32} {'admits':>12}  wants more"]
     for m in members:
         unit = "tokens/s" if m.scope.endswith("tokens") else "req/s"
-        lines.append(f"{m.pid:>8}  {m.scope:<32} {m.rate:>8,.1f} {unit:<8} {'yes' if m.held else 'no'}")
+        host = m.member.split(":", 1)[0][:20]
+        lines.append(f"{host:<20} {m.pid:>8}  {m.scope:<32} {m.rate:>8,.1f} {unit:<8} {'yes' if m.held else 'no'}")
     return lines

@@ -40,7 +40,7 @@ from runner.errors import (
     Unreachable,
 )
 from runner.gate import Ticket
-from runner.gates import Gates, Pacing, open_gate_file
+from runner.gates import Gates, Pacing, open_gate
 from runner.limits import Limits, ModelInfo
 from runner.logs import log
 from runner.money import fmt_usd
@@ -80,8 +80,8 @@ class SyncExecutor:
         self.sent = 0  # requests sent in this pass
         self.settings, self.credentials = settings, credentials
         self.clock, self.monotonic, self.sleep = clock, monotonic, sleep
-        self.gate_file, gate_problem = open_gate_file(settings, credentials) if gates is None else (None, None)
-        self.gates = gates or Gates(settings, clock=monotonic, sleep=sleep, gate_file=self.gate_file)
+        self.shared, gate_problem = open_gate(settings, credentials) if gates is None else (None, None)
+        self.gates = gates or Gates(settings, clock=monotonic, sleep=sleep, shared=self.shared)
         self.said = [gate_problem] if gate_problem else []
         self.transport = Transport(credentials, settings.request_timeout, settings.concurrency)
         self.rng = random.Random(settings.seed)
@@ -117,12 +117,13 @@ class SyncExecutor:
 
     async def __aenter__(self) -> SyncExecutor:
         await self.transport.__aenter__()
+        if self.shared is not None:
+            await self.shared.__aenter__()
         return self
 
     async def __aexit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
-        if self.gate_file is not None:  # this process's part of the limits goes to the others at once
-            self.gate_file.leave()
-            self.gate_file.close()
+        if self.shared is not None:  # this process's part of the limits goes to the others at once
+            await self.shared.__aexit__(t, e, tb)
         await self.transport.__aexit__(t, e, tb)
 
     @property

@@ -22,6 +22,8 @@ from runner.sim import SimConfig, SimThread
 from runner.store import Store
 from runner.timing import Timing
 
+from .redis_server import RedisServer
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -173,3 +175,13 @@ def runner_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 1
         cwd=ROOT,
         check=False,
     )
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server on a free loopback port, stopped after the test."""
+    server = RedisServer(tmp_path).start()
+    try:
+        yield server
+    finally:
+        server.stop()

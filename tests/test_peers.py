@@ -3,20 +3,15 @@
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from runner.store.peers import STALE_SECONDS, GateFile, gate_file_path
 
-from .conftest import ROOT, FakeTime, chat_line, runner_cli, write_jsonl
+from .conftest import FakeTime, runner_cli
+from .processes import run_side_by_side, sim_stats
 
 
 def test_each_process_hears_the_others_and_not_itself(tmp_path: Path) -> None:
@@ -62,12 +57,6 @@ def test_the_gate_file_is_named_by_a_hash_of_server_and_key_never_the_key(
     assert b"sk-secret" not in path.read_bytes()
 
 
-def _stats(base_url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(base_url.removesuffix("/v1") + "/_sim/stats", timeout=10) as r:
-        result: dict[str, Any] = json.loads(r.read())
-        return result
-
-
 @pytest.mark.slow
 def test_two_runner_processes_on_one_key_split_the_limit_and_finish_together(tmp_path: Path) -> None:
     """Two ``runner run`` processes, each with its own job and database, one key, one simulator enforcing 120 RPM
@@ -79,34 +68,23 @@ def test_two_runner_processes_on_one_key_split_the_limit_and_finish_together(tmp
     with SimThread(SimConfig(rpm=120, tpm=10_000_000, window=5.0, latency_scale=0.0)) as sim:
         env = {**os.environ, "OPENAI_API_KEY": "sk-test", "XDG_CACHE_HOME": str(tmp_path / "cache")}
         env.pop("RUNNER_GATE", None)
-        children = []
-        for i in range(2):
-            job = write_jsonl(tmp_path / f"job{i}.jsonl", [chat_line(f"p{i}-{n}", max_tokens=5) for n in range(40)])
-            args = [sys.executable, "-m", "runner", "run", str(job), "--db", str(tmp_path / f"run{i}.db")]
-            args += ["--base-url", sim.base_url, "--rpm", "120", "--no-progress"]
-            children.append((time.monotonic(), subprocess.Popen(args, env=env, cwd=ROOT, stderr=subprocess.PIPE)))
-            time.sleep(2.0)  # the second starts while the first runs, as a user's second job does
-        walls = []
-        for began, child in children:
-            _, err = child.communicate(timeout=120)
-            assert child.returncode == 0, err.decode()
-            walls.append(time.monotonic() - began)
-        stats = _stats(sim.base_url)
+        walls = run_side_by_side(tmp_path, sim.base_url, env)
+        stats = sim_stats(sim.base_url)
     assert stats["answered"] == 80
     assert stats["rate_limited"] <= 1, stats
     assert max(walls) <= 1.1 * min(walls), walls  # 80 requests at 2 a second: both end near 40 s
 
 
 def test_runner_gate_shows_who_shares_the_key_on_this_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from runner.gates import open_gate_file
+    from runner.gates import open_gate
     from runner.settings import RunSettings
     from runner.transport import Credentials
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     env = {**os.environ, "OPENAI_API_KEY": "sk-test"}
     url = "http://127.0.0.1:9/v1"
-    file, _ = open_gate_file(RunSettings(), Credentials(url, "sk-test"))
-    assert file is not None
+    file, _ = open_gate(RunSettings(), Credentials(url, "sk-test"))
+    assert isinstance(file, GateFile)
     file.publish("gpt-4.1-mini tokens", 1234.5, held=True)
     shown = runner_cli("gate", "--base-url", url, env=env)
     assert shown.returncode == 0, shown.stderr
@@ -116,13 +94,11 @@ def test_runner_gate_shows_who_shares_the_key_on_this_host(tmp_path: Path, monke
 
 
 def test_a_gate_file_that_cannot_be_written_leaves_the_gate_pacing_alone_said_once(tmp_path: Path) -> None:
-    from runner.gates import Scope
-
     file = GateFile(tmp_path / "gate.db", "one")
-    scope = Scope(file, "gpt-4.1-mini")
     file.conn.execute("DROP TABLE peers")  # as if the file were damaged under the run
-    assert scope.exchange("tokens", 10.0, held=True) == []
-    assert scope.problem is not None and "pacing alone" in scope.problem
+    assert file.publish("gpt-4.1-mini tokens", 10.0, held=True) == []
+    assert file.publish("gpt-4.1-mini tokens", 10.0, held=True) == []
+    assert len(file.notices) == 1 and "pacing alone" in file.notices[0]
 
 
 def test_what_long_gone_processes_left_is_deleted_by_the_next_one_to_open_the_file(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ Times are the wall clock: every process on the host reads the same one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
@@ -22,8 +23,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 
-__all__ = ["FORGET_SECONDS", "STALE_SECONDS", "GateFile", "Peer", "gate_file_path"]
+__all__ = ["FORGET_SECONDS", "STALE_SECONDS", "GateFile", "Peer", "gate_digest", "gate_file_path"]
 
 STALE_SECONDS = 2.0
 FORGET_SECONDS = 60.0
@@ -53,19 +55,27 @@ class Peer:
     seen: float
 
 
+def gate_digest(base_url: str, api_key: str, account: str = "") -> str:
+    """What names the limits of ``api_key`` at ``base_url`` (for ``account``: organisation and project, where set)
+    wherever runners meet (the gate file, Redis keys): a hash, never the key."""
+    return hashlib.sha256(f"{base_url.rstrip('/')}\n{api_key}\n{account}".encode()).hexdigest()[:32]
+
+
 def gate_file_path(base_url: str, api_key: str, account: str = "") -> Path:
-    """Where the processes using ``api_key`` at ``base_url`` (for ``account``: organisation and project, where set)
-    meet: ``$XDG_CACHE_HOME/runner/gates/<hash>.db``."""
+    """Where the processes using ``api_key`` at ``base_url`` on this host meet: ``$XDG_CACHE_HOME/runner/gates/
+    <hash>.db``."""
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    digest = hashlib.sha256(f"{base_url.rstrip('/')}\n{api_key}\n{account}".encode()).hexdigest()[:32]
-    return cache / "runner" / "gates" / f"{digest}.db"
+    return cache / "runner" / "gates" / f"{gate_digest(base_url, api_key, account)}.db"
 
 
 class GateFile:
-    """This process's place in a gate file (``member`` names it; made up when not given)."""
+    """This process's place in a gate file (``member`` names it; made up when not given). ``async with`` it for a
+    run: leaving frees its part at once. A file that cannot be written (a full disk, a lock held too long) leaves
+    the gate pacing alone, said once in ``notices``."""
 
     def __init__(self, path: Path, member: str | None = None, clock: Callable[[], float] = time.time) -> None:
         self.path, self.clock = path, clock
+        self.notices: list[str] = []
         self.member = member or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.conn = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
@@ -78,8 +88,25 @@ class GateFile:
     def __repr__(self) -> str:
         return f"<GateFile {self.path.name} member={self.member}>"
 
+    async def __aenter__(self) -> GateFile:
+        return self
+
+    async def __aexit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        with contextlib.suppress(sqlite3.Error):  # else its rows go stale in STALE_SECONDS anyway
+            self.leave()
+        self.close()
+
     def publish(self, scope: str, rate: float, held: bool) -> list[Peer]:
-        """Say what this process admits of ``scope`` now; returns the other processes' fresh words on it."""
+        """Say what this process admits of ``scope`` now; returns the other processes' fresh words on it (none,
+        said once, when the file cannot be used)."""
+        try:
+            return self._publish(scope, rate, held)
+        except sqlite3.Error as exc:
+            if not self.notices:
+                self.notices.append(f"could not use the gate file {self.path} ({exc}): pacing alone meanwhile")
+            return []
+
+    def _publish(self, scope: str, rate: float, held: bool) -> list[Peer]:
         now = self.clock()
         with self.conn:
             self.conn.execute(
