@@ -133,3 +133,26 @@ def write_job(path: Path, n: int, words: int = 8, max_tokens: int = 16, prefix: 
                 + "\n"
             )
     return path
+
+
+@contextmanager
+def redis_process() -> Iterator[str]:
+    """A real ``redis-server`` on a free loopback port (nothing saved); yields its URL."""
+    port = free_port()
+    child = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+                break
+            except OSError:
+                time.sleep(0.01)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        child.kill()
+        child.wait(timeout=10)

@@ -44,8 +44,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import Sampler, sim_process, write_job
+from bench.shared import RPM, TPM, Play, run_play, sim_flags
 
-RPM, TPM = 900, 90_000
 READINGS = ("minute", "bucket", "window", "none")
 COUNTINGS = ("tiktoken", "chars", "chars-no-refund", "x0.6", "x1.5", "x2")
 STOP_AFTER = 60.0  # seconds: when the other client of the ``stop`` section stops
@@ -103,60 +103,6 @@ def run_cell(cell: Cell, job: Path, requests: int, workdir: Path) -> Figures:
     share = steady.counted_per_minute / TPM / (1 - (0.0 if cell.stops else cell.load))
     rejected = steady.rejected / max(1, steady.requests)
     return Figures(share, rejected, answered, seconds)
-
-
-def sim_flags(window: float, reading: str, load: float, counting: str) -> list[str]:
-    return [
-        *("--tier", "tier-1", "--rpm", str(RPM), "--tpm", str(TPM), "--rpd", "1000000000"),
-        *("--window", f"{window:g}", "--headers", reading, "--counting", counting),
-        *("--background-load", f"{load:g}", "--first-token", "0.3", "--tokens-per-second", "150"),
-    ]
-
-
-@dataclass(frozen=True)
-class Play:
-    processes: int
-    window: float
-    gate: str = "host"  # what the processes share: the gate file (host) or nothing (none)
-
-
-@dataclass(frozen=True)
-class PlayFigures:
-    share: float  # of the limit, all processes together, from the first request to the last
-    rejected: float
-    seconds: tuple[float, ...]  # each process's wall time
-    exits: tuple[int, ...]
-
-
-def run_play(play: Play, requests: int, workdir: Path) -> PlayFigures:
-    """``play.processes`` runner processes with their own jobs and databases on one simulator, 10 s apart."""
-    env = {**os.environ, "OPENAI_API_KEY": "sk-bench"}
-    with (
-        sim_process(*sim_flags(play.window, "minute", 0.0, "tiktoken"), duration=1800) as base_url,
-        Sampler(base_url) as sampler,
-    ):
-        children = []
-        for i in range(play.processes):
-            if i:
-                time.sleep(10)
-            name = f"play-{play.processes}-{play.window:g}-{play.gate}-{i}"
-            job = write_job(workdir / f"{name}.jsonl", requests, words=180, max_tokens=300, prefix=f"p{i}-")
-            args = [sys.executable, "-m", "runner", "run", str(job), "--db", str(workdir / f"{name}.db")]
-            args += ["--base-url", base_url, "--rpm", str(RPM), "--tpm", str(TPM), "--no-progress"]
-            args += ["--gate", play.gate]
-            children.append((time.monotonic(), subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL,
-                                                                stderr=subprocess.DEVNULL)))  # fmt: skip
-        seconds, exits = [], []
-        for began, child in children:
-            exits.append(child.wait(timeout=1500))
-            seconds.append(time.monotonic() - began)
-    steady = sampler.steady(warmup=0.0)
-    return PlayFigures(
-        steady.counted_per_minute / TPM,
-        steady.rejected / max(1, steady.requests),
-        tuple(seconds),
-        tuple(exits),
-    )
 
 
 def main() -> None:
