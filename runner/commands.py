@@ -24,7 +24,7 @@ import anyio
 from runner.batch.executor import BatchExecutor
 from runner.detect import detect, tier_for
 from runner.errors import BudgetReached, ConfigError, DeadlineReached, DiskFull, RunnerError, StoppedEarly
-from runner.gates import open_gate
+from runner.gates import SharedGate, open_gate
 from runner.jobfile import IngestReport, ingest
 from runner.limits import Limits, RateLimits
 from runner.money import usd
@@ -138,19 +138,22 @@ def run_job(
             print(f"auto: {decision.reason}", file=err)
         spool = spool_dir(store, run)
         boundary = store.nth_pending_id(run, decision.batch_requests) if decision.mode == "split" else None
+        shared, problem = open_gate(settings, credentials)
         batches = BatchExecutor(store, run, owner, limits, settings, batch or BatchSettings(), credentials, spool,
-                                timing.wall, timing.sleep, lane=Lane(upto=boundary))  # fmt: skip
+                                timing.wall, timing.sleep, lane=Lane(upto=boundary), shared=shared)  # fmt: skip
         sync = SyncExecutor(store, run, owner, limits, settings, credentials, None, timing.wall, timing.monotonic,
-                            timing.sleep, lane=Lane(above=boundary or 0, most=(lane or Lane()).most))  # fmt: skip
+                            timing.sleep, lane=Lane(above=boundary or 0, most=(lane or Lane()).most),
+                            shared=shared)  # fmt: skip
         if decision.mode == "batch":
-            stopped = anyio.run(_execute, (batches,), progress, backend="asyncio")
+            stopped = anyio.run(_execute, (batches,), progress, shared, backend="asyncio")
             notices = batches.notices
         elif decision.mode == "split":  # both lanes at once: batches run on the server while sync sends the rest
             both: tuple[Executor, ...] = (sync, batches)
-            stopped = anyio.run(_execute, both, progress, backend="asyncio")
+            stopped = anyio.run(_execute, both, progress, shared, backend="asyncio")
             notices = sync.notices + batches.notices
         else:
-            stopped, notices = _run_sync(store, run, sync, batches, progress)
+            stopped, notices = _run_sync(store, run, sync, batches, progress, shared)
+        notices = ([problem] if problem else []) + notices
     except BaseException:
         with contextlib.suppress(DiskFull):  # the run is left owned by this process, which is gone: taken over
             store.release(run, owner, "error")
@@ -168,12 +171,17 @@ def run_job(
 
 
 def _run_sync(
-    store: Store, run: str, executor: SyncExecutor, batches: BatchExecutor, progress: bool | None
+    store: Store,
+    run: str,
+    executor: SyncExecutor,
+    batches: BatchExecutor,
+    progress: bool | None,
+    shared: SharedGate | None,
 ) -> tuple[RunnerError | None, list[str]]:
     """A sync pass: first collect what batches of the run have finished, then send the rest."""
     if store.batch_rows(run, RUNNING):
         anyio.run(_collect_batches, batches, backend="asyncio")
-    stopped = anyio.run(_execute, (executor,), progress, backend="asyncio")
+    stopped = anyio.run(_execute, (executor,), progress, shared, backend="asyncio")
     still = store.counts(run)["batched"]
     if stopped is None and still:
         stopped = StoppedEarly(
@@ -186,10 +194,12 @@ def _run_sync(
 Executor = SyncExecutor | BatchExecutor
 
 
-async def _execute(executors: Sequence[Executor], progress: bool | None) -> RunnerError | None:
-    """Open the executors' connections, show the first one's progress, run them side by side to the end or a stop
-    (when one stops, the others stop too). A first SIGINT or SIGTERM stops them gracefully, a second at once; both
-    leave the run resumable."""
+async def _execute(
+    executors: Sequence[Executor], progress: bool | None, shared: SharedGate | None = None
+) -> RunnerError | None:
+    """Join the gate shared with the other runners on the key, open the executors' connections, show the first
+    one's progress, run them side by side to the end or a stop (when one stops, the others stop too). A first
+    SIGINT or SIGTERM stops them gracefully, a second at once; both leave the run resumable."""
     outcomes: list[RunnerError | None] = [None] * len(executors)
 
     async def work(i: int) -> None:
@@ -200,6 +210,8 @@ async def _execute(executors: Sequence[Executor], progress: bool | None) -> Runn
 
     try:
         async with contextlib.AsyncExitStack() as stack:
+            if shared is not None:  # left last: this process's part of the limits goes to the others at once
+                await stack.enter_async_context(shared)
             for executor in executors:
                 await stack.enter_async_context(executor)
             display = await stack.enter_async_context(Progress(executors[0].snapshot, progress))

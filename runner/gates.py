@@ -88,6 +88,11 @@ class SharedGate(Protocol):
         """Say what this process admits of ``scope`` per second and whether it wants more; the others' words."""
         ...
 
+    def tell(self, what: str, source: str, amount: int) -> int:
+        """Say database ``source`` holds ``amount`` of ``what`` (a day's requests, batch queue tokens); the other
+        databases' sum."""
+        ...
+
     async def __aenter__(self) -> SharedGate: ...
 
     async def __aexit__(

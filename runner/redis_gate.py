@@ -12,6 +12,8 @@ and void ``STALE_SECONDS`` after its last renewal. No admission waits for a roun
 - One clock: the script stamps words with Redis's ``TIME`` and judges freshness by it (hosts' clocks differ).
 - One round trip per ``SHARE_SECONDS`` per process, whatever its rate, by a background task on redis-py's asyncio
   client: ``publish`` only records this process's word and returns the others' last heard, at once.
+- The ledger (use that outlives a process: a day's requests, the batch queue's tokens) is told and heard in the
+  same period, one hash per ``what`` with each database's figure (see ``runner.store.peers``).
 - Faults: when Redis cannot be reached (at the start or mid-run), one notice says so and the process keeps the
   peers it last heard (at the start, one unknown peer: half of what the runners may use), so it never takes the
   whole limit because it went deaf; it retries each period and says so when Redis answers again. A Redis that
@@ -36,7 +38,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from runner.errors import ConfigError
-from runner.store.peers import FORGET_SECONDS, STALE_SECONDS, Peer
+from runner.store.peers import FORGET_SECONDS, KEEP_SECONDS, STALE_SECONDS, Peer
 
 __all__ = ["SHARE_SECONDS", "RedisGate", "is_redis_url", "redis_location", "redis_url_problem"]
 
@@ -76,6 +78,29 @@ for i = 3, #KEYS do
   end
 end
 redis.call('PEXPIRE', KEYS[2], keep)
+return out
+"""
+
+# KEYS: one hash per ``what`` of the ledger. ARGV: source, keep seconds, now ('' for Redis TIME), then the
+# source's amount per key. Returns, per key, the other sources' sum.
+LEDGER = """
+local now
+if ARGV[3] ~= '' then now = tonumber(ARGV[3]) else
+  local t = redis.call('TIME'); now = tonumber(t[1]) + tonumber(t[2]) / 1000000 end
+local keep = tonumber(ARGV[2])
+local out = {}
+for i = 1, #KEYS do
+  redis.call('HSET', KEYS[i], ARGV[1], ARGV[3 + i] .. ' ' .. string.format('%.6f', now))
+  local words = redis.call('HGETALL', KEYS[i])
+  local sum = 0
+  for j = 1, #words, 2 do
+    local amount, seen = string.match(words[j + 1], '^(%S+) (%S+)$')
+    if tonumber(seen) < now - keep then redis.call('HDEL', KEYS[i], words[j])
+    elseif words[j] ~= ARGV[1] then sum = sum + tonumber(amount) end
+  end
+  redis.call('PEXPIRE', KEYS[i], math.ceil(keep * 1000))
+  table.insert(out, tostring(sum))
+end
 return out
 """
 
@@ -140,7 +165,10 @@ class RedisGate:
         self.client = client or aioredis.from_url(url, socket_connect_timeout=2.0, socket_timeout=2.0)
         self.exchange_script = self.client.register_script(EXCHANGE)
         self.leave_script = self.client.register_script(LEAVE)
+        self.ledger_script = self.client.register_script(LEDGER)
         self.words: dict[str, tuple[float, bool]] = {}  # scope -> this process's last word
+        self.ledger: dict[str, tuple[str, int]] = {}  # what -> (source, amount) this process tells
+        self.others: dict[str, int] = {}  # what -> the other sources' sum, as last heard
         self.heard: dict[str, dict[str, _Heard]] = {}  # scope -> member -> the word last heard
         self.epoch: str | None = None
         self.reachable: bool | None = None  # None until the first exchange
@@ -164,6 +192,12 @@ class RedisGate:
             return [Peer(UNKNOWN, 0, scope, 0.0, True, 0.0)]
         return [h.peer for h in heard.values()]
 
+    def tell(self, what: str, source: str, amount: int) -> int:
+        """Record that ``source`` (a database) holds ``amount`` of ``what`` (said at the next exchange); the other
+        databases' sum, as last heard."""
+        self.ledger[what] = (source, amount)
+        return self.others.get(what, 0)
+
     # -- the exchange with Redis ------------------------------------------------------------------------------------
 
     async def exchange(self) -> None:
@@ -183,6 +217,7 @@ class RedisGate:
         keys = [self.key("epoch"), self.key("scopes"), *(self.key(s) for s in scopes)]
         raw = await self.exchange_script(keys=keys, args=args)
         self.exchanges += 1
+        await self._exchange_ledger()
         answer = [x.decode() if isinstance(x, bytes) else str(x) for x in raw]
         epoch, now = answer[0], self.monotonic()
         restarted = self.epoch is not None and epoch != self.epoch
@@ -200,6 +235,14 @@ class RedisGate:
                 if member not in members and member != UNKNOWN and lease:
                     members[member] = _Heard(old.peer, old.at, kept=True)
         self.heard = fresh
+
+    async def _exchange_ledger(self) -> None:
+        for source in {source for source, _ in self.ledger.values()}:
+            whats = [what for what, (s, _) in self.ledger.items() if s == source]
+            now = "" if self.clock is None else f"{self.clock():.6f}"
+            args: list[str | int | float] = [source, KEEP_SECONDS, now, *(self.ledger[w][1] for w in whats)]
+            sums = await self.ledger_script(keys=[self.key(f"ledger:{w}") for w in whats], args=args)
+            self.others.update({w: int(_text(x)) for w, x in zip(whats, sums, strict=True)})
 
     async def speak(self) -> None:
         """One exchange; a Redis that cannot be reached is said once (and its return once), never raised."""
@@ -232,7 +275,8 @@ class RedisGate:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         with contextlib.suppress(RedisError, OSError, TimeoutError):
-            async with asyncio.timeout(2.0):  # this process's part goes to the others at once
+            async with asyncio.timeout(2.0):  # the last figures of the ledger; this process's part goes at once
+                await self._exchange_ledger()
                 keys = [self.key("scopes"), *(self.key(s) for s in self.words)]
                 await self.leave_script(keys=keys, args=[self.member])
         await self.client.aclose()

@@ -40,7 +40,7 @@ from runner.errors import (
     Unreachable,
 )
 from runner.gate import Ticket
-from runner.gates import Gates, Pacing, open_gate
+from runner.gates import Gates, Pacing, SharedGate
 from runner.limits import Limits, ModelInfo
 from runner.logs import log
 from runner.money import fmt_usd
@@ -74,20 +74,23 @@ class SyncExecutor:
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         *,
         lane: Lane | None = None,
+        shared: SharedGate | None = None,
     ) -> None:
         self.store, self.run, self.owner, self.limits = store, run, owner, limits
         self.lane = lane or Lane()
         self.sent = 0  # requests sent in this pass
         self.settings, self.credentials = settings, credentials
         self.clock, self.monotonic, self.sleep = clock, monotonic, sleep
-        self.shared, gate_problem = open_gate(settings, credentials) if gates is None else (None, None)
-        self.gates = gates or Gates(settings, clock=monotonic, sleep=sleep, shared=self.shared)
-        self.said = [gate_problem] if gate_problem else []
+        self.shared = shared  # the gate shared with the other runners on the key (entered by the caller)
+        self.source = store.store_id  # this database, in the shared gate's ledger
+        self.gates = gates or Gates(settings, clock=monotonic, sleep=sleep, shared=shared)
+        self.said: list[str] = []
         self.transport = Transport(credentials, settings.request_timeout, settings.concurrency)
         self.rng = random.Random(settings.seed)
         self.outcomes: list[Outcome] = []
         self.daily: dict[tuple[str, str], list[int]] = {}
         self.daily_stored: dict[tuple[str, str], int] = {}  # requests stored per (model, day), read once a flush
+        self.others_today: dict[tuple[str, str], int] = {}  # requests other databases on the key told, per day
         self.in_flight = 0
         self.sent_at: dict[int, float] = {}  # request id -> when it was sent (monotonic)
         self.latency = 0.0  # moving average of answers' seconds
@@ -117,13 +120,9 @@ class SyncExecutor:
 
     async def __aenter__(self) -> SyncExecutor:
         await self.transport.__aenter__()
-        if self.shared is not None:
-            await self.shared.__aenter__()
         return self
 
     async def __aexit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
-        if self.shared is not None:  # this process's part of the limits goes to the others at once
-            await self.shared.__aexit__(t, e, tb)
         await self.transport.__aexit__(t, e, tb)
 
     @property
@@ -274,14 +273,13 @@ class SyncExecutor:
             return
         day = dt.datetime.fromtimestamp(self.clock(), dt.UTC).date().isoformat()
         if limits.rpd is not None:
-            stored = self.daily_stored.get((model.name, day))
-            if stored is None:
-                stored = self.daily_stored[model.name, day] = self.store.daily(model.name, day)[0]
-            unflushed = self.daily.get((model.name, day), [0, 0])[0]
-            if stored + unflushed >= limits.rpd:
+            ours = self._today(model.name, day)
+            others = self.others_today.get((model.name, day), 0)
+            if ours + others >= limits.rpd:
                 self._put_back([request])
+                by_others = f" ({others:,} of them by other runners on the key)" if others else ""
                 self.stop = StoppedEarly(
-                    f"daily limit of {limits.rpd:,} requests for {model.name} reached; "
+                    f"daily limit of {limits.rpd:,} requests for {model.name} reached{by_others}; "
                     "re-run after 00:00 UTC to continue"
                 )
                 return
@@ -307,10 +305,20 @@ class SyncExecutor:
         counter = self.daily.setdefault((model.name, day), [0, 0])
         counter[0] += 1
         counter[1] += reserved
+        if self.shared is not None and limits.rpd is not None:  # the day's count, for the other databases
+            what = f"{model.name} requests {day}"
+            self.others_today[model.name, day] = self.shared.tell(what, self.source, self._today(model.name, day))
         self.in_flight += 1
         self.sent += 1
         self.sent_at[request.id] = self.monotonic()
         senders.start_soon(self._send, request, model, gate, ticket)
+
+    def _today(self, model: str, day: str) -> int:
+        """Requests this database has sent to ``model`` on ``day``: stored (read once a flush) and not yet."""
+        stored = self.daily_stored.get((model, day))
+        if stored is None:
+            stored = self.daily_stored[model, day] = self.store.daily(model, day)[0]
+        return stored + self.daily.get((model, day), [0, 0])[0]
 
     def _fail(self, request: Claimed, code: str, message: str) -> None:
         self.outcomes.append(Outcome(request.id, request.custom_id, Move.FAIL, error_code=code, error_message=message))

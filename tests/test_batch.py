@@ -23,6 +23,7 @@ from runner.retry import RetryPolicy
 from runner.settings import BatchSettings, RunSettings
 from runner.sim.config import SimConfig
 from runner.store import Store
+from runner.store.peers import GateFile, gate_file_path
 from runner.tokens import count_prompt
 from runner.transport import Credentials
 
@@ -306,6 +307,22 @@ def test_big_job_goes_in_waves_under_the_queue_limit(
     for (_, done), (started, _) in itertools.pairwise(spans):
         assert started >= done - 300, "a wave starts only when the queue has room (seen at the next poll)"
     results(store)
+
+
+def test_waves_leave_the_queue_room_other_databases_on_the_key_hold(
+    tmp_path: Path, store: Store, limits: Limits, start_sim: Any
+) -> None:
+    """The batch queue is the organisation's: what another runner's database holds in it (its word in the gate
+    file, which outlives that process) is room this run's waves leave."""
+    sim = fake_sim(start_sim, latency_scale=0, batch_seconds=600)
+    path = job(tmp_path, 30, max_tokens=20)
+    other = GateFile(gate_file_path(sim.base_url, "k"), "another-process")
+    other.tell("gpt-4.1-mini batch queue tokens", "another-database", 20 * reserved(path))
+    other.close()
+    outcome = run_batch(store, path, limits, sim, REAL, batch_queue_tokens=30 * reserved(path))
+    assert outcome.exit_code == 0 and outcome.counts["succeeded"] == 30
+    batches = server_batches(sim)
+    assert len(batches) >= 3 and all(len(b.lines) <= 10 for b in batches)
 
 
 @pytest.mark.parametrize("seed", range(3))

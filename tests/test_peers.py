@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.store.peers import STALE_SECONDS, GateFile, gate_file_path
+from runner.store.peers import KEEP_SECONDS, STALE_SECONDS, TELL_SECONDS, GateFile, gate_file_path
 
 from .conftest import FakeTime, runner_cli
 from .processes import run_side_by_side, sim_stats
@@ -109,3 +109,32 @@ def test_what_long_gone_processes_left_is_deleted_by_the_next_one_to_open_the_fi
     clock.now += FORGET_SECONDS + 1
     later = GateFile(tmp_path / "gate.db", "later", clock)
     assert later.conn.execute("SELECT count(*) FROM peers").fetchone()[0] == 0
+
+
+def test_the_ledger_sums_the_other_databases_and_outlives_the_process(tmp_path: Path) -> None:
+    """A day's requests and the batch queue's tokens are per database: a process hears the other databases'
+    figures, not its own database's (its store counts those), and a figure stays after its process left."""
+    clock = FakeTime()
+    one, two = GateFile(tmp_path / "gate.db", "one", clock), GateFile(tmp_path / "gate.db", "two", clock)
+    what = "gpt-4.1-mini requests 2026-12-05"
+    assert one.tell(what, "db-a", 7) == 0
+    assert two.tell(what, "db-b", 3) == 7
+    assert two.tell(what, "db-b", 4) == 7  # within TELL_SECONDS: remembered, written at the next chance
+    clock.now += TELL_SECONDS
+    assert GateFile(tmp_path / "gate.db", "three", clock).tell(what, "db-a", 7) == 3  # db-b's first word
+    assert two.tell(what, "db-b", 5) == 7  # db-a: one figure, whichever process of it last spoke
+    one.leave()
+    one.close()
+    clock.now += TELL_SECONDS
+    assert GateFile(tmp_path / "gate.db", "four", clock).tell(what, "db-c", 0) == 12
+    clock.now += KEEP_SECONDS + 1
+    assert GateFile(tmp_path / "gate.db", "five", clock).tell(what, "db-c", 0) == 0  # a day and an hour later
+
+
+@pytest.mark.anyio
+async def test_a_process_leaving_writes_its_last_ledger_figures(tmp_path: Path) -> None:
+    clock = FakeTime()
+    async with GateFile(tmp_path / "gate.db", "one", clock) as one:
+        one.tell("m batch queue tokens", "db-a", 500)
+        one.tell("m batch queue tokens", "db-a", 0)  # its batches ended just before it left: not yet written
+    assert GateFile(tmp_path / "gate.db", "two", clock).tell("m batch queue tokens", "db-b", 0) == 0

@@ -175,6 +175,23 @@ async def test_redis_lost_mid_run_keeps_the_peers_last_heard(redis_server: Redis
         await gate.client.aclose()
 
 
+async def test_the_ledger_through_redis_sums_the_other_databases(redis_server: RedisServer) -> None:
+    one, two = _gate(redis_server, "one"), _gate(redis_server, "two")
+    what = "gpt-4.1-mini requests 2026-12-05"
+    assert one.tell(what, "db-a", 7) == 0  # nothing heard yet
+    await one.exchange()
+    two.tell(what, "db-b", 3)
+    await two.exchange()
+    assert two.tell(what, "db-b", 3) == 7
+    await one.exchange()
+    assert one.tell(what, "db-a", 7) == 3
+    async with one:  # leaving: the last figure is written, and stays for the day
+        one.tell(what, "db-a", 9)
+    await two.exchange()
+    assert two.tell(what, "db-b", 3) == 9
+    await two.client.aclose()
+
+
 def test_a_password_in_the_gate_url_works_and_is_never_shown(tmp_path: Path) -> None:
     server = RedisServer(tmp_path, password="hunter2-secret").start()
     env = {**os.environ, "OPENAI_API_KEY": "sk-test"}

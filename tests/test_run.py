@@ -355,6 +355,27 @@ def test_requests_per_day_are_counted_across_restarts(
     assert raised.exit_code == 0 and raised.counts["succeeded"] == 10
 
 
+def test_a_days_requests_are_counted_across_the_databases_of_one_key(
+    tmp_path: Path, limits: Limits, start_sim: Any
+) -> None:
+    """Two jobs on one key, each with its own database, one after the other: the second counts the first's
+    requests against the daily limit through the gate file (``--gate none``: only its own database's)."""
+    sim = start_sim(latency_scale=0)
+    credentials = Credentials(sim.base_url, "k")
+    first = run_job(Store(tmp_path / "a.db"), str(job(tmp_path, 10)), limits, settings(rpd=15), credentials)
+    assert first.exit_code == 0 and first.counts["succeeded"] == 10
+    second = run_job(Store(tmp_path / "b.db"), str(job(tmp_path, 10)), limits, settings(rpd=15), credentials)
+    assert second.exit_code == 3 and second.counts["succeeded"] == 5
+    assert "daily limit of 15 requests for gpt-4.1-mini reached (10 of them by other runners on the key)" in str(
+        second.stopped
+    )
+    alone = run_job(
+        Store(tmp_path / "c.db"), str(job(tmp_path, 10)), limits, settings(rpd=15, gate="none"), credentials
+    )
+    assert alone.exit_code == 0 and alone.counts["succeeded"] == 10
+    assert sim.call(lambda: sim.sim.stats.requests) == 25
+
+
 @pytest.mark.slow
 def test_deadline_stops_resumably(tmp_path: Path, store: Store, limits: Limits, start_sim: Any) -> None:
     sim = start_sim(latency_scale=0, rpm=120, window=1.0)  # 2 per second

@@ -40,6 +40,7 @@ from runner.errors import (
     StoppedEarly,
     TakenOver,
 )
+from runner.gates import SharedGate
 from runner.limits import Limits
 from runner.logs import log
 from runner.money import fmt_usd
@@ -77,9 +78,12 @@ class BatchExecutor:
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         *,
         lane: Lane | None = None,
+        shared: SharedGate | None = None,
     ) -> None:
         self.store, self.run, self.owner, self.limits = store, run, owner, limits
         self.settings, self.batch, self.credentials, self.spool = settings, batch, credentials, spool
+        self.shared = shared  # the batch queue is the organisation's: other runners' batches take room in it
+        self.queue_models: set[str] = set()  # models this run has had batches of
         self.clock, self.sleep = clock, sleep
         self.lane = lane or Lane()
         self._api: BatchAPI | None = None
@@ -152,6 +156,9 @@ class BatchExecutor:
                 if row.next_poll_at <= self.clock():
                     await self.poll(row)
             open_rows = self.store.batch_rows(self.run, OPEN)
+            self.queue_models |= {row.model for row in open_rows}
+            for model in self.queue_models:  # what this database holds in the queue, as batches come and go
+                self._queued_by_others(model)
             pending = self.store.pending_count(self.run, self.lane.upto)
             if not open_rows and not pending:
                 return None
@@ -223,7 +230,15 @@ class BatchExecutor:
 
     def _queue_room(self, model: str) -> int | None:
         limit = self.queue_limit(model)
-        return None if limit is None else limit - self.store.queued_tokens(model, self.run)
+        return (
+            None if limit is None else limit - self.store.queued_tokens(model, self.run) - self._queued_by_others(model)
+        )
+
+    def _queued_by_others(self, model: str) -> int:
+        """Tell the shared gate what this database has in ``model``'s batch queue; what other databases have."""
+        if self.shared is None:
+            return 0
+        return self.shared.tell(f"{model} batch queue tokens", self.store.store_id, self.store.queued_tokens(model))
 
     def _fail_unqueueable(self) -> None:
         """A request whose estimate alone exceeds the queue limit could never be enqueued: fail it."""

@@ -9,12 +9,19 @@ One small SQLite file (WAL) per API base URL and key, in the user's cache direct
 the key itself is never written. A row older than ``STALE_SECONDS`` is not read, so a process killed with -9
 holds nothing for longer than that; a process that opens the file deletes rows older than ``FORGET_SECONDS``.
 Times are the wall clock: every process on the host reads the same one.
+
+Some use outlives a process: the requests of a day (RPD) and the tokens of batches in the queue. Each database's
+figure for such a thing (``what``) is a word of the ``ledger``, kept ``KEEP_SECONDS`` (a day and an hour: a day's
+count is named by its day, a batch ends within 24 h); a process tells its database's figure and hears the sum of
+the other databases' (processes on one database see each other's use in it). Words are written and read at most
+every ``TELL_SECONDS`` per ``what``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
 import socket
 import sqlite3
@@ -25,10 +32,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["FORGET_SECONDS", "STALE_SECONDS", "GateFile", "Peer", "gate_digest", "gate_file_path"]
+__all__ = [
+    "FORGET_SECONDS",
+    "KEEP_SECONDS",
+    "STALE_SECONDS",
+    "TELL_SECONDS",
+    "GateFile",
+    "Peer",
+    "gate_digest",
+    "gate_file_path",
+]
 
 STALE_SECONDS = 2.0
 FORGET_SECONDS = 60.0
+KEEP_SECONDS = 25 * 3600.0
+TELL_SECONDS = 0.25
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS peers (
@@ -39,8 +57,26 @@ CREATE TABLE IF NOT EXISTS peers (
     held INTEGER NOT NULL,  -- 1 when its gate holds requests back (it wants more than it gets)
     seen REAL NOT NULL,     -- wall clock of the last word
     PRIMARY KEY (member, scope)
+);
+CREATE TABLE IF NOT EXISTS ledger (
+    what TEXT NOT NULL,     -- e.g. "gpt-4.1-mini requests 2026-12-05", "gpt-4.1-mini batch queue tokens"
+    source TEXT NOT NULL,   -- the database (a hash of host and path)
+    amount INTEGER NOT NULL,
+    seen REAL NOT NULL,
+    PRIMARY KEY (what, source)
 )
 """
+
+
+@dataclass
+class _Told:
+    """This process's word on one ``what`` of the ledger."""
+
+    source: str
+    amount: int = 0
+    written: int | None = None
+    others: int = 0
+    at: float = -math.inf
 
 
 @dataclass(frozen=True)
@@ -81,9 +117,11 @@ class GateFile:
         self.conn = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.execute(SCHEMA)
+        self.conn.executescript(SCHEMA)
         with self.conn:  # what processes killed long ago left behind
             self.conn.execute("DELETE FROM peers WHERE seen<?", (self.clock() - FORGET_SECONDS,))
+            self.conn.execute("DELETE FROM ledger WHERE seen<?", (self.clock() - KEEP_SECONDS,))
+        self.told: dict[str, _Told] = {}
 
     def __repr__(self) -> str:
         return f"<GateFile {self.path.name} member={self.member}>"
@@ -93,8 +131,39 @@ class GateFile:
 
     async def __aexit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         with contextlib.suppress(sqlite3.Error):  # else its rows go stale in STALE_SECONDS anyway
+            for what, told in self.told.items():  # the last figures, not yet written
+                if told.amount != told.written:
+                    self._write(what, told)
             self.leave()
         self.close()
+
+    def tell(self, what: str, source: str, amount: int) -> int:
+        """Say ``source`` (a database) holds ``amount`` of ``what`` now; the other databases' sum, as last read."""
+        now = self.clock()
+        told = self.told.setdefault(what, _Told(source))
+        told.amount = amount
+        if now - told.at >= TELL_SECONDS:
+            told.at = now
+            try:
+                self._write(what, told)
+            except sqlite3.Error as exc:
+                if not self.notices:
+                    self.notices.append(f"could not use the gate file {self.path} ({exc}): pacing alone meanwhile")
+        return told.others
+
+    def _write(self, what: str, told: _Told) -> None:
+        now = self.clock()
+        with self.conn:
+            self.conn.execute(
+                "INSERT INTO ledger (what, source, amount, seen) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (what, source) DO UPDATE SET amount=excluded.amount, seen=excluded.seen",
+                (what, told.source, told.amount, now),
+            )
+            row = self.conn.execute(
+                "SELECT coalesce(sum(amount), 0) FROM ledger WHERE what=? AND source<>? AND seen>?",
+                (what, told.source, now - KEEP_SECONDS),
+            ).fetchone()
+        told.written, told.others = told.amount, int(row[0])
 
     def publish(self, scope: str, rate: float, held: bool) -> list[Peer]:
         """Say what this process admits of ``scope`` now; returns the other processes' fresh words on it (none,
