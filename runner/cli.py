@@ -65,6 +65,12 @@ gate_option = click.option(
     "gate file); redis://[:PASSWORD@]HOST:PORT/DB (or rediss:// with TLS): those on every host that names this "
     "Redis; none: pace alone.",
 )
+fresh_option = click.option(
+    "--fresh",
+    is_flag=True,
+    help="Send every request, even one whose endpoint and body were answered before in this database (by default "
+    "that answer is reused, at $0).",
+)
 poll_every_option = click.option(
     "--poll-every",
     type=click.FloatRange(min=0.01),
@@ -150,6 +156,7 @@ def cli() -> None:
     help="After Ctrl-C, SIGTERM, --deadline or --max-spend: seconds what is in flight may take to finish.",
 )
 @click.option("--retry-failed", is_flag=True, help="Retry every failed request (default: those time may cure).")
+@fresh_option
 @progress_option
 @verbose_option
 def run(
@@ -173,6 +180,7 @@ def run(
     poll_every: float,
     grace: float,
     retry_failed: bool,
+    fresh: bool,
     progress: bool | None,
     verbose: bool,
 ) -> None:
@@ -195,6 +203,7 @@ def run(
         deadline=None if seconds is None else time.time() + seconds,
         grace_seconds=grace,
         retry_failed=retry_failed,
+        reuse=not fresh,
     )
     store = _store(db)
     outcome = commands.run_job(
@@ -593,10 +602,11 @@ def demo(db: str | None, tier: str, progress: bool | None, verbose: bool) -> Non
 @gate_option
 @base_url_option
 @poll_every_option
+@fresh_option
 @progress_option
 @verbose_option
 def extract(source: str, db: str | None, limits_path: str | None, gate: str, base_url: str | None,
-            poll_every: float, progress: bool | None, verbose: bool, **given: Any) -> None:  # fmt: skip
+            poll_every: float, fresh: bool, progress: bool | None, verbose: bool, **given: Any) -> None:  # fmt: skip
     """Documents and a JSON schema in, a validated table out. SOURCE: a folder of .txt/.md files, a CSV or JSONL
     file with a text column, or a job spec (.toml) with the same keys as these options."""
     from runner.extract.job import Extraction
@@ -620,7 +630,7 @@ def extract(source: str, db: str | None, limits_path: str | None, gate: str, bas
         import runner.batch.api  # noqa: F401  (the openai SDK takes a second: before the deadline counts)
     job = Extraction(**spec)
     limits = load_limits(limits_path)
-    settings = RunSettings(tier=tier, max_spend=max_spend, gate=gate,
+    settings = RunSettings(tier=tier, max_spend=max_spend, gate=gate, reuse=not fresh,
                            deadline=None if deadline is None else time.time() + deadline)  # fmt: skip
     store = _store(db)
     report = run_extraction(store, job, limits, settings, Credentials.from_env(base_url), mode=mode,

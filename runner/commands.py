@@ -27,7 +27,7 @@ from runner.errors import BudgetReached, ConfigError, DeadlineReached, DiskFull,
 from runner.gates import SharedGate, open_gate
 from runner.jobfile import IngestReport, ingest
 from runner.limits import Limits, RateLimits
-from runner.money import usd
+from runner.money import fmt_usd, usd
 from runner.planner import Decision, Plan, decide, plan
 from runner.progress import Progress
 from runner.redis_gate import RedisGate
@@ -129,6 +129,12 @@ def run_job(
         if reopened:
             which = "failed" if settings.retry_failed else "whose last failure time may cure (--retry-failed: all)"
             print(f"retrying {reopened:,} requests {which}", file=err)
+        if settings.reuse:
+            reused = store.reuse_answers(run)
+            if reused.requests:
+                print(
+                    f"reused {reused.requests:,} answers, saved {fmt_usd(reused.saved)} (--fresh sends them)", file=err
+                )
         for model in store.pending_models(run):  # every model with work must have limits at the tier, before sending
             limits.model(model).limits_for(settings.tier)
         decision = choose_mode(store, run, limits, settings, mode, timing.wall())

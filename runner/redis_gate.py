@@ -43,6 +43,7 @@ from runner.store.peers import FORGET_SECONDS, KEEP_SECONDS, STALE_SECONDS, Peer
 __all__ = ["SHARE_SECONDS", "RedisGate", "is_redis_url", "redis_location", "redis_url_problem"]
 
 SHARE_SECONDS = 0.25  # how often the process speaks and listens
+SOCKET_SECONDS = 2.0  # the most a connection or a reply may take before Redis counts as lost
 UNKNOWN = "unknown"  # the member that stands for the peers a process could not hear at the start
 
 # KEYS: epoch, scopes set, one hash per scope spoken of. ARGV: member, pid, now ('' for Redis TIME), stale seconds,
@@ -162,7 +163,9 @@ class RedisGate:
         self.prefix = f"runner:{{{digest}}}:"
         self.member = member or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.clock, self.monotonic, self.period = clock, monotonic, period
-        self.client = client or aioredis.from_url(url, socket_connect_timeout=2.0, socket_timeout=2.0)
+        self.client = client or aioredis.from_url(
+            url, socket_connect_timeout=SOCKET_SECONDS, socket_timeout=SOCKET_SECONDS
+        )
         self.exchange_script = self.client.register_script(EXCHANGE)
         self.leave_script = self.client.register_script(LEAVE)
         self.ledger_script = self.client.register_script(LEDGER)
@@ -175,6 +178,7 @@ class RedisGate:
         self.notices: list[str] = []
         self.exchanges = 0
         self._task: asyncio.Task[None] | None = None
+        self._leaving = asyncio.Event()
 
     def __repr__(self) -> str:
         return f"<RedisGate {self.where} member={self.member}>"
@@ -246,7 +250,7 @@ class RedisGate:
 
     async def speak(self) -> None:
         """One exchange; a Redis that cannot be reached is said once (and its return once), never raised."""
-        try:
+        try:  # the client's socket timeouts bound it: an exchange is never cancelled half-way
             await self.exchange()
         except (RedisError, OSError) as exc:
             if self.reachable is not False:
@@ -261,25 +265,28 @@ class RedisGate:
             self.reachable = True
 
     async def _speak(self) -> None:
-        while True:
+        while not self._leaving.is_set():
             await self.speak()
-            await asyncio.sleep(self.period)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.period):
+                    await self._leaving.wait()
 
     async def __aenter__(self) -> RedisGate:
         self._task = asyncio.get_running_loop().create_task(self._speak())
         return self
 
     async def __aexit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        # every step is bounded: a Redis that stopped answering never keeps a finished run from exiting
+        # the speaking task ends after its exchange (never cancelled in the middle of a command, which can leave
+        # redis-py's connection closing forever); each command is bounded by the client's socket timeouts
+        self._leaving.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        with contextlib.suppress(RedisError, OSError, TimeoutError):
-            async with asyncio.timeout(2.0):  # the last figures of the ledger; this process's part goes at once
-                await self._exchange_ledger()
-                keys = [self.key("scopes"), *(self.key(s) for s in self.words)]
-                await self.leave_script(keys=keys, args=[self.member])
-        await self.client.aclose()
+            await asyncio.wait({self._task}, timeout=3 * SOCKET_SECONDS)
+        with contextlib.suppress(RedisError, OSError):  # the last figures of the ledger; this process's part goes
+            await self._exchange_ledger()
+            await self.leave_script(keys=[self.key("scopes"), *(self.key(s) for s in self.words)], args=[self.member])
+        with contextlib.suppress(RedisError, OSError):
+            await self.client.aclose()
 
     # -- who is there -----------------------------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ class RunSettings:
     grace_seconds: float = 5.0  # after a stop (signal, budget, deadline...): how long what is in flight may finish
     unreachable_seconds: float = 30.0  # no answer at all for this long (and several tries): stop, resumably
     retry_failed: bool = False  # reopen every failed request, not only those whose failure time may cure
+    reuse: bool = True  # answer a request already answered in this database (same endpoint and body) from the store
     seed: int | None = None
 
     @property

@@ -272,7 +272,7 @@ def test_a_database_from_before_the_state_check_rebuild_keeps_every_row_and_answ
     with closing(Store(db_path)) as store:
         c = store.conn
         assert c.execute("SELECT * FROM requests ORDER BY id").fetchall() == before
-        assert c.execute("SELECT * FROM results ORDER BY request_id").fetchall() == answers
+        assert [row[: len(answers[0])] for row in c.execute("SELECT * FROM results ORDER BY request_id")] == answers
         assert "state = 'pending' OR" in c.execute("SELECT sql FROM sqlite_master WHERE name='requests'").fetchone()[0]
         indexes = {name for (name,) in c.execute("SELECT name FROM sqlite_master WHERE tbl_name='requests'")}
         assert {"requests_claim", "requests_batch"} <= indexes

@@ -224,6 +224,14 @@ def m008_cheap_state_check(db: Database) -> None:
         db.execute("PRAGMA foreign_keys=ON")
 
 
+@migrations()
+def m009_reused_answers(db: Database) -> None:
+    # a request whose endpoint and body were answered before (any run of the database) is not sent again: its
+    # result is the earlier answer, pointing at the request that paid for it; found by body among the answered
+    db.execute("ALTER TABLE results ADD COLUMN reused_from INTEGER REFERENCES requests(id)")
+    db.execute("CREATE INDEX requests_answered_body ON requests(body_hash) WHERE state = 'succeeded'")
+
+
 def known() -> list[str]:
     """The names of every migration this runner knows, in order."""
     return [m.name for m in migrations.pending(Database(memory=True))]

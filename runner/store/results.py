@@ -4,6 +4,7 @@ move that made the request final. Daily usage (requests and tokens per model and
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from runner.store.base import Base
@@ -12,10 +13,18 @@ from runner.store.states import Move
 if TYPE_CHECKING:
     from runner.store.requests import Outcome
 
-__all__ = ["Results"]
+__all__ = ["Results", "Reused"]
 
 _OUTCOME = {Move.ANSWER: "succeeded", Move.COLLECT: "succeeded", Move.FAIL: "failed", Move.REJECT: "failed",
             Move.REFUSE: "failed"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Reused:
+    """Requests of a run answered by answers already stored, and what those answers cost when they were bought."""
+
+    requests: int = 0
+    saved: int = 0  # picodollars
 
 
 class Results(Base):
@@ -38,6 +47,35 @@ class Results(Base):
             [(run, o.request_id, o.model, o.service_tier, o.prompt_tokens, o.cached_tokens, o.output_tokens,
               o.cost, now) for o in outcomes if o.cost is not None],
         )  # fmt: skip
+
+    def reuse_answers(self, run: str) -> Reused:
+        """Pending requests of ``run`` whose endpoint and body were answered successfully before, in any run of this
+        database, are answered by that answer (pending -> succeeded, never sent): a result pointing at the request
+        that paid for it, no spend. A request sent again on purpose (``--fresh``) is not passed here."""
+        with self.transaction():
+            rows = self.conn.execute(
+                "SELECT p.id, p.custom_id, (SELECT coalesce(r.reused_from, r.request_id) FROM requests o"
+                " JOIN results r ON r.request_id = o.id WHERE o.body_hash = p.body_hash AND o.state = 'succeeded'"
+                " AND r.outcome = 'succeeded' ORDER BY o.id LIMIT 1)"
+                f" FROM requests p WHERE p.run = ? AND p.{Move.REUSE.where()}",
+                (run,),
+            ).fetchall()
+            found = [(rid, custom_id, original) for rid, custom_id, original in rows if original is not None]
+            for rid, custom_id, _ in found:
+                self._move_one(Move.REUSE, rid, f"request {custom_id!r} of run {run!r}")
+            self.conn.executemany(
+                "INSERT INTO results(request_id, run, custom_id, outcome, status_code, response_id, body, mode,"
+                " created_at, retryable, reused_from) SELECT ?, ?, ?, 'succeeded', status_code, response_id, body,"
+                " mode, ?, 0, request_id FROM results WHERE request_id = ?",
+                [(rid, run, custom_id, self.clock(), original) for rid, custom_id, original in found],
+            )
+            saved = sum(
+                int(
+                    self.conn.execute("SELECT coalesce(sum(cost), 0) FROM spend WHERE request_id=?", (o,)).fetchone()[0]
+                )
+                for _, _, o in found
+            )
+        return Reused(len(found), saved)
 
     def results(self, run: str) -> Iterator[dict[str, Any]]:
         cur = self.conn.execute(

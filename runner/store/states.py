@@ -55,6 +55,7 @@ class Move(StrEnum):
     REQUEUE = "requeue"  # its batch ended without an answer for it
     CANCEL = "cancel"  # withdrawn by the user
     REOPEN = "reopen"  # failed, to be tried again by a later run
+    REUSE = "reuse"  # answered by the stored answer to the same request: never sent
 
     @property
     def sources(self) -> frozenset[State]:
@@ -86,4 +87,5 @@ TRANSITIONS: dict[Move, Transition] = {
     Move.REQUEUE: _t({State.BATCHED}, State.PENDING),
     Move.CANCEL: _t({State.PENDING}, State.CANCELLED),
     Move.REOPEN: _t({State.FAILED}, State.PENDING),
+    Move.REUSE: _t({State.PENDING}, State.SUCCEEDED),
 }
