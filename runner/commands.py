@@ -457,7 +457,7 @@ def plan_job(
         limits.tier(tier)
     run = ask.name or (Path(ask.input_path).stem if ask.input_path else None)
     if ask.input_path:
-        workload = from_file(ask.input_path, limits, ask.model)
+        workload = from_file(ask.input_path, limits, ask.model, store.answered if store is not None else None)
     elif ask.name:
         if store is None:
             raise ConfigError(f"no database to find run {ask.name!r} in")
@@ -469,6 +469,9 @@ def plan_job(
         workload = synthetic(limits, ask.model or "gpt-4.1-mini", ask.requests, ask.input_tokens, ask.output_tokens,
                              ask.shared_prefix)  # fmt: skip
     said: list[str] = []
+    if workload.reused:
+        said.append(f"{workload.reused:,} requests were answered before in this database: a run reuses those answers "
+                    "at $0, so the plan leaves them out (runner run --fresh sends them again)")  # fmt: skip
     turnarounds: list[float] = []
     models = [p.model for p in workload.pools]
     if store is not None:

@@ -13,6 +13,7 @@ Built from an input file (``from_file``), a stored run's pending requests (``fro
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,7 @@ class Workload:
     pools: tuple[Pool, ...]
     basis: str = "output: the requests' max output tokens (no answers yet to measure it)"
     seconds: float | None = None  # measured mean round trip of an answer; None: the model's typical speed
+    reused: int = 0  # requests left out: answered before in the database, reused at $0
 
     @property
     def requests(self) -> int:
@@ -82,7 +84,7 @@ class Workload:
         basis = (
             f"output: {share:.0%} of the max output tokens, as {calibration.answers:,} answers of {what} used{latency}"
         )
-        return Workload(pools, basis, calibration.seconds)
+        return Workload(pools, basis, calibration.seconds, self.reused)
 
 
 class _Builder:
@@ -108,13 +110,24 @@ def _long(model: ModelInfo, prompt: int) -> bool:
     return model.long_context_above is not None and prompt > model.long_context_above
 
 
-def from_file(path: str | Path, limits: Limits, default_model: str | None = None) -> Workload:
-    """The requests of an input file that could be sent (those that never could are left out)."""
+def from_file(
+    path: str | Path, limits: Limits, default_model: str | None = None, answered: Callable[[str], bool] | None = None
+) -> Workload:
+    """The requests of an input file that could be sent (those that never could are left out), less those
+    ``answered`` before (by body hash: a run reuses their answers at $0)."""
     builder = _Builder(limits)
+    reused = 0
     for row, refusal in read(path, limits, default_model):
-        if not refusal:
-            builder.add(row.endpoint, row.model, json.loads(row.body), row.prompt_tokens, row.output_tokens * row.n)
-    return _nonempty(builder.workload(), str(path))
+        if refusal:
+            continue
+        if answered is not None and answered(row.body_hash):
+            reused += 1
+            continue
+        builder.add(row.endpoint, row.model, json.loads(row.body), row.prompt_tokens, row.output_tokens * row.n)
+    if reused and not builder.pools:
+        raise ConfigError(f"{path}: all {reused:,} requests were answered before in this database: a run reuses "
+                          "those answers at $0 (runner run --fresh sends them again)")  # fmt: skip
+    return replace(_nonempty(builder.workload(), str(path)), reused=reused)
 
 
 def from_store(store: Store, run: str, limits: Limits) -> Workload:

@@ -77,6 +77,17 @@ class Results(Base):
             )
         return Reused(len(found), saved)
 
+    def answered(self, body_hash: str) -> bool:
+        """Whether a request of this endpoint and body (``body_hash``) was answered successfully, in any run."""
+        return (
+            self.conn.execute(
+                "SELECT 1 FROM requests o JOIN results r ON r.request_id = o.id WHERE o.body_hash = ?"
+                " AND o.state = 'succeeded' AND r.outcome = 'succeeded' LIMIT 1",
+                (body_hash,),
+            ).fetchone()
+            is not None
+        )
+
     def results(self, run: str) -> Iterator[dict[str, Any]]:
         cur = self.conn.execute(
             "SELECT request_id, custom_id, outcome, status_code, response_id, body, error_code, error_message"
