@@ -1,14 +1,18 @@
 """runner: push large amounts of work through the OpenAI API within a usage tier's limits, resumably.
 
-The public surface is the ``runner`` command (``runner.cli``). One noun per module:
+Two public surfaces: the ``runner`` command (``runner.cli``) and the Python API (``runner.api``, re-exported here:
+``runner.run``, ``arun``, ``plan``, ``extract``, ``aextract``, ``rows``, ``results``, ``aresults``, ``cancel``).
+One noun per module:
 
     cli             parses the command line and delegates; prints what render gives it
+    api             the Python API: the command's use cases as functions, typed results, silent by default
     commands        the use cases: run a job, status, batches, cancel, results, spend
     render          text for people: summaries, status, batch lists, spend
     demo            the bundled job against an in-process simulator
     settings        how a run is worked: the limits the user set, budgets, timing knobs
     timing          where a run takes its time from (injected: tests use a fake clock)
     logs            -v log lines on stderr
+    events          what a run says as it goes, to a callback (the command prints it; the API is silent)
     progress        the live progress line, and the Snapshot executors give it
     errors          the one exception tree, with exit codes
     limits          tier_limits.json: tiers, per-model limits, prices, speeds
@@ -45,4 +49,37 @@ The public surface is the ``runner`` command (``runner.cli``). One noun per modu
                     faults, files, batches, admin, config, thread, serve
 """
 
+from runner.api import (
+    ExtractReport,
+    Plan,
+    Result,
+    RunReport,
+    aextract,
+    aresults,
+    arun,
+    cancel,
+    extract,
+    plan,
+    results,
+    rows,
+    run,
+)
+from runner.errors import RunnerError
+
+__all__ = [
+    "ExtractReport",
+    "Plan",
+    "Result",
+    "RunReport",
+    "RunnerError",
+    "aextract",
+    "aresults",
+    "arun",
+    "cancel",
+    "extract",
+    "plan",
+    "results",
+    "rows",
+    "run",
+]
 __version__ = "0.1.0"

@@ -21,6 +21,7 @@ from runner import commands, render
 from runner.detect import admin_limits
 from runner.durations import parse_duration
 from runner.errors import RunnerError
+from runner.events import to_stderr
 from runner.limits import load_limits
 from runner.logs import configure
 from runner.money import fmt_usd, from_usd
@@ -217,6 +218,7 @@ def run(
         mode=mode,
         batch=BatchSettings(poll_min=poll_every),
         progress=progress,
+        say=to_stderr,
     )
     _finish(outcome, store)
 
@@ -391,7 +393,7 @@ def plan(
         store = _store(db)
         settings = RunSettings(tier=tier or "tier-1", headroom=headroom)
         outcome = commands.run_job(store, input_path, limits, settings, Credentials.from_env(base_url), name=name,
-                                   default_model=model, lane=Lane(most=pilot))  # fmt: skip
+                                   default_model=model, lane=Lane(most=pilot), say=to_stderr)  # fmt: skip
         click.echo(
             f"pilot: {outcome.counts['succeeded']:,} answered in run {outcome.name} "
             f"(spent {fmt_usd(store.total_cost(outcome.name))}; `runner run` sends the rest)",
@@ -634,7 +636,7 @@ def extract(source: str, db: str | None, limits_path: str | None, gate: str, bas
                            deadline=None if deadline is None else time.time() + deadline)  # fmt: skip
     store = _store(db)
     report = run_extraction(store, job, limits, settings, Credentials.from_env(base_url), mode=mode,
-                            batch=BatchSettings(poll_min=poll_every), progress=progress)  # fmt: skip
+                            batch=BatchSettings(poll_min=poll_every), progress=progress, say=to_stderr)  # fmt: skip
     for line in render.extract_lines(report):
         click.echo(line, err=True)
     if output is not None:

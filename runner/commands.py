@@ -12,7 +12,6 @@ import json
 import math
 import os
 import signal
-import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ import anyio
 from runner.batch.executor import BatchExecutor
 from runner.detect import detect, tier_for
 from runner.errors import BudgetReached, ConfigError, DeadlineReached, DiskFull, RunnerError, StoppedEarly
+from runner.events import Say, silent
 from runner.gates import SharedGate, open_gate
 from runner.jobfile import IngestReport, ingest
 from runner.limits import Limits, RateLimits
@@ -106,9 +106,10 @@ def run_job(
     mode: str = "sync",
     batch: BatchSettings | None = None,
     progress: bool | None = None,
-    err: TextIO = sys.stderr,
+    say: Say = silent,
     timing: Timing | None = None,
     lane: Lane | None = None,
+    signals: bool = True,
 ) -> RunOutcome:
     """Ingest ``input_path`` into run ``name`` (default: the file's stem) and work it to the end or a stop.
 
@@ -124,24 +125,22 @@ def run_job(
     try:
         report = ingest(store, run, input_path, limits, default_model)
         for line, custom_id, reason in report.refused:
-            print(f"{input_path}:{line}: request {custom_id!r} failed, not sent: {reason}", file=err)
+            say(f"{input_path}:{line}: request {custom_id!r} failed, not sent: {reason}")
         reopened = store.reopen(run, every=settings.retry_failed)
         if reopened:
             which = "failed" if settings.retry_failed else "whose last failure time may cure (--retry-failed: all)"
-            print(f"retrying {reopened:,} requests {which}", file=err)
+            say(f"retrying {reopened:,} requests {which}")
         if settings.reuse:
             reused = store.reuse_answers(run)
             if reused.requests:
-                print(
-                    f"reused {reused.requests:,} answers, saved {fmt_usd(reused.saved)} (--fresh sends them)", file=err
-                )
+                say(f"reused {reused.requests:,} answers, saved {fmt_usd(reused.saved)} (--fresh sends them)")
         for model in store.pending_models(run):  # every model with work must have limits at the tier, before sending
             limits.model(model).limits_for(settings.tier)
         decision = choose_mode(store, run, limits, settings, mode, timing.wall())
         store.set_settings(run, settings.tier, decision.mode)
         if mode == "auto":
             store.set_plan(run, {**decision.as_json(), "tier": settings.tier, "deadline": settings.deadline})
-            print(f"auto: {decision.reason}", file=err)
+            say(f"auto: {decision.reason}")
         spool = spool_dir(store, run)
         boundary = store.nth_pending_id(run, decision.batch_requests) if decision.mode == "split" else None
         shared, problem = open_gate(settings, credentials)
@@ -151,14 +150,14 @@ def run_job(
                             timing.sleep, lane=Lane(above=boundary or 0, most=(lane or Lane()).most),
                             shared=shared)  # fmt: skip
         if decision.mode == "batch":
-            stopped = anyio.run(_execute, (batches,), progress, shared, backend="asyncio")
+            stopped = anyio.run(_execute, (batches,), progress, shared, say if signals else None, backend="asyncio")
             notices = batches.notices
         elif decision.mode == "split":  # both lanes at once: batches run on the server while sync sends the rest
             both: tuple[Executor, ...] = (sync, batches)
-            stopped = anyio.run(_execute, both, progress, shared, backend="asyncio")
+            stopped = anyio.run(_execute, both, progress, shared, say if signals else None, backend="asyncio")
             notices = sync.notices + batches.notices
         else:
-            stopped, notices = _run_sync(store, run, sync, batches, progress, shared)
+            stopped, notices = _run_sync(store, run, sync, batches, progress, shared, say if signals else None)
         notices = ([problem] if problem else []) + notices
     except BaseException:
         with contextlib.suppress(DiskFull):  # the run is left owned by this process, which is gone: taken over
@@ -183,11 +182,12 @@ def _run_sync(
     batches: BatchExecutor,
     progress: bool | None,
     shared: SharedGate | None,
+    signals: Say | None,
 ) -> tuple[RunnerError | None, list[str]]:
     """A sync pass: first collect what batches of the run have finished, then send the rest."""
     if store.batch_rows(run, RUNNING):
         anyio.run(_collect_batches, batches, backend="asyncio")
-    stopped = anyio.run(_execute, (executor,), progress, shared, backend="asyncio")
+    stopped = anyio.run(_execute, (executor,), progress, shared, signals, backend="asyncio")
     still = store.counts(run)["batched"]
     if stopped is None and still:
         stopped = StoppedEarly(
@@ -201,11 +201,12 @@ Executor = SyncExecutor | BatchExecutor
 
 
 async def _execute(
-    executors: Sequence[Executor], progress: bool | None, shared: SharedGate | None = None
+    executors: Sequence[Executor], progress: bool | None, shared: SharedGate | None = None, signals: Say | None = None
 ) -> RunnerError | None:
     """Join the gate shared with the other runners on the key, open the executors' connections, show the first
-    one's progress, run them side by side to the end or a stop (when one stops, the others stop too). A first
-    SIGINT or SIGTERM stops them gracefully, a second at once; both leave the run resumable."""
+    one's progress, run them side by side to the end or a stop (when one stops, the others stop too). With
+    ``signals`` (said to it; the main thread only), a first SIGINT or SIGTERM stops them gracefully, a second at
+    once; both leave the run resumable."""
     outcomes: list[RunnerError | None] = [None] * len(executors)
 
     async def work(i: int) -> None:
@@ -223,7 +224,8 @@ async def _execute(
             display = await stack.enter_async_context(Progress(executors[0].snapshot, progress))
             tg = await stack.enter_async_context(anyio.create_task_group())
             tg.start_soon(display.tick)
-            tg.start_soon(_signals, executors)
+            if signals is not None:
+                tg.start_soon(_signals, executors, signals)
             async with anyio.create_task_group() as workers:
                 for i in range(len(executors)):
                     workers.start_soon(work, i)
@@ -233,18 +235,18 @@ async def _execute(
     return next((o for o in outcomes if o is not None), None)
 
 
-async def _signals(executors: Sequence[Executor]) -> None:
+async def _signals(executors: Sequence[Executor], say: Say) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
         count = 0
         async for number in received:
             count += 1
             name = signal.Signals(number).name
             if count == 1:
-                print(f"{name}: stopping; finishing what is in flight (a second signal stops at once)", file=sys.stderr)
+                say(f"{name}: stopping; finishing what is in flight (a second signal stops at once)")
                 for executor in executors:
                     executor.interrupt(name)
             else:
-                print(f"{name}: stopping at once", file=sys.stderr)
+                say(f"{name}: stopping at once")
                 for executor in executors:
                     executor.abort()
 
@@ -266,7 +268,7 @@ async def _collect_batches(executor: BatchExecutor) -> None:
         await executor.poll_once()
 
 
-def _run_name(store: Store, name: str | None) -> str:
+def run_name(store: Store, name: str | None) -> str:
     names = store.runs()
     if name:
         if name not in names:
@@ -276,11 +278,11 @@ def _run_name(store: Store, name: str | None) -> str:
         return names[0]
     if not names:
         raise ConfigError(f"{store.path} holds no runs yet")
-    raise ConfigError(f"{store.path} holds several runs ({', '.join(names)}): pass --name")
+    raise ConfigError(f"{store.path} holds several runs ({', '.join(names)}): name one (--name)")
 
 
 def status_report(store: Store, name: str | None, limits: Limits | None = None) -> dict[str, Any]:
-    run = _run_name(store, name)
+    run = run_name(store, name)
     info = store.run(run) or {}
     counts = store.counts(run)
     batches: dict[str, int] = {}
@@ -308,7 +310,7 @@ def status_report(store: Store, name: str | None, limits: Limits | None = None) 
 
 def batches_report(store: Store, name: str | None, limits: Limits, tier: str | None = None) -> dict[str, Any]:
     """A run's batches (status, counts, age) and the wave plan for what is still pending."""
-    run = _run_name(store, name)
+    run = run_name(store, name)
     now = time.time()
     rows = [
         {
@@ -339,7 +341,7 @@ def manage_batches(
     store: Store, name: str | None, limits: Limits, settings: RunSettings, credentials: Credentials, action: str
 ) -> int:
     """``cancel`` the run's running batches or ``reconcile`` (collect finished ones); returns batches touched."""
-    run = _run_name(store, name)
+    run = run_name(store, name)
     owner = store.acquire(run, None)
     try:
         executor = BatchExecutor(store, run, owner, limits, settings, BatchSettings(), credentials,
@@ -360,7 +362,7 @@ def manage_batches(
 def cancel_requests(store: Store, name: str | None, custom_ids: Iterable[str] | None = None) -> dict[str, int]:
     """Withdraw the run's pending requests (all, or ``custom_ids``): they end cancelled and are never sent.
     Requests in flight or in running batches are not touched; the counts say how many there are."""
-    run = _run_name(store, name)
+    run = run_name(store, name)
     owner = store.acquire(run, None)
     try:
         wanted = list(custom_ids) if custom_ids is not None else None
@@ -401,7 +403,7 @@ def write_private(path: str | Path, lines: Iterable[str]) -> int:
 
 def export_results(store: Store, name: str | None) -> Iterator[str]:
     """OpenAI batch-output JSONL lines, one per final request, the same whichever mode answered."""
-    run = _run_name(store, name)
+    run = run_name(store, name)
     for r in store.results(run):
         response = None
         if r["status_code"] is not None:
@@ -461,7 +463,7 @@ def plan_job(
     elif ask.name:
         if store is None:
             raise ConfigError(f"no database to find run {ask.name!r} in")
-        workload = from_store(store, _run_name(store, ask.name), limits)
+        workload = from_store(store, run_name(store, ask.name), limits)
     else:
         if not (ask.requests and ask.input_tokens is not None and ask.output_tokens is not None):
             raise ConfigError("plan what? give INPUT.jsonl, --name RUN, or --requests, --input-tokens and "

@@ -8,6 +8,7 @@ latency, so the demo shows the gate pacing a job that a naive client would get 4
 from __future__ import annotations
 
 from runner.commands import RunOutcome, run_job
+from runner.events import to_stderr
 from runner.limits import load_limits, packaged
 from runner.settings import RunSettings
 from runner.sim import SimConfig, SimThread
@@ -23,5 +24,7 @@ def run_demo(db: str | None, tier: str, progress: bool | None) -> tuple[RunOutco
     with SimThread(SimConfig(tier=tier, limits=limits, window=1.0)) as sim:
         credentials = Credentials(sim.base_url, "sim-key")
         job = str(packaged("demo.jsonl"))
-        outcome = run_job(store, job, limits, RunSettings(tier=tier), credentials, name="demo", progress=progress)
+        outcome = run_job(
+            store, job, limits, RunSettings(tier=tier), credentials, name="demo", progress=progress, say=to_stderr
+        )
     return outcome, store

@@ -45,7 +45,7 @@ def test_a_job_run_again_is_answered_from_the_store_at_no_cost(
 
     said = io.StringIO()
     questions[3] = "What is three plus three?"  # one instruction changed: only it is sent
-    again = run_job(store, str(_job(tmp_path, "again", questions)), limits, RunSettings(), credentials, err=said)
+    again = run_job(store, str(_job(tmp_path, "again", questions)), limits, RunSettings(), credentials, say=said.write)
     assert again.exit_code == 0 and again.counts["succeeded"] == 12
     assert _sent(sim) == 13
     originals = store.conn.execute(

@@ -276,11 +276,11 @@ def test_requests_failed_by_transient_errors_are_retried_by_the_next_run_permane
     assert first.exit_code == 1 and first.counts["failed"] == 10
     sim.call(lambda: sim.sim.script("400", times=3))  # three refused as written: no retry can cure that
     err = io.StringIO()
-    second = run_job(store, str(path), limits, settings(concurrency=1), Credentials(sim.base_url, "k"), err=err)
+    second = run_job(store, str(path), limits, settings(concurrency=1), Credentials(sim.base_url, "k"), say=err.write)
     assert "retrying 10 requests whose last failure time may cure" in err.getvalue()
     assert second.exit_code == 1 and second.counts == {**second.counts, "failed": 3, "succeeded": 7}
     err = io.StringIO()
-    third = run_job(store, str(path), limits, settings(), Credentials(sim.base_url, "k"), err=err)
+    third = run_job(store, str(path), limits, settings(), Credentials(sim.base_url, "k"), say=err.write)
     assert "retrying" not in err.getvalue() and third.counts["failed"] == 3  # permanent: left as they are
     fourth = run_job(store, str(path), limits, settings(retry_failed=True), Credentials(sim.base_url, "k"))
     assert fourth.exit_code == 0 and fourth.counts["succeeded"] == 10

@@ -11,13 +11,13 @@ identically on every run, so a re-run resumes: answered requests are not sent ag
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from runner.commands import RunOutcome, export_results, run_job, write_private
 from runner.errors import ConfigError, RunnerError
+from runner.events import Say, silent
 from runner.extract.answers import Verdict, judge
 from runner.extract.requests import CHUNK, REPAIR, pieces, repair_line, request_line
 from runner.extract.schema import load_schema
@@ -86,7 +86,8 @@ def extract(
     mode: str = "sync",
     batch: BatchSettings | None = None,
     progress: bool | None = None,
-    err: TextIO = sys.stderr,
+    say: Say = silent,
+    signals: bool = True,
 ) -> ExtractReport:
     docs = read_documents(job.source, job.text_column, job.id_column)
     schema = load_schema(job.schema, job.many)
@@ -99,7 +100,7 @@ def extract(
     folder = Path(store.path + ".extract")
     lines = {p.custom_id: request_line(p, model.name, job.instructions, schema, job.max_output_tokens) for p in parts}
     first = _run(store, folder / f"{name}.jsonl", list(lines.values()), name, limits, settings, credentials,
-                 mode=mode, batch=batch, progress=progress, err=err)  # fmt: skip
+                 mode=mode, batch=batch, progress=progress, say=say, signals=signals)  # fmt: skip
     verdicts = {r["custom_id"]: judge(r, schema) for r in map(json.loads, export_results(store, name))}
     repairs = [
         repair_line(lines[cid], v.content, v.reason or "", v.cut_off, model.max_output_tokens)
@@ -109,11 +110,11 @@ def extract(
     second: RunOutcome | None = None
     repaired: dict[str, Verdict] = {}
     if repairs and first.stopped is None:
-        print(f"repairing {len(repairs):,} answers (one sync pass)", file=err)
+        say(f"repairing {len(repairs):,} answers (one sync pass)")
         cap = settings.max_spend  # one cap for both passes: the repairs may spend what the first pass left
         left = settings if cap is None else replace(settings, max_spend=max(cap - store.total_cost(name), 0))
         second = _run(store, folder / f"{name}-repair.jsonl", repairs, f"{name}{REPAIR}", limits, left,
-                      credentials, mode="sync", progress=progress, err=err)  # fmt: skip
+                      credentials, mode="sync", progress=progress, say=say, signals=signals)  # fmt: skip
         results = map(json.loads, export_results(store, f"{name}{REPAIR}"))
         repaired = {r["custom_id"].removesuffix(REPAIR): judge(r, schema) for r in results}
     report = ExtractReport(name, "", schema.kinds, documents=len(docs))

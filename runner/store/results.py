@@ -3,6 +3,7 @@ move that made the request final. Daily usage (requests and tokens per model and
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -88,11 +89,16 @@ class Results(Base):
             is not None
         )
 
-    def results(self, run: str) -> Iterator[dict[str, Any]]:
+    def results(self, run: str, since: float | None = None) -> Iterator[dict[str, Any]]:
+        """The results of ``run`` in request order (only those written at ``since`` or later, for a reader that
+        follows a run as it goes), each with what it cost (picodollars; 0 when reused), the request it reused, if
+        any, and when it was written."""
         cur = self.conn.execute(
-            "SELECT request_id, custom_id, outcome, status_code, response_id, body, error_code, error_message"
-            " FROM results WHERE run=? ORDER BY request_id",
-            (run,),
+            "SELECT request_id, custom_id, outcome, status_code, response_id, body, error_code, error_message,"
+            " reused_from, created_at, (SELECT coalesce(sum(cost), 0) FROM spend s"
+            " WHERE s.request_id = results.request_id) AS cost FROM results WHERE run=? AND created_at>=?"
+            " ORDER BY request_id",
+            (run, -math.inf if since is None else since),
         )
         cols = [d[0] for d in cur.description]
         for row in cur:
