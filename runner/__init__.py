@@ -1,13 +1,15 @@
 """runner: push large amounts of work through the OpenAI API within a usage tier's limits, resumably.
 
 Two public surfaces: the ``runner`` command (``runner.cli``) and the Python API (``runner.api``, re-exported here:
-``runner.run``, ``arun``, ``plan``, ``extract``, ``aextract``, ``rows``, ``results``, ``aresults``, ``cancel``).
+``runner.run``, ``arun``, ``plan``, ``extract``, ``aextract``, ``rows``, ``results``, ``aresults``, ``status``,
+``spend``, ``cancel``).
 One noun per module:
 
     cli             parses the command line and delegates; prints what render gives it
     api             the Python API: the command's use cases as functions, typed results, silent by default
     commands        the use cases: run a job, status, batches, cancel, results, spend
     render          text for people: summaries, status, batch lists, spend
+    reports         what the read commands report, as types (status, batches, spend, a cancellation)
     demo            the bundled job against an in-process simulator
     settings        how a run is worked: the limits the user set, budgets, timing knobs
     timing          where a run takes its time from (injected: tests use a fake clock)
@@ -54,6 +56,8 @@ from runner.api import (
     Plan,
     Result,
     RunReport,
+    Spend,
+    Status,
     aextract,
     aresults,
     arun,
@@ -63,6 +67,8 @@ from runner.api import (
     results,
     rows,
     run,
+    spend,
+    status,
 )
 from runner.errors import RunnerError
 
@@ -72,6 +78,8 @@ __all__ = [
     "Result",
     "RunReport",
     "RunnerError",
+    "Spend",
+    "Status",
     "aextract",
     "aresults",
     "arun",
@@ -81,5 +89,7 @@ __all__ = [
     "results",
     "rows",
     "run",
+    "spend",
+    "status",
 ]
 __version__ = "0.1.0"

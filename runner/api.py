@@ -23,7 +23,17 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 
-from runner.commands import PlanAsk, RunOutcome, cancel_requests, plan_job, run_job, run_name, write_private
+from runner.commands import (
+    PlanAsk,
+    RunOutcome,
+    cancel_requests,
+    plan_job,
+    run_job,
+    run_name,
+    spend_report,
+    status_report,
+    write_private,
+)
 from runner.durations import parse_duration
 from runner.errors import ConfigError, RunnerError
 from runner.events import Say, silent
@@ -33,6 +43,7 @@ from runner.limits import Limits, load_limits
 from runner.money import from_usd, usd
 from runner.planner import Plan
 from runner.redis_gate import redis_url_problem
+from runner.reports import Spend, Status
 from runner.settings import BatchSettings, RunSettings
 from runner.store import Store, default_db_path
 from runner.transport import Credentials
@@ -42,6 +53,8 @@ __all__ = [
     "Plan",
     "Result",
     "RunReport",
+    "Spend",
+    "Status",
     "aextract",
     "aresults",
     "arun",
@@ -51,6 +64,8 @@ __all__ = [
     "results",
     "rows",
     "run",
+    "spend",
+    "status",
 ]
 
 Model = TypeVar("Model")
@@ -264,11 +279,25 @@ def rows(name: str, *, db: str | Path | None = None, model: type[Model] | None =
     return [validate({k: _parsed(v) for k, v in r.items() if k in fields}) for r in table if r["_status"] != "failed"]
 
 
+def status(name: str | None = None, *, db: str | Path | None = None, limits: str | Path | None = None) -> Status:
+    """Where run ``name`` stands (default: the database's only run), like ``runner status``."""
+    store = _store(db, readonly=True)
+    with _closing(store):
+        return status_report(store, name, _limits(limits))
+
+
+def spend(name: str | None = None, *, db: str | Path | None = None) -> Spend:
+    """Money spent by run (``name``, or every run), model and service tier, like ``runner spend``."""
+    store = _store(db, readonly=True)
+    with _closing(store):
+        return spend_report(store, name)
+
+
 def cancel(name: str | None = None, *, db: str | Path | None = None, custom_ids: Iterable[str] | None = None) -> int:
     """Withdraw run ``name``'s pending requests (all, or ``custom_ids``): never sent. Returns how many."""
     store = _store(db)
     with _closing(store):
-        return cancel_requests(store, name, custom_ids)["cancelled"]
+        return cancel_requests(store, name, custom_ids).cancelled
 
 
 # -- plumbing -------------------------------------------------------------------------------------------------------

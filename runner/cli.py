@@ -247,7 +247,7 @@ def status(db: str | None, name: str | None, limits_path: str | None, as_json: b
     """Where a run stands: requests by state, spend, batches and the wave plan, first failures."""
     report = commands.status_report(_store(db, readonly=True), name, load_limits(limits_path))
     if as_json:
-        click.echo(json.dumps(report, indent=2))
+        click.echo(json.dumps(report.as_json(), indent=2))
         return
     for line in render.status_lines(report):
         click.echo(line)
@@ -281,7 +281,7 @@ def batches(
         click.echo(f"{action}: {touched} batches", err=True)
     report = commands.batches_report(store, name, limits, tier)
     if as_json:
-        click.echo(json.dumps(report, indent=2))
+        click.echo(json.dumps(report.as_json(), indent=2))
         return
     for line in render.batches_lines(report):
         click.echo(line)
@@ -294,10 +294,10 @@ def batches(
 def cancel(db: str | None, name: str | None, custom_ids: tuple[str, ...]) -> None:
     """Withdraw a run's pending requests (all, or --custom-id ones): they end cancelled and are never sent."""
     counts = commands.cancel_requests(_store(db), name, list(custom_ids) or None)
-    click.echo(f"cancelled {counts['cancelled']:,} pending requests", err=True)
-    if counts["batched"]:
+    click.echo(f"cancelled {counts.cancelled:,} pending requests", err=True)
+    if counts.batched:
         click.echo(
-            f"{counts['batched']:,} are inside running batches: `runner batches --cancel` takes them back first",
+            f"{counts.batched:,} are inside running batches: `runner batches --cancel` takes them back first",
             err=True,
         )
 
@@ -325,7 +325,7 @@ def spend(db: str | None, name: str | None, as_json: bool) -> None:
     """Money spent, by run, model and service tier, from the recorded usage of every billed response."""
     report = commands.spend_report(_store(db, readonly=True), name)
     if as_json:
-        click.echo(json.dumps(report, indent=2))
+        click.echo(json.dumps(report.as_json(), indent=2))
         return
     for line in render.spend_lines(report):
         click.echo(line)

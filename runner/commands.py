@@ -31,6 +31,7 @@ from runner.money import fmt_usd, usd
 from runner.planner import Decision, Plan, decide, plan
 from runner.progress import Progress
 from runner.redis_gate import RedisGate
+from runner.reports import Batches, BatchInfo, Cancelled, Failure, Owner, Spend, SpendRow, Status, Wave
 from runner.settings import BatchSettings, Lane, RunSettings
 from runner.store import BatchState, Store
 from runner.store.peers import Peer
@@ -281,7 +282,8 @@ def run_name(store: Store, name: str | None) -> str:
     raise ConfigError(f"{store.path} holds several runs ({', '.join(names)}): name one (--name)")
 
 
-def status_report(store: Store, name: str | None, limits: Limits | None = None) -> dict[str, Any]:
+def status_report(store: Store, name: str | None, limits: Limits | None = None) -> Status:
+    """Where a run stands: requests by state, spend, owner, batches and the wave plan, first failures."""
     run = run_name(store, name)
     info = store.run(run) or {}
     counts = store.counts(run)
@@ -289,52 +291,49 @@ def status_report(store: Store, name: str | None, limits: Limits | None = None) 
     for row in store.batch_rows(run):
         key = row.status or row.state.value
         batches[key] = batches.get(key, 0) + 1
-    plan = batches_report(store, run, limits, info.get("tier"))["plan"] if limits and batches else []
-    return {
-        "run": run,
-        "input": info.get("input_path"),
-        "total": sum(counts.values()),
-        "states": counts,
-        "spend_usd": str(usd(store.total_cost(run))),
-        "working": store.owner_of(run)[1] == "alive",
-        "owner": {"process": info.get("owner"), "state": store.owner_of(run)[1]} if info.get("owner") else None,
-        "last_stop": info.get("stop_reason"),
-        "tier": info.get("tier"),
-        "mode": info.get("mode"),
-        "plan": store.plan_of(run),
-        "batches": batches,
-        "wave_plan": plan,
-        "first_failures": [{"custom_id": c, "reason": r} for c, r in store.failures(run)],
-    }
+    waves = batches_report(store, run, limits, info.get("tier")).plan if limits and batches else ()
+    owner_state = store.owner_of(run)[1]
+    return Status(
+        run=run,
+        input=info.get("input_path"),
+        total=sum(counts.values()),
+        states=counts,
+        spent=usd(store.total_cost(run)),
+        working=owner_state == "alive",
+        owner=Owner(info["owner"], owner_state) if info.get("owner") else None,
+        last_stop=info.get("stop_reason"),
+        tier=info.get("tier"),
+        mode=info.get("mode"),
+        plan=store.plan_of(run),
+        batches=batches,
+        wave_plan=waves,
+        first_failures=tuple(Failure(c, r) for c, r in store.failures(run)),
+    )
 
 
-def batches_report(store: Store, name: str | None, limits: Limits, tier: str | None = None) -> dict[str, Any]:
+def batches_report(store: Store, name: str | None, limits: Limits, tier: str | None = None) -> Batches:
     """A run's batches (status, counts, age) and the wave plan for what is still pending."""
     run = run_name(store, name)
     now = time.time()
-    rows = [
-        {
-            "chunk": r.chunk,
-            "model": r.model,
-            "requests": r.requests,
-            "state": r.state.value,
-            "status": r.status,
-            "batch_id": r.batch_id,
-            "counts": json.loads(r.counts) if r.counts else None,
-            "note": r.note,
-            "age_seconds": round(now - r.created_at),
-        }
+    rows = tuple(
+        BatchInfo(
+            r.chunk,
+            r.model,
+            r.requests,
+            r.state.value,
+            r.status,
+            r.batch_id,
+            json.loads(r.counts) if r.counts else None,
+            r.note,
+            round(now - r.created_at),
+        )
         for r in store.batch_rows(run)
-    ]
+    )
     plan = []
     for model, requests, tokens in store.pending_by_model(run):
         limit = limits.model(model).limits_for(tier).batch_queue_tokens if tier else None
-        waves = None if not limit else max(1, -(-tokens // limit))
-        plan.append(
-            {"model": model, "pending_requests": requests, "pending_tokens": tokens, "queue_limit": limit,
-             "waves": waves}
-        )  # fmt: skip
-    return {"run": run, "batches": rows, "plan": plan}
+        plan.append(Wave(model, requests, tokens, limit, None if not limit else max(1, -(-tokens // limit))))
+    return Batches(run, rows, tuple(plan))
 
 
 def manage_batches(
@@ -359,9 +358,9 @@ def manage_batches(
         store.release(run, owner)
 
 
-def cancel_requests(store: Store, name: str | None, custom_ids: Iterable[str] | None = None) -> dict[str, int]:
+def cancel_requests(store: Store, name: str | None, custom_ids: Iterable[str] | None = None) -> Cancelled:
     """Withdraw the run's pending requests (all, or ``custom_ids``): they end cancelled and are never sent.
-    Requests in flight or in running batches are not touched; the counts say how many there are."""
+    Requests in flight or in running batches are not touched; the report says how many there are."""
     run = run_name(store, name)
     owner = store.acquire(run, None)
     try:
@@ -370,16 +369,26 @@ def cancel_requests(store: Store, name: str | None, custom_ids: Iterable[str] | 
     finally:
         store.release(run, owner)
     counts = store.counts(run)
-    return {"cancelled": cancelled, "batched": counts["batched"], "pending": counts["pending"]}
+    return Cancelled(cancelled, counts["batched"], counts["pending"])
 
 
-def spend_report(store: Store, name: str | None = None) -> dict[str, Any]:
-    rows = store.spend_by(name)
-    total = sum(int(r["cost"]) for r in rows)
-    return {
-        "total_usd": str(usd(total)),
-        "rows": [{**{k: v for k, v in r.items() if k != "cost"}, "cost_usd": str(usd(int(r["cost"])))} for r in rows],
-    }
+def spend_report(store: Store, name: str | None = None) -> Spend:
+    """Money spent, by run, model and service tier."""
+    found = store.spend_by(name)
+    rows = tuple(
+        SpendRow(
+            r["run"],
+            r["model"],
+            r["service_tier"],
+            int(r["responses"]),
+            int(r["prompt_tokens"]),
+            int(r["cached_tokens"]),
+            int(r["output_tokens"]),
+            usd(int(r["cost"])),
+        )
+        for r in found
+    )
+    return Spend(usd(sum(int(r["cost"]) for r in found)), rows)
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from runner.money import fmt_usd, from_usd
 from runner.planner import duration
+from runner.reports import Batches, Owner, Spend, Status
 
 if TYPE_CHECKING:  # the extraction package imports the executors: not for every command's start-up
     from runner.extract.job import ExtractReport
@@ -42,61 +43,59 @@ def run_summary(name: str, counts: dict[str, int], spend: int, notices: list[str
     return lines
 
 
-def status_lines(report: dict[str, Any]) -> list[str]:
-    states = ", ".join(f"{k} {v:,}" for k, v in report["states"].items() if v)
+def status_lines(report: Status) -> list[str]:
+    states = ", ".join(f"{k} {v:,}" for k, v in report.states.items() if v)
     lines = [
-        f"run {report['run']} ({report['input']}): {report['total']:,} requests: {states or 'none'}",
-        f"spent ${report['spend_usd']}" + _owner(report.get("owner")),
+        f"run {report.run} ({report.input}): {report.total:,} requests: {states or 'none'}",
+        f"spent ${report.spent}" + _owner(report.owner),
     ]
-    if report.get("plan"):
-        lines.append(f"plan (--mode auto): {report['plan']['reason']}")
-    if report["batches"]:
-        lines.append("batches: " + ", ".join(f"{n} {s}" for s, n in sorted(report["batches"].items())))
-    for p in report["wave_plan"]:
-        if p["waves"]:
+    if report.plan:
+        lines.append(f"plan (--mode auto): {report.plan['reason']}")
+    if report.batches:
+        lines.append("batches: " + ", ".join(f"{n} {s}" for s, n in sorted(report.batches.items())))
+    for p in report.wave_plan:
+        if p.waves:
             lines.append(
-                f"wave plan {p['model']}: {p['pending_requests']:,} pending, ~{p['pending_tokens']:,} tokens = "
-                f"{p['waves']} more wave(s) under the queue limit of {p['queue_limit']:,}"
+                f"wave plan {p.model}: {p.pending_requests:,} pending, ~{p.pending_tokens:,} tokens = "
+                f"{p.waves} more wave(s) under the queue limit of {p.queue_limit or 0:,}"
             )
-    lines += [f"  failed {f['custom_id']}: {f['reason']}" for f in report["first_failures"]]
+    lines += [f"  failed {f.custom_id}: {f.reason}" for f in report.first_failures]
     return lines
 
 
-def batches_lines(report: dict[str, Any]) -> list[str]:
+def batches_lines(report: Batches) -> list[str]:
     lines = []
-    for b in report["batches"]:
-        counts = b["counts"] or {}
+    for b in report.batches:
+        counts = b.counts or {}
         lines.append(
-            f"chunk {b['chunk']:>4} {b['model']:<14} {b['requests']:>7,} requests  {b['state']:<9} "
-            f"{(b['status'] or '-'):<11} done {counts.get('completed', 0):,} failed {counts.get('failed', 0):,}"
-            f"  age {b['age_seconds']:,}s  {b['batch_id'] or ''} {b['note'] or ''}".rstrip()
+            f"chunk {b.chunk:>4} {b.model:<14} {b.requests:>7,} requests  {b.state:<9} "
+            f"{(b.status or '-'):<11} done {counts.get('completed', 0):,} failed {counts.get('failed', 0):,}"
+            f"  age {b.age_seconds:,}s  {b.batch_id or ''} {b.note or ''}".rstrip()
         )
-    for p in report["plan"]:
-        waves = f"{p['waves']} wave(s) under the queue limit of {p['queue_limit']:,}" if p["waves"] else "no limit"
-        lines.append(
-            f"pending {p['model']}: {p['pending_requests']:,} requests, ~{p['pending_tokens']:,} tokens: {waves}"
-        )
-    if not report["batches"] and not report["plan"]:
+    for p in report.plan:
+        waves = f"{p.waves} wave(s) under the queue limit of {p.queue_limit or 0:,}" if p.waves else "no limit"
+        lines.append(f"pending {p.model}: {p.pending_requests:,} requests, ~{p.pending_tokens:,} tokens: {waves}")
+    if not report.batches and not report.plan:
         lines.append("no batches and nothing pending")
     return lines
 
 
-def spend_lines(report: dict[str, Any]) -> list[str]:
+def spend_lines(report: Spend) -> list[str]:
     lines = [
-        f"{r['run']:<24} {r['model']:<16} {r['service_tier']:<9} {r['responses']:>9,} responses "
-        f"{r['prompt_tokens']:>12,} in ({r['cached_tokens']:,} cached) {r['output_tokens']:>11,} out ${r['cost_usd']}"
-        for r in report["rows"]
+        f"{r.run:<24} {r.model:<16} {r.service_tier:<9} {r.responses:>9,} responses "
+        f"{r.prompt_tokens:>12,} in ({r.cached_tokens:,} cached) {r.output_tokens:>11,} out ${r.cost}"
+        for r in report.rows
     ]
-    lines.append(f"total ${report['total_usd']}")
+    lines.append(f"total ${report.total}")
     return lines
 
 
-def _owner(owner: dict[str, Any] | None) -> str:
+def _owner(owner: Owner | None) -> str:
     if owner is None:
         return ""
-    if owner["state"] == "alive":
-        return f"; a process is working on it ({owner['process']})"
-    return f"; its last process ({owner['process']}) is {owner['state']}: the next run takes over"
+    if owner.state == "alive":
+        return f"; a process is working on it ({owner.process})"
+    return f"; its last process ({owner.process}) is {owner.state}: the next run takes over"
 
 
 def plan_lines(report: dict[str, Any]) -> list[str]:

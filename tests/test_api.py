@@ -41,6 +41,12 @@ def test_a_run_of_request_dicts_returns_a_report_and_typed_results_and_prints_no
     assert isinstance(first, runner.Result) and first.state == "succeeded" and first.error is None
     assert first.text and first.usage and first.usage["total_tokens"] > 0
     assert sum(r.cost for r in found) == report.spent
+    where = runner.status(db=db)
+    assert isinstance(where, runner.Status) and where.states["succeeded"] == 30 and where.spent == report.spent
+    assert where.as_json()["spend_usd"] == str(report.spent) and not where.working
+    spent = runner.spend(db=db)
+    assert isinstance(spent, runner.Spend) and spent.total == report.spent
+    assert [(r.run, r.model, r.responses) for r in spent.rows] == [("squares", "gpt-4.1-mini", 30)]
 
 
 def test_a_second_run_reuses_answers_and_says_so_to_the_callback(tmp_path: Path, start_sim: Any) -> None:

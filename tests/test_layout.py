@@ -54,8 +54,8 @@ def test_cancel_withdraws_pending_requests_for_good(tmp_path: Path, store: Store
     ingest(store, "job", path, limits)
     store.claim("job", owner, 1)  # r0 in flight: not cancelled
     store.release("job", owner)
-    assert cancel_requests(store, "job", ["r1", "nope"])["cancelled"] == 1
-    assert cancel_requests(store, "job")["cancelled"] == 3
+    assert cancel_requests(store, "job", ["r1", "nope"]).cancelled == 1
+    assert cancel_requests(store, "job").cancelled == 3
     assert store.counts("job")["cancelled"] == 4
     owner = store.acquire("job", str(path))
     assert store.claim("job", owner, 10) == []  # never sent
