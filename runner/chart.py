@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import ConfigError
-from runner.money import from_usd, usd
-from runner.planner import duration
+from runner.money import usd
+from runner.planner import Plan, duration
 
 __all__ = ["check_chart_path", "draw"]
 
@@ -42,33 +42,33 @@ def _pyplot() -> Any:
     return plt
 
 
-def draw(report: dict[str, Any], path: str) -> None:
-    """Draw ``report`` (``Plan.as_json()``) to ``path`` (.png or .svg)."""
+def draw(plan: Plan, path: str) -> None:
+    """Draw ``plan`` to ``path`` (.png or .svg)."""
     plt = _pyplot()
-    tiers = [t for t in report["tiers"] if t["sync"] is not None or t["batch"] is not None]
-    names = [t["tier"] + (" (you)" if t["tier"] == report["current_tier"] else "") for t in tiers]
+    tiers = [t for t in plan.rows if t.sync is not None or t.batch is not None]
+    names = [t.tier + (" (you)" if t.tier == plan.current else "") for t in tiers]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8), gridspec_kw={"width_ratios": [1.25, 1]})
-    requests = f"{report['requests']:,} requests"
+    requests = f"{plan.workload.requests:,} requests"
     fig.suptitle(f"{requests}: time and cost at each tier", fontsize=13)
 
     x = range(len(tiers))
-    sync = [t["sync"]["seconds"] if t["sync"] else float("nan") for t in tiers]
-    bound = [t["batch"]["bound_seconds"] if t["batch"] else float("nan") for t in tiers]
-    typical = [t["batch"]["typical_seconds"] if t["batch"] and t["batch"]["typical_seconds"] else None for t in tiers]
+    sync = [t.sync.seconds if t.sync else float("nan") for t in tiers]
+    bound = [t.batch.bound if t.batch else float("nan") for t in tiers]
+    typical = [t.batch.typical if t.batch and t.batch.typical else None for t in tiers]
     left.bar([i - 0.2 for i in x], sync, width=0.4, color=SYNC, label="sync (rate limits)")
     left.bar([i + 0.2 for i in x], bound, width=0.4, color=BATCH, alpha=0.35, label="batch: up to 24 h a wave")
     if any(t is not None for t in typical):
         left.bar([i + 0.2 for i in x], [t or 0 for t in typical], width=0.4, color=BATCH, label="batch: typical here")
     for i, t in enumerate(tiers):
-        if t["sync"]:
-            left.annotate(t["sync"]["binding"], (i - 0.2, sync[i]), ha="center", va="bottom", fontsize=8)
-        if t["batch"] and t["batch"]["waves"] > 1:
-            left.annotate(f"{t['batch']['waves']:,} waves", (i + 0.2, bound[i]), ha="center", va="bottom", fontsize=8)
+        if t.sync:
+            left.annotate(t.sync.binding, (i - 0.2, sync[i]), ha="center", va="bottom", fontsize=8)
+        if t.batch and t.batch.waves > 1:
+            left.annotate(f"{t.batch.waves:,} waves", (i + 0.2, bound[i]), ha="center", va="bottom", fontsize=8)
     left.set_yscale("log")
     left.set_yticks(TICKS, [duration(s) for s in TICKS])
     left.set_xticks(list(x), names)
     left.set_ylabel("time to finish")
-    deadline = report["deadline_seconds"]
+    deadline = plan.deadline
     if deadline:
         for axis in (left,):
             axis.axhline(deadline, color="crimson", linestyle="--", linewidth=1.2)
@@ -77,23 +77,24 @@ def draw(report: dict[str, Any], path: str) -> None:
     left.legend(fontsize=8, loc="upper right")
     left.grid(axis="y", alpha=0.3)
 
-    cost = report["cost_usd"]
-    best = report["best"] or {}
     top = 0.0
     for mode, color, below in (("sync", SYNC, False), ("batch", BATCH, True)):
-        price = float(usd(from_usd(cost[mode])))
+        cost = plan.costs.sync if mode == "sync" else plan.costs.batch
+        price = float(usd(cost))  # a point on the axis: the one place money becomes a float
         top = max(top, price)
         points: dict[float, list[str]] = {}  # tiers at the same time share one label
         for t in tiers:
-            cell = t[mode]
-            if cell is None:
+            if mode == "sync" and t.sync is not None:
+                seconds = t.sync.seconds
+            elif mode == "batch" and t.batch is not None:
+                seconds = t.batch.typical or t.batch.bound
+            else:
                 continue
-            seconds = cell["seconds"] if mode == "sync" else cell["typical_seconds"] or cell["bound_seconds"]
-            covered = cell["within_monthly_limit"]
-            chosen = best == {"tier": t["tier"], "mode": mode}
+            covered = cost <= t.monthly_limit
+            chosen = plan.best == (t.tier, mode)
             right.scatter([seconds], [price], s=220 if chosen else 60, marker="*" if chosen else "o",
                           facecolors=color if covered else "none", edgecolors=color, zorder=3)  # fmt: skip
-            points.setdefault(seconds, []).append(t["tier"])
+            points.setdefault(seconds, []).append(t.tier)
         last, lift = 0.0, 0
         for seconds in sorted(points):
             lift = lift + 1 if last and seconds / last < 2.5 else 0  # neighbours on the log axis: staggered

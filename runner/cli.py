@@ -413,18 +413,17 @@ def plan(
     ask = commands.PlanAsk(input_path, name, requests, input_tokens, output_tokens, shared_prefix, model)
     result, said = commands.plan_job(store, limits, ask, tier=tier, deadline=seconds, headroom=headroom,
                                      stated=stated, pilot=pilot is not None)  # fmt: skip
-    report = result.as_json()
     if chart is not None:
         from runner.chart import draw
 
-        draw(report, chart)
+        draw(result, chart)
         said.append(f"chart: {chart}")
     if as_json:
-        click.echo(json.dumps({**report, "notes": said}, indent=2))
+        click.echo(json.dumps({**result.as_json(), "notes": said}, indent=2))
         return
     for line in said:
         click.echo(line, err=True)
-    for line in render.plan_lines(report):
+    for line in render.plan_lines(result):
         click.echo(line)
 
 

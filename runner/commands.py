@@ -8,6 +8,7 @@ raises a ``RunnerError``; the CLI only parses arguments and prints (``runner.ren
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -468,7 +469,8 @@ def plan_job(
         limits.tier(tier)
     run = ask.name or (Path(ask.input_path).stem if ask.input_path else None)
     if ask.input_path:
-        workload = from_file(ask.input_path, limits, ask.model, store.answered if store is not None else None)
+        reused = None if store is None else functools.partial(store.answered, other_than=run)
+        workload = from_file(ask.input_path, limits, ask.model, reused)
     elif ask.name:
         if store is None:
             raise ConfigError(f"no database to find run {ask.name!r} in")

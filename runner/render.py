@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from runner.money import fmt_usd, from_usd
-from runner.planner import duration
+from runner.money import fmt_usd
+from runner.planner import Costs, Plan, TierPlan, duration
 from runner.reports import Batches, Owner, Spend, Status
 
 if TYPE_CHECKING:  # the extraction package imports the executors: not for every command's start-up
@@ -98,90 +98,83 @@ def _owner(owner: Owner | None) -> str:
     return f"; its last process ({owner.process}) is {owner.state}: the next run takes over"
 
 
-def plan_lines(report: dict[str, Any]) -> list[str]:
+def plan_lines(plan: Plan) -> list[str]:
     """``runner plan``: the job, its costs, one row per tier, the cheapest plan that meets the deadline, and what
     one tier up would buy."""
-    cost = report["cost_usd"]
-    pools = report["pools"]
-    models = ", ".join(
-        f"{p['requests']:,} x {p['model']}{' (long context)' if p['long_context'] else ''}" for p in pools
-    )
-    prompt = sum(p["prompt_tokens"] for p in pools)
-    output = sum(p["output_tokens"] for p in pools)
+    cost, pools = plan.costs, plan.workload.pools
+    models = ", ".join(f"{p.requests:,} x {p.model}{' (long context)' if p.long_context else ''}" for p in pools)
+    prompt = sum(p.prompt_tokens for p in pools)
+    output = sum(p.output_tokens for p in pools)
     lines = [
         f"job: {models}: {prompt:,} prompt tokens, {output:,} output tokens expected",
-        f"basis: {report['basis']}",
-        f"cost: sync {_usd(cost['sync'])} · batch {_usd(cost['batch'])}"
-        + (f" · fast {_usd(cost['fast'])}" if cost["fast"] else ""),
+        f"basis: {plan.workload.basis}",
+        f"cost: sync {fmt_usd(cost.sync)} · batch {fmt_usd(cost.batch)}"
+        + (f" · fast {fmt_usd(cost.fast)}" if cost.fast else ""),
     ]
-    if report["cached_input_share"]:
+    if cost.cached_tokens and cost.prompt_tokens:
         lines.append(
-            f"cached input: {report['cached_input_share']:.0%} of prompt tokens (shared prefixes of 1,024+ tokens) "
-            f"saves {_usd(cost['cache_saves_sync'])} in sync"
+            f"cached input: {cost.cached_tokens / cost.prompt_tokens:.0%} of prompt tokens (shared prefixes of 1,024+ "
+            f"tokens) saves {fmt_usd(cost.sync_uncached - cost.sync)} in sync"
         )
-    deadline = report["deadline_seconds"]
-    if deadline is not None:
-        lines.append(f"deadline: {duration(deadline)}")
-    history = report["batch_history"]
+    if plan.deadline is not None:
+        lines.append(f"deadline: {duration(plan.deadline)}")
     lines.append(
         "batch times: up to 24 h a wave (OpenAI's window)"
-        + (f"; typical from {history:,} batches seen here" if history else "; no batches seen here yet")
+        + (
+            f"; typical from {plan.turnarounds:,} batches seen here"
+            if plan.turnarounds
+            else "; no batches seen here yet"
+        )
     )
-    best = report["best"]
     header = f"{'tier':<14}{'sync':<18}{'batch':<34}{'monthly limit':<20}to reach"
     lines += ["", header]
-    for t in report["tiers"]:
-        you = " (you)" if t["tier"] == report["current_tier"] else ""
-        sync, batch = t["sync"], t["batch"]
-        star = {mode: "*" if best == {"tier": t["tier"], "mode": mode} else " " for mode in ("sync", "batch")}
-        sync_cell = "no limits" if sync is None else (
-            f"{duration(sync['seconds'])} {sync['binding']}{_meets(sync['meets_deadline'])}{star['sync']}"
+    for t in plan.rows:
+        you = " (you)" if t.tier == plan.current else ""
+        star = {mode: "*" if plan.best == (t.tier, mode) else " " for mode in ("sync", "batch")}
+        sync_cell = "no limits" if t.sync is None else (
+            f"{duration(t.sync.seconds)} {t.sync.binding}{_meets(t.sync_meets(plan.deadline))}{star['sync']}"
         )  # fmt: skip
-        batch_cell = "no limits" if batch is None else _batch_cell(batch) + star["batch"]
-        covers = _covers(t)
-        lines.append(f"{t['tier'] + you:<14}{sync_cell:<18}{batch_cell:<34}{covers:<20}{t['requirement']}")
+        batch_cell = "no limits" if t.batch is None else _batch_cell(t, plan.deadline) + star["batch"]
+        lines.append(f"{t.tier + you:<14}{sync_cell:<18}{batch_cell:<34}{_covers(t, cost):<20}{t.requirement}")
     lines.append("")
-    if any(t["batch"] and t["batch"]["binding"] == "no queue limit listed" for t in report["tiers"]):
+    if any(t.batch and t.batch.binding == "no queue limit listed" for t in plan.rows):
         lines.append("? tier_limits.json lists no batch queue limit at this tier: the Batch API may not be open to it")
-    if best is None:
+    if plan.best is None:
         lines.append("no tier meets the deadline within its monthly usage limit")
     else:
-        lines.append(f"* cheapest{' that meets the deadline' if deadline is not None else ''}: {best['tier']}, "
-                     f"{best['mode']}, {_usd(cost[best['mode']])}")  # fmt: skip
-    if report["upgrade"]:
-        lines.append(f"one tier up: {report['upgrade']}")
+        tier, mode = plan.best
+        lines.append(f"* cheapest{' that meets the deadline' if plan.deadline is not None else ''}: {tier}, "
+                     f"{mode}, {fmt_usd(cost.sync if mode == 'sync' else cost.batch)}")  # fmt: skip
+    if plan.upgrade:
+        lines.append(f"one tier up: {plan.upgrade}")
     return lines
 
 
-def _usd(amount: str | None) -> str:
-    return "-" if amount is None else fmt_usd(from_usd(amount))
-
-
-def _whole_usd(amount: str) -> str:
+def _whole_usd(amount: int) -> str:
     """``$100`` for a round amount (limits, thresholds), cents otherwise."""
-    text = _usd(amount)
-    return text.removesuffix(".00")
+    return fmt_usd(amount).removesuffix(".00")
 
 
 def _meets(meets: bool | str | None) -> str:
     return {None: "", True: " ok", False: " late", "yes": " ok", "likely": " likely", "no": " late"}[meets]
 
 
-def _batch_cell(batch: dict[str, Any]) -> str:
-    unlisted = "?" if batch["binding"] == "no queue limit listed" else ""
-    waves = f"{batch['waves']:,} wave{'s' if batch['waves'] != 1 else ''}{unlisted}"
-    typical = f", ~{duration(batch['typical_seconds'])}" if batch["typical_seconds"] is not None else ""
-    big = " (too large!)" if batch["requests_too_large"] else ""
-    return f"{waves}{typical}, <={duration(batch['bound_seconds'])}{_meets(batch['meets_deadline'])}{big}"
+def _batch_cell(t: TierPlan, deadline: float | None) -> str:
+    batch = t.batch
+    if batch is None:
+        return "no limits"
+    unlisted = "?" if batch.binding == "no queue limit listed" else ""
+    waves = f"{batch.waves:,} wave{'s' if batch.waves != 1 else ''}{unlisted}"
+    typical = f", ~{duration(batch.typical)}" if batch.typical is not None else ""
+    big = " (too large!)" if batch.too_large else ""
+    return f"{waves}{typical}, <={duration(batch.bound)}{_meets(t.batch_meets(deadline))}{big}"
 
 
-def _covers(t: dict[str, Any]) -> str:
-    limit = _whole_usd(t["monthly_usage_limit_usd"])
-    sync = t["sync"] is not None and t["sync"]["within_monthly_limit"]
-    batch = t["batch"] is not None and t["batch"]["within_monthly_limit"]
+def _covers(t: TierPlan, cost: Costs) -> str:
+    sync = t.sync is not None and cost.sync <= t.monthly_limit
+    batch = t.batch is not None and cost.batch <= t.monthly_limit
     names = {(True, True): "both", (False, True): "batch only", (True, False): "sync only"}
-    which = names.get((sync, batch), "neither")
-    return f"{limit}: {which}"
+    return f"{_whole_usd(t.monthly_limit)}: {names.get((sync, batch), 'neither')}"
 
 
 def extract_lines(report: ExtractReport) -> list[str]:

@@ -12,7 +12,7 @@ from typing import Any
 from runner.commands import export_results, run_job
 from runner.limits import Limits
 from runner.money import fmt_usd
-from runner.settings import BatchSettings, RunSettings
+from runner.settings import BatchSettings, Lane, RunSettings
 from runner.store import Store
 from runner.transport import Credentials
 
@@ -125,3 +125,14 @@ def test_runner_plan_counts_answers_it_would_reuse_as_free(tmp_path: Path, start
     assert "3 requests were answered before in this database" in planned.stdout  # among the notes
     done = runner_cli("plan", str(_job(tmp_path, "same", ["One?", "Two?"])), env=env)
     assert done.returncode == 2 and "all 2 requests were answered before" in done.stderr
+
+
+def test_lines_alike_in_one_run_are_each_sent(tmp_path: Path, store: Store, limits: Limits, start_sim: Any) -> None:
+    """Samples of one prompt: within a run nothing is reused, on the first pass as on a resume."""
+    sim = start_sim(latency_scale=0)
+    credentials = Credentials(sim.base_url, "k")
+    path = _job(tmp_path, "samples", ["Tell me a joke."] * 6)
+    first = run_job(store, str(path), limits, RunSettings(), credentials, lane=Lane(most=2))
+    assert first.counts["succeeded"] == 2
+    rest = run_job(store, str(path), limits, RunSettings(), credentials)
+    assert rest.counts["succeeded"] == 6 and _sent(sim) == 6

@@ -50,14 +50,15 @@ class Results(Base):
         )  # fmt: skip
 
     def reuse_answers(self, run: str) -> Reused:
-        """Pending requests of ``run`` whose endpoint and body were answered successfully before, in any run of this
-        database, are answered by that answer (pending -> succeeded, never sent): a result pointing at the request
-        that paid for it, no spend. A request sent again on purpose (``--fresh``) is not passed here."""
+        """Pending requests of ``run`` whose endpoint and body were answered successfully by another run of this
+        database are answered by that answer (pending -> succeeded, never sent): a result pointing at the request
+        that paid for it, no spend. Within one run, lines alike are each sent (samples of one prompt), on the
+        first pass as on a resume."""
         with self.transaction():
             rows = self.conn.execute(
                 "SELECT p.id, p.custom_id, (SELECT coalesce(r.reused_from, r.request_id) FROM requests o"
                 " JOIN results r ON r.request_id = o.id WHERE o.body_hash = p.body_hash AND o.state = 'succeeded'"
-                " AND r.outcome = 'succeeded' ORDER BY o.id LIMIT 1)"
+                " AND r.outcome = 'succeeded' AND o.run <> p.run ORDER BY o.id LIMIT 1)"
                 f" FROM requests p WHERE p.run = ? AND p.{Move.REUSE.where()}",
                 (run,),
             ).fetchall()
@@ -78,13 +79,14 @@ class Results(Base):
             )
         return Reused(len(found), saved)
 
-    def answered(self, body_hash: str) -> bool:
-        """Whether a request of this endpoint and body (``body_hash``) was answered successfully, in any run."""
+    def answered(self, body_hash: str, other_than: str | None = None) -> bool:
+        """Whether a request of this endpoint and body (``body_hash``) was answered successfully in a run other
+        than ``other_than`` (one a run would reuse; in its own run a request answered is simply done)."""
         return (
             self.conn.execute(
                 "SELECT 1 FROM requests o JOIN results r ON r.request_id = o.id WHERE o.body_hash = ?"
-                " AND o.state = 'succeeded' AND r.outcome = 'succeeded' LIMIT 1",
-                (body_hash,),
+                " AND o.state = 'succeeded' AND r.outcome = 'succeeded' AND o.run IS NOT ? LIMIT 1",
+                (body_hash, other_than),
             ).fetchone()
             is not None
         )
