@@ -2,7 +2,7 @@
 
 Two public surfaces: the ``runner`` command (``runner.cli``) and the Python API (``runner.api``, re-exported here:
 ``runner.run``, ``arun``, ``plan``, ``extract``, ``aextract``, ``rows``, ``results``, ``aresults``, ``status``,
-``spend``, ``cancel``).
+``spend``, ``batches``, ``cancel``).
 One noun per module:
 
     cli             parses the command line and delegates; prints what render gives it
@@ -52,6 +52,7 @@ One noun per module:
 """
 
 from runner.api import (
+    Batches,
     ExtractReport,
     Plan,
     Result,
@@ -61,6 +62,7 @@ from runner.api import (
     aextract,
     aresults,
     arun,
+    batches,
     cancel,
     extract,
     plan,
@@ -73,6 +75,7 @@ from runner.api import (
 from runner.errors import RunnerError
 
 __all__ = [
+    "Batches",
     "ExtractReport",
     "Plan",
     "Result",
@@ -83,6 +86,7 @@ __all__ = [
     "aextract",
     "aresults",
     "arun",
+    "batches",
     "cancel",
     "extract",
     "plan",

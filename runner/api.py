@@ -26,7 +26,9 @@ import anyio.to_thread
 from runner.commands import (
     PlanAsk,
     RunOutcome,
+    batches_report,
     cancel_requests,
+    manage_batches,
     plan_job,
     run_job,
     run_name,
@@ -43,12 +45,13 @@ from runner.limits import Limits, load_limits
 from runner.money import from_usd, usd
 from runner.planner import Plan
 from runner.redis_gate import redis_url_problem
-from runner.reports import Spend, Status
+from runner.reports import Batches, Spend, Status
 from runner.settings import BatchSettings, RunSettings
 from runner.store import Store, default_db_path
 from runner.transport import Credentials
 
 __all__ = [
+    "Batches",
     "ExtractReport",
     "Plan",
     "Result",
@@ -58,6 +61,7 @@ __all__ = [
     "aextract",
     "aresults",
     "arun",
+    "batches",
     "cancel",
     "extract",
     "plan",
@@ -291,6 +295,29 @@ def spend(name: str | None = None, *, db: str | Path | None = None) -> Spend:
     store = _store(db, readonly=True)
     with _closing(store):
         return spend_report(store, name)
+
+
+def batches(
+    name: str | None = None,
+    *,
+    db: str | Path | None = None,
+    tier: str = "tier-1",
+    action: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    limits: str | Path | None = None,
+) -> Batches:
+    """Run ``name``'s Batch API batches and the wave plan for what is pending, like ``runner batches``; ``action``
+    "cancel" cancels its running batches first, "reconcile" collects the finished ones now."""
+    if action not in (None, "cancel", "reconcile"):
+        raise ConfigError(f"action {action!r}: give 'cancel', 'reconcile' or None")
+    store = _store(db, readonly=action is None)
+    with _closing(store):
+        table = _limits(limits)
+        if action is not None:
+            credentials = Credentials.from_env(base_url, api_key)
+            manage_batches(store, name, table, RunSettings(tier=tier), credentials, action)
+        return batches_report(store, name, table, tier)
 
 
 def cancel(name: str | None = None, *, db: str | Path | None = None, custom_ids: Iterable[str] | None = None) -> int:

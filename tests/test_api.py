@@ -158,3 +158,18 @@ def test_the_notebook_example_runs_and_reuses_what_it_can() -> None:
     assert shown.returncode == 0, shown.stderr
     assert "run: 200 answered" in shown.stdout and "rows: 200" in shown.stdout
     assert "again: 200 answered, 10 sent" in shown.stdout and "reused 190 answers" in shown.stdout
+
+
+def test_batch_mode_and_its_batches_report(tmp_path: Path, start_sim: Any) -> None:
+    sim = start_sim(latency_scale=0, batch_seconds=0.1)
+    db = tmp_path / "api.db"
+    report = runner.run(_requests(12), name="half-price", db=db, mode="batch", poll_every=0.05,
+                        base_url=sim.base_url, api_key="k")  # fmt: skip
+    assert report.exit_code == 0 and report.counts["succeeded"] == 12
+    listed = runner.batches("half-price", db=db)
+    assert isinstance(listed, runner.Batches) and [b.requests for b in listed.batches] == [12]
+    assert listed.batches[0].state == "done" and listed.plan == ()
+    assert [r.run for r in runner.spend(db=db).rows] == ["half-price"]
+    assert {r.service_tier for r in runner.spend(db=db).rows} == {"batch"}
+    with pytest.raises(ConfigError, match="action 'stop'"):
+        runner.batches("half-price", db=db, action="stop")
