@@ -29,7 +29,7 @@ from runner.commands import (
     batches_report,
     cancel_requests,
     manage_batches,
-    plan_job,
+    plan_with,
     run_job,
     run_name,
     spend_report,
@@ -208,20 +208,33 @@ def plan(
     tier: str | None = None,
     deadline: float | str | None = None,
     headroom: float = 0.02,
+    pilot: int | None = None,
+    chart: str | Path | None = None,
     db: str | Path | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    project: str | None = None,
     limits: str | Path | None = None,
+    on_event: Say | None = None,
 ) -> Plan:
     """Time and cost at every tier, sync and batch, like ``runner plan``: for a job file, a stored run's pending
-    requests (``name``), or figures (``requests``, ``input_tokens``, ``output_tokens``). ``plan.as_json()`` is
+    requests (``name``), or figures (``requests``, ``input_tokens``, ``output_tokens``). ``pilot``: run that many
+    of the job's requests first and plan on their answers; ``chart``: draw the plan (.png or .svg). What the
+    command would note (the tier detected, answers it would reuse) goes to ``on_event``. ``plan.as_json()`` is
     ``runner plan --json``."""
-    path = Path(db or default_db_path())
-    store = Store(path, readonly=True) if path.exists() else None
+    if chart is not None:
+        from runner.chart import check_chart_path, draw
+
+        check_chart_path(str(chart))
     ask = PlanAsk(None if job is None else str(job), name, requests, input_tokens, output_tokens, shared_prefix, model)
-    try:
-        result, _ = plan_job(store, _limits(limits), ask, tier=tier, deadline=_seconds(deadline), headroom=headroom)
-    finally:
-        if store is not None:
-            store.close()
+    say = on_event or silent
+    result, said = plan_with(Path(db or default_db_path()), _limits(limits), ask, tier=tier,
+                             deadline=_seconds(deadline), headroom=headroom, pilot=pilot, base_url=base_url,
+                             api_key=api_key, project=project, say=say)  # fmt: skip
+    for line in said:
+        say(line)
+    if chart is not None:
+        draw(result, str(chart))
     return result
 
 

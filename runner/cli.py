@@ -18,15 +18,14 @@ from typing import Any
 import click
 
 from runner import commands, render
-from runner.detect import admin_limits
 from runner.durations import parse_duration
 from runner.errors import RunnerError
 from runner.events import to_stderr
 from runner.limits import load_limits
 from runner.logs import configure
-from runner.money import fmt_usd, from_usd
+from runner.money import from_usd
 from runner.redis_gate import redis_url_problem
-from runner.settings import BatchSettings, Lane, RunSettings
+from runner.settings import BatchSettings, RunSettings
 from runner.store import Store, default_db_path
 from runner.transport import Credentials
 
@@ -385,34 +384,13 @@ def plan(
         from runner.chart import check_chart_path
 
         check_chart_path(chart)
-    path = Path(db or default_db_path())
-    store: Store | None = None
-    if pilot is not None:
-        if input_path is None:
-            raise click.UsageError("--pilot needs INPUT.jsonl")
-        store = _store(db)
-        settings = RunSettings(tier=tier or "tier-1", headroom=headroom)
-        outcome = commands.run_job(store, input_path, limits, settings, Credentials.from_env(base_url), name=name,
-                                   default_model=model, lane=Lane(most=pilot), say=to_stderr)  # fmt: skip
-        click.echo(
-            f"pilot: {outcome.counts['succeeded']:,} answered in run {outcome.name} "
-            f"(spent {fmt_usd(store.total_cost(outcome.name))}; `runner run` sends the rest)",
-            err=True,
-        )
-        if outcome.stopped is not None:
-            raise outcome.stopped
-    elif path.is_file():
-        store = _store(db, readonly=True)
-    stated = None
-    if os.environ.get("OPENAI_ADMIN_KEY"):
-        url = Credentials.from_env(base_url, api_key="unused").base_url
-        stated = admin_limits(url, project)
-        if store is not None and not store.readonly:
-            for model_name, row in stated.items():
-                store.state_limits(model_name, "admin", row.rpm, row.tpm, row.rpd, row.batch_queue_tokens)
+    if pilot is not None and input_path is None:
+        raise click.UsageError("--pilot needs INPUT.jsonl")
     ask = commands.PlanAsk(input_path, name, requests, input_tokens, output_tokens, shared_prefix, model)
-    result, said = commands.plan_job(store, limits, ask, tier=tier, deadline=seconds, headroom=headroom,
-                                     stated=stated, pilot=pilot is not None)  # fmt: skip
+    result, said = commands.plan_with(
+        Path(db or default_db_path()), limits, ask, tier=tier, deadline=seconds, headroom=headroom, pilot=pilot,
+        base_url=base_url, project=project, say=to_stderr,
+    )  # fmt: skip
     if chart is not None:
         from runner.chart import draw
 

@@ -22,7 +22,7 @@ from typing import Any, TextIO
 import anyio
 
 from runner.batch.executor import BatchExecutor
-from runner.detect import detect, tier_for
+from runner.detect import admin_limits, detect, tier_for
 from runner.errors import BudgetReached, ConfigError, DeadlineReached, DiskFull, RunnerError, StoppedEarly
 from runner.events import Say, silent
 from runner.gates import SharedGate, open_gate
@@ -503,6 +503,52 @@ def plan_job(
     result = plan(workload, limits, headroom=headroom, deadline=deadline, current=tier, turnarounds=turnarounds,
                   stated=stated)  # fmt: skip
     return result, said
+
+
+def plan_with(
+    db: Path,
+    limits: Limits,
+    ask: PlanAsk,
+    *,
+    tier: str | None = None,
+    deadline: float | None = None,
+    headroom: float = 0.02,
+    pilot: int | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    project: str | None = None,
+    say: Say = silent,
+) -> tuple[Plan, list[str]]:
+    """``runner plan`` whole: a ``pilot`` of that many requests first (a real run of the job's first requests, in
+    database ``db``), the project's own limits from the admin API when ``OPENAI_ADMIN_KEY`` is set, then the plan
+    (``plan_job``), from what ``db`` knows if it exists."""
+    store: Store | None = None
+    try:
+        if pilot is not None:
+            if ask.input_path is None:
+                raise ConfigError("a pilot needs the job file (INPUT.jsonl)")
+            store = Store(db)
+            settings = RunSettings(tier=tier or "tier-1", headroom=headroom)
+            outcome = run_job(store, ask.input_path, limits, settings, Credentials.from_env(base_url, api_key),
+                              name=ask.name, default_model=ask.model, lane=Lane(most=pilot), say=say)  # fmt: skip
+            say(f"pilot: {outcome.counts['succeeded']:,} answered in run {outcome.name} "
+                f"(spent {fmt_usd(store.total_cost(outcome.name))}; `runner run` sends the rest)")  # fmt: skip
+            if outcome.stopped is not None:
+                raise outcome.stopped
+        elif db.is_file():
+            store = Store(db, readonly=True)
+        stated = None
+        if os.environ.get("OPENAI_ADMIN_KEY"):
+            url = Credentials.from_env(base_url, api_key="unused").base_url
+            stated = admin_limits(url, project)
+            if store is not None and not store.readonly:
+                for model_name, row in stated.items():
+                    store.state_limits(model_name, "admin", row.rpm, row.tpm, row.rpd, row.batch_queue_tokens)
+        return plan_job(store, limits, ask, tier=tier, deadline=deadline, headroom=headroom, stated=stated,
+                        pilot=pilot is not None)  # fmt: skip
+    finally:
+        if store is not None:
+            store.close()
 
 
 def _admin_tier(

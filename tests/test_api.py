@@ -173,3 +173,14 @@ def test_batch_mode_and_its_batches_report(tmp_path: Path, start_sim: Any) -> No
     assert {r.service_tier for r in runner.spend(db=db).rows} == {"batch"}
     with pytest.raises(ConfigError, match="action 'stop'"):
         runner.batches("half-price", db=db, action="stop")
+
+
+def test_plan_with_a_pilot_and_a_chart(tmp_path: Path, start_sim: Any) -> None:
+    sim = start_sim(latency_scale=0, tier="tier-2")
+    job = write_jsonl(tmp_path / "job.jsonl", _requests(20))
+    said: list[str] = []
+    planned = runner.plan(job, pilot=4, chart=tmp_path / "plan.png", db=tmp_path / "p.db", base_url=sim.base_url,
+                          api_key="k", on_event=said.append)  # fmt: skip
+    assert planned.current == "tier-2" and "4 answers of the pilot" in planned.workload.basis
+    assert any(line.startswith("pilot: 4 answered") for line in said), said
+    assert (tmp_path / "plan.png").read_bytes()[:4] == b"\x89PNG"
