@@ -51,49 +51,10 @@ One noun per module:
                     faults, files, batches, admin, config, thread, serve
 """
 
-from runner.api import (
-    Batches,
-    ExtractReport,
-    Plan,
-    Result,
-    RunReport,
-    Spend,
-    Status,
-    aextract,
-    aresults,
-    arun,
-    batches,
-    cancel,
-    extract,
-    plan,
-    results,
-    rows,
-    run,
-    spend,
-    status,
-)
+from runner import api
+from runner.api import *  # noqa: F403  (the Python API is the package's surface: its __all__ is this one's)
 from runner.errors import RunnerError
 
-__all__ = [
-    "Batches",
-    "ExtractReport",
-    "Plan",
-    "Result",
-    "RunReport",
-    "RunnerError",
-    "Spend",
-    "Status",
-    "aextract",
-    "aresults",
-    "arun",
-    "batches",
-    "cancel",
-    "extract",
-    "plan",
-    "results",
-    "rows",
-    "run",
-    "spend",
-    "status",
-]
+__all__ = ["RunnerError"]
+__all__ += api.__all__
 __version__ = "0.1.0"
