@@ -78,6 +78,14 @@ class Reading:
     reset: float
 
 
+def stated_limit(headers: Mapping[str, str], name: str) -> int | None:
+    """The limit ``x-ratelimit-limit-{name}`` (requests or tokens) states: a positive whole number, else None. The
+    one reading of that header (the gate's evidence, the tier detection and 429 diagnosis all take it from here)."""
+    value = headers.get(f"x-ratelimit-limit-{name}")
+    text = value.strip() if value is not None else ""
+    return int(text) if text.isdigit() and int(text) > 0 else None
+
+
 def read_reading(headers: Mapping[str, str], name: str) -> Reading | str | None:
     """The ``name`` (requests or tokens) reading of ``headers``: None when absent, a problem when unusable."""
     given = [headers.get(f"x-ratelimit-{part}-{name}") for part in ("limit", "remaining", "reset")]
@@ -85,11 +93,13 @@ def read_reading(headers: Mapping[str, str], name: str) -> Reading | str | None:
         return None
     limit_text, remaining_text, reset_text = (str(v).strip() for v in given)
     try:
-        limit, remaining = int(limit_text), int(remaining_text)
+        limit, remaining = stated_limit(headers, name), int(remaining_text)
         reset = parse_duration(reset_text)
     except ValueError:
         return f"unreadable {name} headers ({limit_text}, {remaining_text}, {reset_text})"
-    if limit <= 0 or not 0 <= remaining <= limit or not math.isfinite(reset) or reset < 0:
+    if limit is None:
+        return f"unreadable {name} headers ({limit_text}, {remaining_text}, {reset_text})"
+    if not 0 <= remaining <= limit or not math.isfinite(reset) or reset < 0:
         return f"inconsistent {name} headers (limit {limit_text}, remaining {remaining_text}, reset {reset_text})"
     return Reading(limit, remaining, reset)
 

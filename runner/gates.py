@@ -144,7 +144,7 @@ class Gates:
         """The gate (and limits) that pace a request of ``prompt_tokens`` to ``model``."""
         tier = self.settings.tier
         raw = model.limits_for(tier, prompt_tokens)
-        key = (model.name, raw is not model.limits.get(tier))
+        key = (model.name, model.is_long(prompt_tokens))
         if key not in self.gates:
             s = self.settings
             own = raw.override(s.rpm, s.tpm, s.rpd)

@@ -89,9 +89,13 @@ class ModelInfo:
     first_token_seconds: Decimal = Decimal("0.6")
     output_tokens_per_second: int = 90
 
+    def is_long(self, input_tokens: int) -> bool:
+        """Whether a request of ``input_tokens`` falls under the long-context row (priced and limited apart)."""
+        return self.long_context_above is not None and input_tokens > self.long_context_above
+
     def limits_for(self, tier: str, input_tokens: int = 0) -> RateLimits:
         """The limits that apply at ``tier`` to a request of ``input_tokens`` (long-context rows above the line)."""
-        if self.long_context_above is not None and input_tokens > self.long_context_above:
+        if self.is_long(input_tokens):
             table, what = self.long_context_limits, "long-context limits"
         else:
             table, what = self.limits, "limits"

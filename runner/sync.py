@@ -39,6 +39,7 @@ from runner.errors import (
     TakenOver,
     Unreachable,
 )
+from runner.evidence import stated_limit
 from runner.gate import Ticket
 from runner.gates import Gates, Pacing, SharedGate
 from runner.limits import Limits, ModelInfo
@@ -49,6 +50,7 @@ from runner.progress import Snapshot
 from runner.retry import Action, Decision, Failure, decide, rate_limit_detail, retry_after_seconds
 from runner.settings import Lane, RunSettings
 from runner.store import Claimed, Move, Outcome, Store
+from runner.tokens import admission_tokens
 from runner.transport import Credentials, Reply, Transport, TransportError, open_files_allowed
 
 MEASURED = 32  # replies after which their latency, not the model's typical speed, sizes the in-flight bound
@@ -260,7 +262,7 @@ class SyncExecutor:
 
     async def _admit(self, request: Claimed, senders: anyio.abc.TaskGroup) -> None:
         model = self.limits.model(request.model)
-        reserved = request.prompt_tokens + request.output_tokens * request.n
+        reserved = admission_tokens(request.prompt_tokens, request.output_tokens, request.n)
         gate, limits = self.gates.gate_for(model, request.prompt_tokens)
         if limits.tpm is not None and reserved > limits.tpm:
             self._fail(
@@ -420,14 +422,13 @@ class SyncExecutor:
         except ValueError:
             pass
         message = str(error.get("message") or reply.body[:200].decode(errors="replace"))
-        tpm_header = reply.headers.get("x-ratelimit-limit-tokens")
         failure = Failure(
             status=reply.status,
             type=error.get("type"),
             code=error.get("code"),
             retry_after=retry_after_seconds(reply.headers, message),
             reserved_tokens=ticket.reserved,
-            server_tpm=int(tpm_header) if tpm_header and tpm_header.isdigit() else None,
+            server_tpm=stated_limit(reply.headers, "tokens"),
         )
         decision = decide(failure, request.attempts, self.settings.retry, self.rng)
         if decision.pause_gate:  # a rate limit although the gate let it through: the gate learns and pauses
@@ -493,7 +494,7 @@ class SyncExecutor:
 
     def _limits_seen(self, model: str, headers: Mapping[str, str]) -> None:
         """Remember the limits the server states (x-ratelimit-limit-*), for the planner's tier detection."""
-        stated = (_whole(headers.get("x-ratelimit-limit-requests")), _whole(headers.get("x-ratelimit-limit-tokens")))
+        stated = (stated_limit(headers, "requests"), stated_limit(headers, "tokens"))
         if stated != (None, None) and self.stated.get(model) != stated:
             self.stated[model] = self.unsaved_stated[model] = stated
 
@@ -549,8 +550,3 @@ def _service_tier(body: str) -> str:
         return "standard"
     tier = json.loads(body).get("service_tier")
     return str(tier) if isinstance(tier, str) else "standard"
-
-
-def _whole(value: str | None) -> int | None:
-    """A header's positive whole number, else None."""
-    return int(value) if value is not None and value.strip().isdigit() and int(value) > 0 else None

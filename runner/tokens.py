@@ -11,7 +11,14 @@ from typing import Any, NamedTuple
 from runner.encodings import encoding
 from runner.endpoints import endpoint
 
-__all__ = ["RequestCost", "count_prompt", "estimate", "output_reservation"]
+__all__ = ["RequestCost", "admission_tokens", "count_prompt", "estimate", "output_reservation"]
+
+
+def admission_tokens(prompt_tokens: int, output_tokens: int, n: int = 1) -> int:
+    """What a request counts against TPM (and the batch queue) when admitted: its prompt, and its output maximum
+    for each of its ``n`` choices. The one home of this rule; the store's SQL mirrors it
+    (``runner.store.requests.ADMITTED``)."""
+    return prompt_tokens + output_tokens * n
 
 
 def count_prompt(path: str, body: dict[str, Any], tokenizer: str) -> int:
@@ -41,7 +48,7 @@ class RequestCost(NamedTuple):
     @property
     def reserved(self) -> int:
         """Tokens the gate (and OpenAI) counts against TPM at admission."""
-        return self.prompt_tokens + self.output_tokens * self.n
+        return admission_tokens(self.prompt_tokens, self.output_tokens, self.n)
 
 
 def estimate(path: str, body: dict[str, Any], tokenizer: str, default_output: int, model_max: int) -> RequestCost:

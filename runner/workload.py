@@ -22,7 +22,7 @@ from runner.caching import PromptCache
 from runner.endpoints import endpoint
 from runner.errors import ConfigError
 from runner.jobfile import read
-from runner.limits import Limits, ModelInfo
+from runner.limits import Limits
 from runner.store import Calibration, Store
 
 __all__ = ["Pool", "Workload", "from_file", "from_store", "pending", "synthetic"]
@@ -99,15 +99,11 @@ class _Builder:
         model = self.limits.model(model_name)
         generates = bool(endpoint(path).output_keys)
         cached = self.cache.cached(body, model.name, model.tokenizer, prompt) if generates else 0
-        key = (model.name, _long(model, prompt))
+        key = (model.name, model.is_long(prompt))
         self.pools[key] = self.pools.get(key, Pool(*key)).add(prompt, cached, allowance)
 
     def workload(self) -> Workload:
         return Workload(tuple(self.pools[k] for k in sorted(self.pools)))
-
-
-def _long(model: ModelInfo, prompt: int) -> bool:
-    return model.long_context_above is not None and prompt > model.long_context_above
 
 
 def from_file(
@@ -160,7 +156,7 @@ def synthetic(
         cached = CACHE_MIN + (min(shared_prefix, input_tokens) - CACHE_MIN) // CACHE_STEP * CACHE_STEP
     pool = Pool(
         model.name,
-        _long(model, input_tokens),
+        model.is_long(input_tokens),
         requests,
         requests * input_tokens,
         max(requests - 1, 0) * cached,

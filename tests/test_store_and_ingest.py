@@ -17,6 +17,7 @@ from runner.limits import Limits
 from runner.parsers import CHUNK_LINES, PARALLEL_FROM
 from runner.store import Move, Outcome, Store
 from runner.store.migrations import migrations
+from runner.tokens import admission_tokens
 
 from .conftest import chat_line, write_jsonl
 
@@ -283,3 +284,20 @@ def test_a_database_from_before_the_state_check_rebuild_keeps_every_row_and_answ
             c.execute("INSERT INTO results(request_id, run, custom_id, outcome, mode, created_at)"
                       " VALUES (99,'job','x','failed','sync',3)")  # fmt: skip
         assert store.counts("job")["pending"] == 1
+
+
+def test_the_store_counts_a_request_s_admission_tokens_as_the_gate_does(
+    tmp_path: Path, store: Store, limits: Limits
+) -> None:
+    """One rule, two spellings: ``admission_tokens`` (the gate, packing) and the store's ``ADMITTED`` SQL (wave
+    plans, queue estimates) give the same figure for every request, ``n`` choices included."""
+    lines = [chat_line(f"r{i}", "word " * (i * 7), max_tokens=10 * i + 1, n=i % 3 + 1) for i in range(9)]
+    path = write_jsonl(tmp_path / "job.jsonl", lines)
+    store.acquire("job", str(path))
+    ingest(store, "job", path, limits)
+    rows = store.conn.execute("SELECT prompt_tokens, output_tokens, n FROM requests WHERE run='job'").fetchall()
+    expected = sum(admission_tokens(p, o, n) for p, o, n in rows)
+    assert store.pending_by_model("job") == [("gpt-4.1-mini", 9, expected)]
+    largest = max(admission_tokens(p, o, n) for p, o, n in rows)
+    assert [big for *_, big in store.pending_totals("job", "gpt-4.1-mini", None)] == [largest]
+    assert {n for *_, n in rows} == {1, 2, 3}

@@ -22,6 +22,7 @@ from runner.budget import Budget, worst_case
 from runner.endpoints import endpoint as endpoint_row
 from runner.limits import ModelInfo
 from runner.store import Store
+from runner.tokens import admission_tokens
 
 __all__ = ["MAX_BYTES", "MAX_REQUESTS", "Packed", "pack"]
 
@@ -164,7 +165,9 @@ def _write(
     first = last = 0
     with file.open("wb", buffering=1 << 20) as f:
         for request in store.pending_lines(run, model, path, due, after, limits.upto):
-            est = request.prompt_tokens + (request.output_tokens * request.n if limits.count_output else 0)
+            est = admission_tokens(
+                request.prompt_tokens, request.output_tokens if limits.count_output else 0, request.n
+            )
             line = b'{"custom_id":' + _quote(request.custom_id).encode() + head + request.body.encode() + b"}\n"
             if count and (count >= limits.max_requests or nbytes + len(line) > limits.max_bytes):
                 break

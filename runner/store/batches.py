@@ -19,7 +19,7 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from runner.errors import StateConflict
-from runner.store.requests import Outcome
+from runner.store.requests import OUTPUT_ALLOWANCE, Outcome
 from runner.store.results import Results
 from runner.store.states import Move
 
@@ -141,8 +141,8 @@ class Batches(Results):
         return [
             (str(m), int(p), int(o))
             for m, p, o in self.conn.execute(
-                "SELECT model, sum(prompt_tokens), sum(output_tokens * n) FROM requests WHERE run=? AND state='batched'"
-                " GROUP BY model",
+                f"SELECT model, sum(prompt_tokens), sum({OUTPUT_ALLOWANCE}) FROM requests"
+                " WHERE run=? AND state='batched' GROUP BY model",
                 (run,),
             )
         ]

@@ -10,7 +10,11 @@ from runner.rows import RequestRow, RowValues
 from runner.store.results import Results
 from runner.store.states import Move, State
 
-__all__ = ["Claimed", "Outcome", "RequestRow", "Requests", "RowValues"]
+__all__ = ["ADMITTED", "OUTPUT_ALLOWANCE", "Claimed", "Outcome", "RequestRow", "Requests", "RowValues"]
+
+# ``runner.tokens.admission_tokens`` over the requests table (a test holds the two to the same figures)
+OUTPUT_ALLOWANCE = "output_tokens * n"
+ADMITTED = f"prompt_tokens + {OUTPUT_ALLOWANCE}"
 
 
 @dataclass(frozen=True)
@@ -215,8 +219,8 @@ class Requests(Results):
         return [
             (bool(long), int(n), int(p), int(o), int(big))
             for long, n, p, o, big in self.conn.execute(
-                "SELECT prompt_tokens > ?, count(*), sum(prompt_tokens), sum(output_tokens * n),"
-                " max(prompt_tokens + output_tokens * n) FROM requests WHERE run=? AND model=? AND state='pending'"
+                f"SELECT prompt_tokens > ?, count(*), sum(prompt_tokens), sum({OUTPUT_ALLOWANCE}), max({ADMITTED})"
+                " FROM requests WHERE run=? AND model=? AND state='pending'"
                 " GROUP BY 1",
                 (line, run, model),
             )
@@ -244,12 +248,11 @@ class Requests(Results):
 
     def pending_by_model(self, run: str, count_output: bool = True) -> list[tuple[str, int, int]]:
         """``(model, requests, estimated tokens)`` of what is pending, per model."""
-        extra = "output_tokens * n" if count_output else "0"
+        estimate = ADMITTED if count_output else "prompt_tokens"
         return [
             (str(m), int(n), int(t))
             for m, n, t in self.conn.execute(
-                f"SELECT model, count(*), sum(prompt_tokens + {extra}) FROM requests WHERE run=? AND state='pending'"
-                " GROUP BY model",
+                f"SELECT model, count(*), sum({estimate}) FROM requests WHERE run=? AND state='pending' GROUP BY model",
                 (run,),
             )
         ]
@@ -259,11 +262,11 @@ class Requests(Results):
     ) -> list[tuple[str, int, int]]:
         """``(custom_id, line, estimate)`` of pending requests of ``model`` (with an id up to ``upto``) whose
         estimate exceeds ``tokens``."""
-        extra = "output_tokens * n" if count_output else "0"
+        estimate = ADMITTED if count_output else "prompt_tokens"
         return [
             (str(c), int(line), int(est))
             for c, line, est in self.conn.execute(
-                f"SELECT custom_id, line, prompt_tokens + {extra} AS est FROM requests WHERE run=? AND model=?"
+                f"SELECT custom_id, line, {estimate} AS est FROM requests WHERE run=? AND model=?"
                 " AND state='pending' AND est > ? AND id<=?",
                 (run, model, tokens, upto or 2**62),
             ).fetchall()
