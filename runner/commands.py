@@ -17,7 +17,8 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from types import TracebackType
+from typing import Any, Protocol, TextIO
 
 import anyio
 
@@ -30,7 +31,7 @@ from runner.jobfile import IngestReport, ingest
 from runner.limits import Limits, RateLimits
 from runner.money import fmt_usd, usd
 from runner.planner import Decision, Plan, decide, plan
-from runner.progress import Progress
+from runner.progress import Progress, Snapshot
 from runner.redis_gate import RedisGate
 from runner.reports import Batches, BatchInfo, Cancelled, Failure, Owner, Spend, SpendRow, Status, Wave
 from runner.settings import BatchSettings, Lane, RunSettings
@@ -199,7 +200,27 @@ def _run_sync(
     return stopped, executor.notices + batches.notices
 
 
-Executor = SyncExecutor | BatchExecutor
+class Executor(Protocol):
+    """What a run's executors (``SyncExecutor``, ``BatchExecutor``) share: opened with ``async with``, worked by
+    ``execute`` to the end or a stop, stopped gracefully by ``interrupt`` and at once by ``abort``, watched
+    through ``snapshot`` and ``notices``."""
+
+    @property
+    def notices(self) -> list[str]: ...
+
+    async def execute(self) -> RunnerError | None: ...
+
+    def interrupt(self, reason: str) -> None: ...
+
+    def abort(self) -> None: ...
+
+    def snapshot(self) -> Snapshot: ...
+
+    async def __aenter__(self) -> Executor: ...
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
 
 
 async def _execute(
