@@ -14,7 +14,15 @@ from typing import Any
 
 from .conftest import ROOT, chat_line, write_jsonl
 
-__all__ = ["run_side_by_side", "sim_stats"]
+__all__ = ["poll_until", "run_side_by_side", "sim_stats"]
+
+
+def poll_until(condition: Callable[[], object], seconds: float = 60) -> None:
+    """Wait (polling) until ``condition()`` holds: another process or thread is to make it true."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
 
 
 def sim_stats(base_url: str) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import pytest
 from runner.store import Store
 
 from .conftest import ROOT, chat_line, runner_cli, write_jsonl
-from .test_run import poll_until
+from .processes import poll_until
 
 
 def failure_table() -> list[tuple[str, str, str, list[str]]]:

@@ -10,24 +10,14 @@ import pytest
 from runner.gate import Gate, Ticket
 from runner.retry import rate_limit_detail, retry_after_seconds
 
+from .conftest import FakeTime
+
 pytestmark = pytest.mark.anyio
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds
-        await asyncio.sleep(0)
-
-
-def make(rpm: int | None, tpm: int | None, **kw: Any) -> tuple[Gate, FakeClock]:
+def make(rpm: int | None, tpm: int | None, **kw: Any) -> tuple[Gate, FakeTime]:
     """A gate on a fake clock, without the cautious start unless asked for."""
-    clock = FakeClock()
+    clock = FakeTime(1000.0)
     kw.setdefault("start_share", 1.0)
     return Gate(rpm, tpm, clock=clock, sleep=clock.sleep, **kw), clock
 

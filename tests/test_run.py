@@ -27,6 +27,7 @@ from runner.store import Store
 from runner.transport import Credentials
 
 from .conftest import ROOT, chat_line, runner_cli, write_jsonl
+from .processes import poll_until
 
 FAST_RETRY = RetryPolicy(max_attempts=8, max_rate_limited=60, base=0.05, cap=0.5)
 
@@ -201,14 +202,6 @@ def signal_mid_run(tmp_path: Path, sim: Any, sig: int, n: int = 60) -> tuple[Pat
     child.send_signal(sig)
     _, err = child.communicate(timeout=30)
     return path, db, env, child.returncode, err
-
-
-def poll_until(condition: Any, seconds: float = 60) -> None:
-    """Wait (polling) until ``condition()`` holds: another process or thread is to make it true."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def _results(db: Path) -> int:
