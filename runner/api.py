@@ -15,6 +15,7 @@ import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from contextlib import closing
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -154,7 +155,7 @@ def run(
     path = _job_file(store, job, name)
     settings = _settings(tier, rpm, tpm, rpd, batch_queue_tokens, max_spend, deadline, concurrency, headroom, gate,
                          grace, retry_failed, fresh)  # fmt: skip
-    with _closing(store):
+    with closing(store):
         outcome = run_job(store, str(path), _limits(limits), settings, Credentials.from_env(base_url, api_key),
                           name=name, default_model=model, mode=mode, batch=BatchSettings(poll_min=poll_every),
                           progress=progress, say=on_event or silent, signals=False)  # fmt: skip
@@ -267,7 +268,7 @@ def extract(
     """Documents and a schema in, a validated table out, like ``runner extract``. ``schema``: a JSON Schema (a
     file or a dict), a Pydantic model class, or ``module:Class``. The table's rows: ``rows(report.name)``."""
     store = _store(db)
-    with _closing(store):
+    with closing(store):
         job = Extraction(str(source), _schema_spec(store, schema, name or Path(source).stem), instructions,
                          text_column, id_column, many, model, name, max_output_tokens, max_input_tokens)  # fmt: skip
         settings = _settings(tier, None, None, None, None, max_spend, deadline, None, 0.02, gate, 5.0, False, fresh)
@@ -285,7 +286,7 @@ def rows(name: str, *, db: str | Path | None = None, model: type[Model] | None =
     """The table of extraction ``name``: dicts (the schema's fields and ``_source_id``, ``_row``, ``_status``,
     ``_reason``), or, given the Pydantic ``model``, instances of it for the rows that passed."""
     store = _store(db, readonly=True)
-    with _closing(store):
+    with closing(store):
         table = list(store.extraction_rows(name))
     if model is None:
         return table
@@ -299,14 +300,14 @@ def rows(name: str, *, db: str | Path | None = None, model: type[Model] | None =
 def status(name: str | None = None, *, db: str | Path | None = None, limits: str | Path | None = None) -> Status:
     """Where run ``name`` stands (default: the database's only run), like ``runner status``."""
     store = _store(db, readonly=True)
-    with _closing(store):
+    with closing(store):
         return status_report(store, name, _limits(limits))
 
 
 def spend(name: str | None = None, *, db: str | Path | None = None) -> Spend:
     """Money spent by run (``name``, or every run), model and service tier, like ``runner spend``."""
     store = _store(db, readonly=True)
-    with _closing(store):
+    with closing(store):
         return spend_report(store, name)
 
 
@@ -325,7 +326,7 @@ def batches(
     if action not in (None, "cancel", "reconcile"):
         raise ConfigError(f"action {action!r}: give 'cancel', 'reconcile' or None")
     store = _store(db, readonly=action is None)
-    with _closing(store):
+    with closing(store):
         table = _limits(limits)
         if action is not None:
             credentials = Credentials.from_env(base_url, api_key)
@@ -336,7 +337,7 @@ def batches(
 def cancel(name: str | None = None, *, db: str | Path | None = None, custom_ids: Iterable[str] | None = None) -> int:
     """Withdraw run ``name``'s pending requests (all, or ``custom_ids``): never sent. Returns how many."""
     store = _store(db)
-    with _closing(store):
+    with closing(store):
         return cancel_requests(store, name, custom_ids).cancelled
 
 
@@ -345,17 +346,6 @@ def cancel(name: str | None = None, *, db: str | Path | None = None, custom_ids:
 
 def _store(db: str | Path | None, readonly: bool = False) -> Store:
     return Store(db or default_db_path(), readonly=readonly)
-
-
-class _closing:
-    def __init__(self, store: Store) -> None:
-        self.store = store
-
-    def __enter__(self) -> Store:
-        return self.store
-
-    def __exit__(self, *exc: object) -> None:
-        self.store.close()
 
 
 def _limits(path: str | Path | None) -> Limits:
@@ -434,7 +424,7 @@ class _Follower:
                 store = _store(self.db, readonly=True)
             except RunnerError:  # the database is being made
                 return [], False
-            with _closing(store):
+            with closing(store):
                 try:
                     self.started = self.name is None or store.run(self.name) is not None
                 except sqlite3.OperationalError:  # its tables are being made
@@ -442,7 +432,7 @@ class _Follower:
             if not self.started:
                 return [], False
         store = _store(self.db, readonly=True)
-        with _closing(store):
+        with closing(store):
             run = run_name(store, self.name)
             counts = store.counts(run)
             done = not self.follow or (

@@ -10,8 +10,9 @@ and void ``STALE_SECONDS`` after its last renewal. No admission waits for a roun
   dimension, a set of the scopes, and an epoch. The braces are a hash tag: all keys of one key-hash live in one
   slot, so the Lua script that reads and writes them runs on Redis Cluster too. The API key is never written.
 - One clock: the script stamps words with Redis's ``TIME`` and judges freshness by it (hosts' clocks differ).
-- One round trip per ``SHARE_SECONDS`` per process, whatever its rate, by a background task on redis-py's asyncio
-  client: ``publish`` only records this process's word and returns the others' last heard, at once.
+- One round trip per ``SHARE_SECONDS`` per process (two while it has ledger figures to tell), whatever its rate,
+  by a background task on redis-py's asyncio client: ``publish`` only records this process's word and returns
+  the others' last heard, at once.
 - The ledger (use that outlives a process: a day's requests, the batch queue's tokens) is told and heard in the
   same period, one hash per ``what`` with each database's figure (see ``runner.store.peers``).
 - Faults: when Redis cannot be reached (at the start or mid-run), one notice says so and the process keeps the
@@ -157,15 +158,12 @@ class RedisGate:
         clock: Callable[[], float] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         period: float = SHARE_SECONDS,
-        client: aioredis.Redis | None = None,
     ) -> None:
-        self.url, self.where = url, redis_location(url)
+        self.where = redis_location(url)
         self.prefix = f"runner:{{{digest}}}:"
         self.member = member or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.clock, self.monotonic, self.period = clock, monotonic, period
-        self.client = client or aioredis.from_url(
-            url, socket_connect_timeout=SOCKET_SECONDS, socket_timeout=SOCKET_SECONDS
-        )
+        self.client = aioredis.from_url(url, socket_connect_timeout=SOCKET_SECONDS, socket_timeout=SOCKET_SECONDS)
         self.exchange_script = self.client.register_script(EXCHANGE)
         self.leave_script = self.client.register_script(LEAVE)
         self.ledger_script = self.client.register_script(LEDGER)
@@ -222,7 +220,7 @@ class RedisGate:
         raw = await self.exchange_script(keys=keys, args=args)
         self.exchanges += 1
         await self._exchange_ledger()
-        answer = [x.decode() if isinstance(x, bytes) else str(x) for x in raw]
+        answer = [_text(x) for x in raw]
         epoch, now = answer[0], self.monotonic()
         restarted = self.epoch is not None and epoch != self.epoch
         self.epoch = epoch
