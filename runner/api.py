@@ -419,20 +419,21 @@ class _Follower:
         self.started = False
 
     def step(self) -> tuple[list[Result], bool]:
-        if self.follow and not self.started:  # the run may not have begun (``arun`` in another thread)
-            try:
-                store = _store(self.db, readonly=True)
-            except RunnerError:  # the database is being made
+        waiting = self.follow and not self.started  # the run may not have begun (``arun`` in another thread)
+        try:
+            store = _store(self.db, readonly=True)
+        except RunnerError:
+            if waiting:  # the database is being made
                 return [], False
-            with closing(store):
+            raise
+        with closing(store):
+            if waiting:
                 try:
                     self.started = self.name is None or store.run(self.name) is not None
                 except sqlite3.OperationalError:  # its tables are being made
                     return [], False
-            if not self.started:
-                return [], False
-        store = _store(self.db, readonly=True)
-        with closing(store):
+                if not self.started:
+                    return [], False
             run = run_name(store, self.name)
             counts = store.counts(run)
             done = not self.follow or (

@@ -147,8 +147,7 @@ class GateFile:
             try:
                 self._write(what, told)
             except sqlite3.Error as exc:
-                if not self.notices:
-                    self.notices.append(f"could not use the gate file {self.path} ({exc}): pacing alone meanwhile")
+                self._trouble(exc)
         return told.others
 
     def _write(self, what: str, told: _Told) -> None:
@@ -171,9 +170,13 @@ class GateFile:
         try:
             return self._publish(scope, rate, held)
         except sqlite3.Error as exc:
-            if not self.notices:
-                self.notices.append(f"could not use the gate file {self.path} ({exc}): pacing alone meanwhile")
+            self._trouble(exc)
             return []
+
+    def _trouble(self, exc: sqlite3.Error) -> None:
+        """The file cannot be used: said once; the gate paces alone meanwhile."""
+        if not self.notices:
+            self.notices.append(f"could not use the gate file {self.path} ({exc}): pacing alone meanwhile")
 
     def _publish(self, scope: str, rate: float, held: bool) -> list[Peer]:
         now = self.clock()
