@@ -31,12 +31,15 @@ One noun per module:
     rows            a request as ingest stores it (a plain tuple), free of the store's dependencies
     parsers         a big input's lines parsed in child processes, one per core, rows back in file order
     retry           every retry decision, as pure functions
+    stopping        why a run stops early (signal, deadline, takeover, ...): the executors' shared stop handling
     gate            pacing one model under RPM and TPM
     evidence        what the x-ratelimit-* headers say about other use of a limit
     gates           a run's gates by model, behind the Pacing interface
     redis_gate      the Redis gate: runner processes on several hosts share limits through one Redis
     transport       HTTP for the sync hot path (aiohttp)
-    sync            the sync executor
+    sync/           the sync executor: executor (the loop), inflight (the in-flight bound), daily (the day's
+                    requests, for RPD), replies (what a reply means), recorder (outcomes to the store), tally
+                    (what the run did, for progress)
     workload        what a plan is made for: a job file, a stored run's pending requests, or made-up figures
     planner         time and cost per tier, sync and batch; the decision of --mode auto
     detect          which tier the account is on: stated limits, the admin rate-limits endpoint

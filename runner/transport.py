@@ -15,14 +15,14 @@ import resource
 import time
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol, Self
 
 import aiohttp
 from multidict import CIMultiDictProxy
 
 from runner.errors import ConfigError
 
-__all__ = ["DEFAULT_BASE_URL", "Credentials", "Reply", "Transport", "TransportError", "open_files_allowed"]
+__all__ = ["DEFAULT_BASE_URL", "Credentials", "Poster", "Reply", "Transport", "TransportError", "open_files_allowed"]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -78,6 +78,20 @@ class TransportError(Exception):
     def __init__(self, kind: str, detail: str) -> None:
         self.kind, self.detail = kind, detail
         super().__init__(f"{kind}: {detail}")
+
+
+class Poster(Protocol):
+    """What the sync executor sends through: ``Transport`` (aiohttp), or in tests any stand-in for the network, as
+    httpx takes ``transport=MockTransport(...)``. ``post`` returns the HTTP answer, whatever its status, or raises
+    ``TransportError`` when there is none."""
+
+    async def post(self, endpoint: str, data: bytes) -> Reply: ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
 
 
 def open_files_allowed() -> int:

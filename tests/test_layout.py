@@ -81,7 +81,7 @@ def test_the_module_map_names_every_module_and_only_those() -> None:
     present = {p.stem for p in PACKAGE.glob("*.py") if not p.stem.startswith("__")}
     present |= {f"{p.name}/" for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
     assert documented == present
-    for package in ("batch", "store", "sim"):
+    for package in ("batch", "store", "sim", "sync"):
         line = re.search(rf"^    {package}/\s+(.*?)(?=^    \w|\Z)", runner.__doc__ or "", re.MULTILINE | re.DOTALL)
         assert line is not None
         modules = {p.stem for p in (PACKAGE / package).glob("*.py") if not p.stem.startswith("__")}

@@ -34,11 +34,8 @@ from runner.errors import (
     AuthError,
     BatchAPIError,
     BudgetReached,
-    DeadlineReached,
-    Interrupted,
     RunnerError,
     StoppedEarly,
-    TakenOver,
 )
 from runner.gates import SharedGate
 from runner.limits import Limits
@@ -46,6 +43,7 @@ from runner.logs import log
 from runner.money import fmt_usd
 from runner.progress import Snapshot
 from runner.settings import BatchSettings, Lane, RunSettings
+from runner.stopping import Stops
 from runner.store import BatchRow, BatchState, Store
 from runner.transport import Credentials
 
@@ -92,8 +90,8 @@ class BatchExecutor:
         self._notices: list[str] = []
         self._snapshot: Snapshot | None = None
         self._snapshot_at = -math.inf
-        self._stop: RunnerError | None = None
-        self._scope: anyio.CancelScope | None = None
+        self.stops = Stops("submitted batches keep running on the server: re-run the same command to collect them",
+                           deadline=settings.deadline, on_stop=self._wake)  # fmt: skip
         self._nap: anyio.CancelScope | None = None
 
     async def __aenter__(self) -> BatchExecutor:
@@ -123,23 +121,22 @@ class BatchExecutor:
     async def execute(self) -> RunnerError | None:
         """Work until every request is final; returns why it stopped before that, or None."""
         try:
-            with anyio.CancelScope() as self._scope:
+            with anyio.CancelScope() as self.stops.scope:
                 return await self._loop()
         except (StoppedEarly, AuthError) as exc:  # quota, a refused key, an API that does not answer
             return exc
-        return self._stop or Interrupted("interrupted: batches keep running on the server; re-run to collect them")
+        return self.stops.reason
 
     async def _loop(self) -> RunnerError | None:
         await self.reconcile()
         self._fail_unqueueable()
         while True:
-            if self._stop is not None:
-                return self._stop
-            if not self.store.heartbeat(self.run, self.owner, self.settings.lease_seconds):
-                owner, _ = self.store.owner_of(self.run)
-                return TakenOver(f"another process ({owner}) took this run over: this one stopped")
-            if self.settings.deadline is not None and self.clock() >= self.settings.deadline:
-                return DeadlineReached("deadline reached; submitted batches keep running: re-run to collect them")
+            if (
+                self.stops.stopped
+                or not self.stops.still_owned(self.store, self.run, self.owner, self.settings.lease_seconds)
+                or self.stops.past_deadline(self.clock())
+            ):
+                return self.stops.reason
             budget = self._budget_now()
             if self.clock() >= self.blocked_until:
                 spend = (budget, self.limits.model) if budget.cap is not None else None
@@ -167,16 +164,15 @@ class BatchExecutor:
 
     def interrupt(self, reason: str) -> None:
         """Stop (SIGINT or SIGTERM): submitted batches keep running on the server; the next run collects them."""
-        if self._stop is None:
-            self._stop = Interrupted(f"{reason}: stopped; submitted batches keep running, re-run to collect them")
-        if self._nap is not None:
-            self._nap.cancel()
+        self.stops.interrupt(reason)
 
     def abort(self) -> None:
         """Stop at once (a second signal), even inside an API call: its intent row makes the next run reconcile."""
-        self.interrupt("interrupted twice")
-        if self._scope is not None:
-            self._scope.cancel()
+        self.stops.abort()
+
+    def _wake(self) -> None:
+        if self._nap is not None:
+            self._nap.cancel()
 
     def _over_budget(self, budget: Budget) -> bool:
         """Nothing is in a batch and the first request due does not fit in what is left of the cap: waiting frees
