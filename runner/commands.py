@@ -39,7 +39,7 @@ from runner.store import BatchState, Store
 from runner.store.peers import Peer
 from runner.sync import SyncExecutor
 from runner.timing import Timing
-from runner.transport import Credentials
+from runner.transport import Credentials, Poster
 from runner.workload import from_file, from_store, pending, synthetic
 
 __all__ = [
@@ -113,12 +113,14 @@ def run_job(
     timing: Timing | None = None,
     lane: Lane | None = None,
     signals: bool = True,
+    transport: Poster | None = None,
 ) -> RunOutcome:
     """Ingest ``input_path`` into run ``name`` (default: the file's stem) and work it to the end or a stop.
 
     ``mode``: sync, batch or auto. A run may change mode between invocations; its results stay one per custom_id.
     ``timing``: where the executors take their time from (tests pass a fake clock). ``lane.most``: send at most
-    that many requests in this pass (a pilot; sync mode).
+    that many requests in this pass (a pilot; sync mode). ``transport``: what sync requests go through (default:
+    aiohttp to ``credentials.base_url``; tests pass the simulator in process).
     """
     timing = timing or Timing()
     limits.tier(settings.tier)
@@ -151,16 +153,16 @@ def run_job(
                                 timing.wall, timing.sleep, lane=Lane(upto=boundary), shared=shared)  # fmt: skip
         sync = SyncExecutor(store, run, owner, limits, settings, credentials, None, timing.wall, timing.monotonic,
                             timing.sleep, lane=Lane(above=boundary or 0, most=(lane or Lane()).most),
-                            shared=shared)  # fmt: skip
+                            shared=shared, transport=transport)  # fmt: skip
         if decision.mode == "batch":
-            stopped = anyio.run(_execute, (batches,), progress, shared, say if signals else None, backend="asyncio")
+            stopped = timing.run(_execute, (batches,), progress, shared, say if signals else None)
             notices = batches.notices
         elif decision.mode == "split":  # both lanes at once: batches run on the server while sync sends the rest
             both: tuple[Executor, ...] = (sync, batches)
-            stopped = anyio.run(_execute, both, progress, shared, say if signals else None, backend="asyncio")
+            stopped = timing.run(_execute, both, progress, shared, say if signals else None)
             notices = sync.notices + batches.notices
         else:
-            stopped, notices = _run_sync(store, run, sync, batches, progress, shared, say if signals else None)
+            stopped, notices = _run_sync(store, run, sync, batches, progress, shared, say if signals else None, timing)
         notices = ([problem] if problem else []) + notices
     except BaseException:
         with contextlib.suppress(DiskFull):  # the run is left owned by this process, which is gone: taken over
@@ -186,11 +188,12 @@ def _run_sync(
     progress: bool | None,
     shared: SharedGate | None,
     signals: Say | None,
+    timing: Timing,
 ) -> tuple[RunnerError | None, list[str]]:
     """A sync pass: first collect what batches of the run have finished, then send the rest."""
     if store.batch_rows(run, RUNNING):
-        anyio.run(_collect_batches, batches, backend="asyncio")
-    stopped = anyio.run(_execute, (executor,), progress, shared, signals, backend="asyncio")
+        timing.run(_collect_batches, batches)
+    stopped = timing.run(_execute, (executor,), progress, shared, signals)
     still = store.counts(run)["batched"]
     if stopped is None and still:
         stopped = StoppedEarly(

@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import looptime
 import pytest
 import yaml
 from openapi_core import Config, OpenAPI
@@ -28,21 +29,45 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class FakeTime:
-    """One fake clock for the executors and the simulator: sleeping moves it, nothing waits. The simulator reads it
-    from its own thread; a float is read whole."""
+    """The one fake clock, for the executors, the gates and the simulator: nothing waits on real time.
+
+    By hand: set or move ``now``; ``sleep`` moves it. For a whole run, ``timing(virtual_loop=True)`` also gives the
+    run an event loop whose own clock is this one (looptime): when every task waits, the loop jumps to the next
+    timer, so concurrent sends, timeouts and ``move_on_after`` all play out on virtual time. The simulator reads it
+    too (``clock=``); from its own thread a float is read whole."""
 
     def __init__(self, start: float = 1_800_000_000.0) -> None:
-        self.now = start
+        self.base = start  # the clock at the loop's zero
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def now(self) -> float:
+        return self.base + (self.loop.time() if self.loop is not None else 0.0)
+
+    @now.setter
+    def now(self, value: float) -> None:
+        self.base += value - self.now
 
     def __call__(self) -> float:
         return self.now
 
     async def sleep(self, seconds: float) -> None:
+        if self.loop is not None and asyncio.get_running_loop() is self.loop:
+            await asyncio.sleep(max(0.0, seconds))
+            return
         self.now += max(0.0, seconds)
         await asyncio.sleep(0)
 
-    def timing(self) -> Timing:
-        return Timing(wall=self, monotonic=self, sleep=self.sleep)
+    def new_loop(self) -> asyncio.AbstractEventLoop:
+        """An event loop on this clock, going on from where the last one stopped."""
+        was = self.loop.time() if self.loop is not None else 0.0
+        self.loop = looptime.new_event_loop(start=was)
+        return self.loop
+
+    def timing(self, *, virtual_loop: bool = False) -> Timing:
+        """The run's time from this clock; with ``virtual_loop`` its event loop's too. Only for runs that open no
+        socket (the simulator in process): the loop would jump to the next timer while a real socket is waiting."""
+        return Timing(wall=self, monotonic=self, sleep=self.sleep, loop=self.new_loop if virtual_loop else None)
 
 
 def pytest_configure(config: pytest.Config) -> None:

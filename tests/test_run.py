@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import random
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -19,7 +16,6 @@ from typing import Any
 import pytest
 
 from runner.commands import export_results, run_job
-from runner.errors import QuotaExhausted, Unreachable
 from runner.limits import Limits
 from runner.retry import RetryPolicy
 from runner.settings import RunSettings
@@ -51,96 +47,6 @@ def one_result_each(store: Store, run: str, n: int) -> list[dict[str, Any]]:
 
 
 @pytest.mark.slow
-def test_steady_pacing_gets_no_429_under_a_one_second_window(
-    tmp_path: Path, store: Store, limits: Limits, start_sim: Any
-) -> None:
-    sim = start_sim(rpm=1_200, tpm=60_000, window=1.0, latency_scale=0.1)  # 20 req/s, 1,000 tokens/s
-    path = job(tmp_path, 90, max_tokens=40)
-    started = time.monotonic()
-    outcome = run_job(store, str(path), limits, settings(rpm=1_200, tpm=60_000), Credentials(sim.base_url, "k"))
-    elapsed = time.monotonic() - started
-    stats = sim.call(sim.sim.stats.as_dict)
-    assert outcome.exit_code == 0 and outcome.counts["succeeded"] == 90
-    assert stats["rate_limited"] == 0, stats
-    assert stats["requests"] == 90  # not one request wasted
-    used = stats["prompt_tokens"] + stats["output_tokens"]
-    assert used <= 1_000 * (elapsed + 1.0)  # within the limit: the rate plus one window's bucket
-    assert used >= 0.6 * 1_000 * (elapsed - 1.0)  # and not crawling
-    one_result_each(store, "job", 90)
-
-
-@pytest.mark.slow
-def test_a_429_storm_pauses_everyone_and_every_request_ends_answered(
-    tmp_path: Path, store: Store, limits: Limits, start_sim: Any
-) -> None:
-    sim = start_sim(latency_scale=0)
-    sim.call(lambda: sim.sim.script("429", times=25, retry_after=0.3))
-    outcome = run_job(store, str(job(tmp_path, 40)), limits, settings(), Credentials(sim.base_url, "k"))
-    assert outcome.exit_code == 0 and outcome.counts["succeeded"] == 40
-    one_result_each(store, "job", 40)
-    stats = sim.call(sim.sim.stats.as_dict)
-    assert stats["requests"] <= 40 + 25 + 10  # paused as a whole, not a retry storm
-
-
-@pytest.mark.slow
-def test_random_faults_are_retried_to_completion(tmp_path: Path, store: Store, limits: Limits, start_sim: Any) -> None:
-    sim = start_sim(latency_scale=0, fault_rate=0.25, seed=4, hang_seconds=1.5)
-    outcome = run_job(
-        store, str(job(tmp_path, 60)), limits, settings(request_timeout=0.5), Credentials(sim.base_url, "k")
-    )
-    stats = sim.call(sim.sim.stats.as_dict)
-    assert {"reset", "timeout", "500:server_error"} <= set(stats["errors"])
-    assert outcome.exit_code == 0 and outcome.counts["succeeded"] == 60
-    one_result_each(store, "job", 60)
-
-
-@pytest.mark.slow
-def test_quota_stop_keeps_state_and_resume_finishes(
-    tmp_path: Path, store: Store, limits: Limits, start_sim: Any
-) -> None:
-    poor = start_sim(latency_scale=0, quota_usd="0.0002")
-    path = job(tmp_path, 50, max_tokens=100)
-    outcome = run_job(store, str(path), limits, settings(), Credentials(poor.base_url, "k"))
-    assert isinstance(outcome.stopped, QuotaExhausted) and outcome.exit_code == 3
-    done = outcome.counts["succeeded"]
-    assert 0 < done < 50 and outcome.counts["pending"] == 50 - done and outcome.counts["failed"] == 0
-    rich = start_sim(latency_scale=0)
-    again = run_job(store, str(path), limits, settings(), Credentials(rich.base_url, "k"))
-    assert again.exit_code == 0 and again.counts["succeeded"] == 50
-    assert rich.call(lambda: rich.sim.stats.answered) == 50 - done  # nothing answered twice
-    one_result_each(store, "job", 50)
-    assert store.conn.execute("SELECT count(*) FROM spend").fetchone()[0] == 50
-
-
-def test_request_larger_than_tpm_fails_fast_with_reason(
-    tmp_path: Path, store: Store, limits: Limits, start_sim: Any
-) -> None:
-    sim = start_sim(latency_scale=0, tpm=1_000)
-    path = write_jsonl(tmp_path / "job.jsonl", [chat_line("small", max_tokens=20), chat_line("huge", max_tokens=5_000)])
-    outcome = run_job(store, str(path), limits, settings(tpm=1_000), Credentials(sim.base_url, "k"))
-    assert outcome.exit_code == 1 and outcome.counts["failed"] == 1 and outcome.counts["succeeded"] == 1
-    (reason,) = [r for c, r in store.failures("job") if c == "huge"]
-    assert "line 2" in reason and "1,000 tokens per minute" in reason
-    assert sim.call(lambda: sim.sim.stats.requests) == 1  # never sent
-
-
-def test_max_spend_is_a_hard_cap_and_a_higher_one_resumes(
-    tmp_path: Path, store: Store, limits: Limits, start_sim: Any
-) -> None:
-    sim = start_sim(latency_scale=0, tier="tier-5")
-    path, cap = job(tmp_path, 60, max_tokens=100), 10**12 // 1_000  # $0.001: room for ~6 worst cases at once
-    hard = settings(tier="tier-5", max_spend=cap, concurrency=8)
-    outcome = run_job(store, str(path), limits, hard, Credentials(sim.base_url, "k"))
-    assert outcome.exit_code == 3 and 0 < outcome.counts["succeeded"] < 60
-    assert "--max-spend" in str(outcome.stopped)
-    assert store.total_cost("job") <= cap and sim.call(lambda: sim.sim.stats.spend) <= cap  # the bill too
-    again = run_job(
-        store, str(path), limits, settings(tier="tier-5", max_spend=10 * cap), Credentials(sim.base_url, "k")
-    )
-    assert again.exit_code == 0 and again.counts["succeeded"] == 60
-
-
-@pytest.mark.slow
 def test_auto_mode_splits_between_sync_and_batch_and_status_shows_the_plan(tmp_path: Path, start_sim: Any) -> None:
     sim = start_sim(latency_scale=0, batch_seconds=1.0, rpm=600)
     path, db = job(tmp_path, 150), tmp_path / "auto.db"
@@ -161,31 +67,6 @@ def test_auto_mode_splits_between_sync_and_batch_and_status_shows_the_plan(tmp_p
     tiers = dict(store.conn.execute("SELECT service_tier, count(*) FROM spend GROUP BY service_tier").fetchall())
     assert tiers == {"batch": in_batch, "standard": in_sync}  # the batch part billed at batch prices
     assert store.total_cost("job") == sim.call(lambda: sim.sim.stats.spend)
-
-
-@pytest.mark.parametrize("seed", range(4))
-def test_max_spend_is_never_passed_whatever_the_concurrency_and_retries(
-    tmp_path: Path, limits: Limits, start_sim: Any, seed: int
-) -> None:
-    """Random concurrency, output allowances, faults (so retries) and caps: the recorded spend and the server's
-    bill stay under the cap, the stop is resumable, and a higher cap finishes the job with nothing paid twice."""
-    rng = random.Random(seed)
-    sim = start_sim(tier="tier-5", latency_scale=0, fault_rate=rng.choice([0.0, 0.3]), hang_seconds=0.2, seed=seed)
-    lines = [chat_line(f"req-{i:04d}", f"Question number {i}?", max_tokens=rng.randint(20, 400)) for i in range(40)]
-    path = write_jsonl(tmp_path / "job.jsonl", lines)
-    cap = rng.randint(2, 15) * 10**12 // 10_000  # $0.0002 to $0.0015: a few worst cases
-    concurrency = rng.choice([1, 4, 16, 64])
-    store = Store(tmp_path / "cap.db")
-    capped = settings(tier="tier-5", max_spend=cap, concurrency=concurrency, request_timeout=2)
-    first = run_job(store, str(path), limits, capped, Credentials(sim.base_url, "k"))
-    bill = sim.call(lambda: sim.sim.stats.spend)
-    assert store.total_cost("job") == bill <= cap, (concurrency, cap)
-    assert first.exit_code == 3 and "--max-spend" in str(first.stopped)
-    raised = settings(tier="tier-5", max_spend=100 * cap, request_timeout=2)
-    again = run_job(store, str(path), limits, raised, Credentials(sim.base_url, "k"))
-    assert again.exit_code == 0 and again.counts["succeeded"] == 40
-    assert store.total_cost("job") == sim.call(lambda: sim.sim.stats.spend)
-    assert sim.call(lambda: sim.sim.stats.answered) == 40  # none paid twice
 
 
 def signal_mid_run(tmp_path: Path, sim: Any, sig: int, n: int = 60) -> tuple[Path, Path, dict[str, str], int, str]:
@@ -241,46 +122,6 @@ def test_secret_is_never_written(tmp_path: Path, start_sim: Any) -> None:
 
 
 @pytest.mark.slow
-def test_an_api_that_cannot_be_reached_stops_the_run_with_every_request_still_to_send(
-    tmp_path: Path, store: Store, limits: Limits, start_sim: Any
-) -> None:
-    nobody = socket.socket()
-    nobody.bind(("127.0.0.1", 0))  # a port that refuses every connection
-    url = f"http://127.0.0.1:{nobody.getsockname()[1]}/v1"
-    path = job(tmp_path, 10)
-    outcome = run_job(store, str(path), limits, settings(unreachable_seconds=0.3), Credentials(url, "k"))
-    nobody.close()
-    assert outcome.exit_code == 3 and isinstance(outcome.stopped, Unreachable), outcome.stopped
-    assert outcome.counts["pending"] == 10  # no request burned its attempts on the outage
-    sim = start_sim(latency_scale=0)
-    again = run_job(store, str(path), limits, settings(), Credentials(sim.base_url, "k"))
-    assert again.exit_code == 0 and again.counts["succeeded"] == 10
-
-
-@pytest.mark.slow
-def test_requests_failed_by_transient_errors_are_retried_by_the_next_run_permanent_ones_on_request(
-    tmp_path: Path, store: Store, limits: Limits, start_sim: Any
-) -> None:
-    sim = start_sim(latency_scale=0)
-    path = job(tmp_path, 10)
-    sim.call(lambda: sim.sim.script("503", times=20))  # two attempts each: every request fails, transiently
-    two = settings(retry=RetryPolicy(max_attempts=2, max_rate_limited=60, base=0.01, cap=0.05))
-    first = run_job(store, str(path), limits, two, Credentials(sim.base_url, "k"))
-    assert first.exit_code == 1 and first.counts["failed"] == 10
-    sim.call(lambda: sim.sim.script("400", times=3))  # three refused as written: no retry can cure that
-    err = io.StringIO()
-    second = run_job(store, str(path), limits, settings(concurrency=1), Credentials(sim.base_url, "k"), say=err.write)
-    assert "retrying 10 requests whose last failure time may cure" in err.getvalue()
-    assert second.exit_code == 1 and second.counts == {**second.counts, "failed": 3, "succeeded": 7}
-    err = io.StringIO()
-    third = run_job(store, str(path), limits, settings(), Credentials(sim.base_url, "k"), say=err.write)
-    assert "retrying" not in err.getvalue() and third.counts["failed"] == 3  # permanent: left as they are
-    fourth = run_job(store, str(path), limits, settings(retry_failed=True), Credentials(sim.base_url, "k"))
-    assert fourth.exit_code == 0 and fourth.counts["succeeded"] == 10
-    one_result_each(store, "job", 10)
-
-
-@pytest.mark.slow
 def test_refused_key_stops_with_state_kept(tmp_path: Path, start_sim: Any) -> None:
     sim = start_sim(latency_scale=0, api_key="sk-right")
     env = {**os.environ, "OPENAI_API_KEY": "sk-wrong", "RUNNER_DB": str(tmp_path / "k.db")}
@@ -333,21 +174,6 @@ def test_broken_tier_limits_exits_2_naming_the_key(tmp_path: Path) -> None:
     assert "models.gpt-4.1-mini.limits.tier-1.rpm: expected a positive integer, got -5" in ran.stderr
 
 
-def test_requests_per_day_are_counted_across_restarts(
-    tmp_path: Path, store: Store, limits: Limits, start_sim: Any
-) -> None:
-    sim = start_sim(latency_scale=0)
-    path = job(tmp_path, 10)
-    first = run_job(store, str(path), limits, settings(rpd=6), Credentials(sim.base_url, "k"))
-    assert first.exit_code == 3 and first.counts["succeeded"] == 6
-    assert "daily limit of 6 requests" in str(first.stopped)
-    again = run_job(store, str(path), limits, settings(rpd=6), Credentials(sim.base_url, "k"))
-    assert again.exit_code == 3 and again.counts["succeeded"] == 6  # the day's count survived the restart
-    assert sim.call(lambda: sim.sim.stats.requests) == 6
-    raised = run_job(store, str(path), limits, settings(rpd=20), Credentials(sim.base_url, "k"))
-    assert raised.exit_code == 0 and raised.counts["succeeded"] == 10
-
-
 def test_a_days_requests_are_counted_across_the_databases_of_one_key(
     tmp_path: Path, limits: Limits, start_sim: Any
 ) -> None:
@@ -367,27 +193,6 @@ def test_a_days_requests_are_counted_across_the_databases_of_one_key(
     )
     assert alone.exit_code == 0 and alone.counts["succeeded"] == 10
     assert sim.call(lambda: sim.sim.stats.requests) == 25
-
-
-@pytest.mark.slow
-def test_deadline_stops_resumably(tmp_path: Path, store: Store, limits: Limits, start_sim: Any) -> None:
-    sim = start_sim(latency_scale=0, rpm=120, window=1.0)  # 2 per second
-    path = job(tmp_path, 30)
-    outcome = run_job(
-        store, str(path), limits, settings(rpm=120, deadline=time.time() + 1.5), Credentials(sim.base_url, "k")
-    )
-    assert outcome.exit_code == 3 and 0 < outcome.counts["succeeded"] < 30
-    assert outcome.counts["pending"] + outcome.counts["succeeded"] == 30
-
-
-def test_a_200_that_is_not_json_is_retried_not_a_crash(
-    tmp_path: Path, store: Store, limits: Limits, start_sim: Any
-) -> None:
-    sim = start_sim(latency_scale=0)
-    sim.call(lambda: sim.sim.script("garbage", times=3))
-    outcome = run_job(store, str(job(tmp_path, 5)), limits, settings(), Credentials(sim.base_url, "k"))
-    assert outcome.exit_code == 0 and outcome.counts["succeeded"] == 5
-    one_result_each(store, "job", 5)
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ reset · a timeout (no answer for ``hang_seconds``, then a reset). Random faults
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -30,8 +31,8 @@ def quota_error(http: Http) -> web.Response:
     )
 
 
-async def inject(http: Http, request: web.Request, fault: dict[str, Any]) -> web.StreamResponse:
-    """The answer (or the dropped connection) for ``fault``."""
+async def inject(http: Http, fault: dict[str, Any], drop: Callable[[], None]) -> web.StreamResponse:
+    """The answer for ``fault``, or the connection dropped (``drop``, then ConnectionResetError)."""
     kind = fault["kind"]
     if kind == "500":
         return http.error(
@@ -69,7 +70,5 @@ async def inject(http: Http, request: web.Request, fault: dict[str, Any]) -> web
     http.stats.errors[kind] += 1
     if kind == "timeout":
         await asyncio.sleep(float(fault.get("seconds", http.config.hang_seconds)))
-    transport = request.transport
-    if transport is not None:
-        transport.abort()
+    drop()
     raise ConnectionResetError(kind)

@@ -6,9 +6,10 @@ Each service (``server``, ``files``, ``batches``) wraps its handlers with ``Http
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,12 +60,7 @@ class Http:
         """``handler`` counted in the stats, behind the key check (401 for another key, as OpenAI words it)."""
 
         async def wrapped(request: web.Request) -> web.StreamResponse:
-            self.stats.requests += 1
-            if self.stats.first_request_at is None:
-                self.stats.first_request_at = time.time()
-            self.stats.in_flight += 1
-            self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
-            try:
+            with self.counted():
                 key = self.config.api_key
                 if key is not None and request.headers.get("Authorization") != f"Bearer {key}":
                     given = request.headers.get("Authorization", "").removeprefix("Bearer ")
@@ -73,11 +69,22 @@ class Http:
                         401, f"Incorrect API key provided: {shown}.", "invalid_request_error", "invalid_api_key"
                     )
                 return await handler(request)
-            finally:
-                self.stats.in_flight -= 1
-                self.stats.last_reply_at = time.time()
 
         return wrapped
+
+    @contextlib.contextmanager
+    def counted(self) -> Iterator[None]:
+        """One request in the stats, from its arrival to its answer."""
+        self.stats.requests += 1
+        if self.stats.first_request_at is None:
+            self.stats.first_request_at = time.time()
+        self.stats.in_flight += 1
+        self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
+        try:
+            yield
+        finally:
+            self.stats.in_flight -= 1
+            self.stats.last_reply_at = time.time()
 
     def error(
         self,

@@ -17,6 +17,7 @@ import collections
 import json
 import math
 import random
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -121,14 +122,13 @@ class Simulator:
             )
         return self.buckets[key]
 
-    async def _fault(self, request: web.Request) -> web.StreamResponse | None:
+    async def _fault(self, drop: Callable[[], None]) -> web.StreamResponse | None:
         fault = self.scripted.popleft() if self.scripted else None
         if fault is None and self.config.fault_rate and self.rng.random() < self.config.fault_rate:
             fault = {"kind": self.rng.choice(FAULT_KINDS)}
-        return None if fault is None else await inject(self.http, request, fault)
+        return None if fault is None else await inject(self.http, fault, drop)
 
-    async def _body(self, request: web.Request) -> tuple[dict[str, Any], str] | web.Response:
-        raw = await request.read()
+    def _body(self, raw: bytes) -> tuple[dict[str, Any], str] | web.Response:
         try:
             body = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -204,7 +204,22 @@ class Simulator:
         return result, output
 
     async def _serve(self, request: web.Request, endpoint: str) -> web.StreamResponse:
-        parsed = await self._body(request)
+        def drop() -> None:
+            if request.transport is not None:
+                request.transport.abort()
+
+        return await self.respond(endpoint, await request.read(), drop)
+
+    async def call(self, endpoint: str, raw: bytes) -> web.StreamResponse:
+        """One request without HTTP (``endpoint`` as ``/v1/chat/completions``, the raw body): what the server would
+        answer, counted in the stats. A fault that drops the connection raises ConnectionResetError. It runs on the
+        caller's loop and the simulator's clock, so a whole run can play out on virtual time."""
+        with self.http.counted():
+            return await self.respond(endpoint, raw, lambda: None)
+
+    async def respond(self, endpoint: str, raw: bytes, drop: Callable[[], None]) -> web.StreamResponse:
+        """The answer to one request's raw body: an API answer, an error, or a fault (``drop`` cuts the line)."""
+        parsed = self._body(raw)
         if isinstance(parsed, web.Response):
             return parsed
         body, text = parsed
@@ -213,7 +228,7 @@ class Simulator:
             e = checked.body["error"]
             return self.http.error(checked.status, e["message"], e["type"], e["code"], e["param"])
         model, prompt = checked.model, checked.prompt
-        fault = await self._fault(request)
+        fault = await self._fault(drop)
         if fault is not None:
             return fault
         if self.config.quota_usd is not None and self.stats.spend >= from_usd(self.config.quota_usd):
