@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import random
 import time
 from pathlib import Path
@@ -14,16 +15,20 @@ from typing import Any
 
 import anyio
 import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from runner.commands import RunOutcome, export_results, run_job
 from runner.errors import DeadlineReached, Interrupted, QuotaExhausted, RunnerError, Unreachable
 from runner.jobfile import ingest
 from runner.limits import Limits
-from runner.retry import RetryPolicy
+from runner.retry import Action, Decision, Failure, RetryPolicy
 from runner.settings import RunSettings
-from runner.store import Store
+from runner.store import Claimed, Move, Store
 from runner.sync import SyncExecutor
-from runner.transport import Credentials
+from runner.sync.daily import DailyCount, utc_day
+from runner.sync.inflight import MEASURED, RAMP_PER_SECOND, RAMP_START, InFlight
+from runner.sync.replies import Answer, Refusal, classify, outcome_of, service_tier, stop_of
+from runner.transport import Credentials, Reply
 
 from .conftest import FakeTime, chat_line, write_jsonl
 from .inprocess import InProcessAPI
@@ -298,3 +303,93 @@ def test_an_interrupt_lets_what_is_in_flight_finish_and_hands_the_rest_back(tmp_
     assert counts["in_flight"] == 0 and executor.in_flight.count == 0
     assert 40 <= counts["succeeded"] <= 60 and counts["pending"] == 200 - counts["succeeded"]
     assert virtual.stats()["answered"] == counts["succeeded"]  # every answer that came was recorded
+
+
+# -- the executor's parts, alone --------------------------------------------------------------------------------
+
+
+def test_the_in_flight_bound_follows_littles_law_and_never_passes_what_the_user_set() -> None:
+    bound = InFlight(concurrency=None, ceiling=10_000)
+    assert bound.bound(rate=10.0, now=0.0) == 16  # nothing measured yet: slack alone
+    bound.sent(1, now=0.0, expected_seconds=2.0)
+    assert bound.bound(rate=10.0, now=0.0) == math.ceil(10 * 0.2 * 1.5) + 16  # the expectation, averaged in
+    for i in range(MEASURED):
+        bound.answered(seconds=4.0, now=float(i))
+    assert bound.latency == 4.0
+    assert bound.bound(rate=10.0, now=40.0) >= 10 * 4 * 1.5  # rate x latency x 1.5 (the oldest waited longer)
+    assert InFlight(concurrency=8, ceiling=10_000).bound(rate=1_000.0, now=0.0) == 8
+    few = InFlight(concurrency=None, ceiling=100)  # what the process may hold open
+    few.sent(1, now=0.0, expected_seconds=10.0)
+    assert few.bound(rate=1_000.0, now=50.0) == 100
+
+
+def test_the_in_flight_bound_opens_connections_at_a_bounded_pace() -> None:
+    bound = InFlight(concurrency=None, ceiling=1 << 20)
+    bound.sent(1, now=0.0, expected_seconds=60.0)
+    assert bound.bound(rate=10_000.0, now=0.0) == RAMP_START
+    assert bound.bound(rate=10_000.0, now=2.0) == RAMP_START + 2 * RAMP_PER_SECOND
+    bound.finished(1)
+    assert bound.count == 0
+
+
+def test_the_in_flight_bound_follows_what_answers_deliver_once_measured() -> None:
+    """Answers that come 20 a second after 0.1 s each: the client is the bottleneck, not the gate's rate."""
+    bound = InFlight(concurrency=None, ceiling=1 << 20)
+    for i in range(100):
+        bound.sent(i, now=i / 20, expected_seconds=0.1)
+        bound.answered(seconds=0.1, now=i / 20 + 0.1)
+        bound.finished(i)
+    assert bound.bound(rate=10_000.0, now=5.1) == RAMP_START  # delivered: 2 x 20 x 0.1 x 1.5, at least the start
+
+
+def test_the_days_count_adds_stored_unsaved_and_other_databases(tmp_path: Path) -> None:
+    store = Store(tmp_path / "a.db")
+    store.count_daily("gpt-4.1-mini", "2026-12-05", 5, 500)
+    daily = DailyCount(store, shared=None)
+    daily.sent("gpt-4.1-mini", "2026-12-05", 100, tell=True)
+    assert daily.used("gpt-4.1-mini", "2026-12-05") == (6, 0)
+    assert daily.used("gpt-4.1-mini", "2026-12-06") == (0, 0)
+    daily.flush()
+    assert store.daily("gpt-4.1-mini", "2026-12-05") == (6, 600)
+    assert daily.used("gpt-4.1-mini", "2026-12-05") == (6, 0)  # read again, not counted twice
+    assert utc_day(1_800_000_000.0) == "2027-01-15"
+
+
+def reply(status: int, body: bytes, **headers: str) -> Reply:
+    return Reply(status, CIMultiDictProxy(CIMultiDict(headers)), body, 0.5)
+
+
+def test_a_reply_is_an_answer_only_when_it_is_a_200_with_a_json_object() -> None:
+    answer = classify(reply(200, b'{"id": "x", "usage": {}}'), reserved_tokens=100)
+    assert isinstance(answer, Answer) and answer.data["id"] == "x"
+    for body in (b"<html>502 Bad Gateway</html>", b"[1, 2]", b'{"cut'):
+        refusal = classify(reply(200, body), reserved_tokens=100)
+        assert isinstance(refusal, Refusal) and refusal.failure.kind == "connection"
+        assert "not a JSON object" in refusal.message
+
+
+def test_an_error_reply_is_read_into_what_the_retry_table_decides_on() -> None:
+    body = json.dumps({"error": {"message": "Rate limit reached. Please try again in 1.5s.", "type": "tokens",
+                                 "code": "rate_limit_exceeded"}}).encode()  # fmt: skip
+    refusal = classify(reply(429, body, **{"x-ratelimit-limit-tokens": "90000"}), reserved_tokens=321)
+    assert isinstance(refusal, Refusal)
+    failure = refusal.failure
+    assert (failure.status, failure.type, failure.code) == (429, "tokens", "rate_limit_exceeded")
+    assert failure.retry_after == 1.5 and failure.reserved_tokens == 321 and failure.server_tpm == 90_000
+    plain = classify(reply(502, b"Bad gateway"), reserved_tokens=0)
+    assert isinstance(plain, Refusal) and plain.message == "Bad gateway" and plain.failure.type is None
+
+
+def test_a_decision_becomes_the_store_s_move_or_a_stop() -> None:
+    request = Claimed(1, "a", 1, "/v1/chat/completions", "gpt-4.1-mini", "{}", 10, 20, 1, 1)
+    refusal = Refusal(Failure(status=500, type="server_error"), "boom")
+    retry = outcome_of(request, refusal, Decision(Action.RETRY, delay=2.0), None, now=100.0)
+    assert retry is not None and retry.move is Move.RETRY and retry.not_before == 102.0
+    assert retry.error_message == "500 server_error: boom"
+    failed = outcome_of(request, refusal, Decision(Action.FAIL, exhausted=True), None, now=100.0)
+    assert failed is not None and failed.move is Move.FAIL and failed.retryable
+    quota = Decision(Action.STOP_QUOTA)
+    assert outcome_of(request, refusal, quota, None, now=100.0) is None
+    assert isinstance(stop_of(refusal, quota), QuotaExhausted)
+    assert "refused the key (401)" in str(stop_of(Refusal(Failure(status=401), "no"), Decision(Action.STOP_AUTH)))
+    assert service_tier('{"service_tier": "flex"}') == "flex" and service_tier("{}") == "standard"
