@@ -46,7 +46,8 @@ One noun per module:
     chart           the plan as a picture (matplotlib, an optional extra)
     crash           named crash points (RUNNER_CRASH_AT) for the crash harness and kill -9 tests
     extract/        runner extract: sources, schema (strict), requests, answers, job, spec, output
-    batch/          the Batch API mode: executor, collect (a finished batch), packing, api (the openai SDK)
+    batch/          the Batch API mode: executor, collect (a finished batch), packing, queue (the batch queue's room),
+                    reconcile (intents a killed process left), api (the openai SDK)
     store/          the SQLite database: states (the transition table), base, runs, requests, results, batches,
                     history (what the planner learns), extractions, migrations, schema (the README's description),
                     peers (the gate file runner processes on one host share their limits through)

@@ -336,6 +336,24 @@ class Evidence:
             return believed.other
         return min((h.other for h in self.hypotheses if h.position >= 0), default=0.0)
 
+    def hear_peers(self, rate: float) -> None:
+        """The runner processes sharing this limit say they use ``rate`` per second of it: known use, not another
+        client's."""
+        self.peers = rate
+
+    def admitted(self, now: float, cost: float) -> int:
+        """The gate admitted a request of ``cost`` ``now``; returns its ledger position."""
+        self.largest = max(cost, self.largest * 0.999)
+        return self.ledger.add(now, cost)
+
+    def refunded(self, now: float, amount: float, sent: float) -> None:
+        """A request sent at ``sent`` gave back ``amount`` ``now``: a fixed window that began after it was sent no
+        longer counts what it gives back."""
+        self.ledger.add(now, -amount)
+        began = self.window_start(now)
+        if began is not None and sent < began:
+            self.stale.add(now, -amount)
+
     def quiet(self, now: float) -> None:
         """An answer without a 429. Where no headers come, that is the only sign that others use less than the
         estimate says: after ``QUIET_SECONDS`` without a 429 the estimate fades, slowly at first and faster the
@@ -382,10 +400,13 @@ class Evidence:
         *,
         refused: bool = False,
         held: bool = False,
+        headers: bool = True,
     ) -> None:
         """Weigh one reading taken ``now``; ``sent_position`` is the ledger position just after its request's own
         admission (None for a reading that no request of the gate carried, e.g. a 429's message); ``refused``: it
-        came with a 429, so the server is short now whatever a replay says."""
+        came with a 429, so the server is short now whatever a replay says; ``headers``: it came from the reply's
+        headers (else from a 429's message)."""
+        self.headed = self.headed or headers
         self._share = None
         self.seen = now
         for h in self.hypotheses:

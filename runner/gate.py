@@ -161,6 +161,37 @@ class Pacer:
             return 0.0
         return (need - self.level) / self.rate
 
+    def set_share(self, share: float, runners: float) -> None:
+        """Pace ``share`` of the limit, of which the runners sharing it may use ``runners`` together."""
+        self.share, self.part = share, share / runners
+
+    def set_limit(self, limit: int) -> None:
+        """The limit per minute is ``limit`` from now (the server says so): the bucket holds no more than it may."""
+        self.limit = limit
+        self.level = min(self.level, self.capacity)
+
+    def refund(self, amount: float) -> None:
+        """``amount`` back (negative: taken), up to what a bucket of the whole limit would hold: a process pacing
+        a part of the limit (shared with others) keeps the refunds its smaller bucket has no room for, as the server
+        does, instead of pacing at a fraction of its part."""
+        whole = self.capacity / self.part
+        self.level = min(max(self.level, whole), self.level + amount)
+
+    def empty(self) -> None:
+        """Nothing to admit now (a pause): the bucket fills again from empty."""
+        self.level = min(self.level, 0.0)
+
+    def halve_burst(self) -> None:
+        """The server's window is shorter than the burst: halve it (not below ``MIN_BURST``)."""
+        self.burst = max(MIN_BURST, self.burst / 2)
+        self.level = min(self.level, self.capacity)
+
+    def slow_down(self, now: float) -> None:
+        """A ``slow_down`` 429: the rate to 80%, recovering as after any cut."""
+        before = self.factor
+        self.cut(now)
+        self.factor = max(FACTOR_FLOOR, before * 0.8)
+
     def cut(self, now: float) -> None:
         """An unexplained 429: a tenth off the factor; the way back aims at the factor before this run of 429s."""
         if now - self.last_cut > STORM_SECONDS:
@@ -258,8 +289,7 @@ class Gate:
         for name, pacer in self.pacers.items():
             if pacer:
                 runners = self.evidence[name].share
-                pacer.share = self._own_share(name, pacer, runners)
-                pacer.part = pacer.share / runners
+                pacer.set_share(self._own_share(name, pacer, runners), runners)
                 pacer.refill(now)
 
     def _own_share(self, name: str, pacer: Pacer, runners: float) -> float:
@@ -288,7 +318,7 @@ class Gate:
                 sum(rate for rate, wants in heard if not wants),
                 sum(1 for _, wants in heard if wants),
             )
-            self.evidence[name].peers = self.peers[name].rate
+            self.evidence[name].hear_peers(self.peers[name].rate)
 
     # -- admission ----------------------------------------------------------------------------------------------
 
@@ -311,9 +341,7 @@ class Gate:
             pacer = self.pacers[name]
             if pacer:
                 pacer.level -= cost
-            evidence = self.evidence[name]
-            evidence.largest = max(cost, evidence.largest * 0.999)
-            positions.append(evidence.ledger.add(now, cost))
+            positions.append(self.evidence[name].admitted(now, cost))
         self.admitted += 1
         self.admitted_tokens += tokens
         return Ticket(tokens, now, (positions[0], positions[1]))
@@ -338,17 +366,9 @@ class Gate:
         back = ticket.reserved - used
         pacer = self.pacers["tokens"]
         if pacer:
-            # what the server gives back goes back into the bucket up to what a bucket of the whole limit would
-            # hold: a process pacing a part of the limit (shared with others) keeps the refunds its smaller bucket
-            # has no room for, as the server does, instead of pacing at a fraction of its part
-            whole = pacer.capacity / pacer.part
-            pacer.level = min(max(pacer.level, whole), pacer.level + back)
+            pacer.refund(back)
         if back:
-            evidence = self.evidence["tokens"]
-            evidence.ledger.add(now, -back)
-            began = evidence.window_start(now)
-            if began is not None and ticket.sent < began:  # a fixed window no longer counts what it gives back
-                evidence.stale.add(now, -back)
+            self.evidence["tokens"].refunded(now, back, ticket.sent)
         self.admitted_tokens -= back
 
     # -- what the server says -----------------------------------------------------------------------------------
@@ -375,7 +395,6 @@ class Gate:
             if pacer is None:
                 continue
             evidence = self.evidence[name]
-            evidence.headed = True
             self._adopt(name, pacer, reading.limit)
             # a refused request's own cost was never counted: its reading is of the moment before its admission
             sent = ticket.positions[index] - (1 if refused else 0) if ticket else None
@@ -402,8 +421,7 @@ class Gate:
             f"limit-{name}-{limit}",
             f"server reports {name} limit {limit:,}/min, configured {pacer.limit:,}: pacing to {limit:,}",
         )
-        pacer.limit = limit
-        pacer.level = min(pacer.level, pacer.capacity)
+        pacer.set_limit(limit)
 
     def rejected(
         self,
@@ -426,7 +444,8 @@ class Gate:
             evidence = self.evidence[dimension]
             if not evidence.headed:
                 deficit = min(used, limit)
-                evidence.observe(Reading(limit, limit - deficit, deficit / (limit / 60.0)), now, refused=True)
+                reading = Reading(limit, limit - deficit, deficit / (limit / 60.0))
+                evidence.observe(reading, now, refused=True, headers=False)
         wait = retry_after if retry_after is not None else 1.0
         self.pause(wait)
         if ticket.sent <= self.last_cut:  # sent before the last cut: an echo of the same overshoot
@@ -448,8 +467,7 @@ class Gate:
             else:  # a Retry-After no longer than the burst: the server's window is no longer either
                 shorter = wait <= pacer.burst + 0.05
             if shorter and pacer.burst > MIN_BURST:
-                pacer.burst = max(MIN_BURST, pacer.burst / 2)
-                pacer.level = min(pacer.level, pacer.capacity)
+                pacer.halve_burst()
                 self._say(
                     f"burst-{name}",
                     f"the server enforces {name} over a window shorter than a second: bursts limited to "
@@ -463,7 +481,7 @@ class Gate:
         self._refill(now)
         for pacer in self.pacers.values():
             if pacer:
-                pacer.level = min(pacer.level, 0.0)
+                pacer.empty()
 
     def slow_down(self) -> None:
         """A ``slow_down`` 429: cut the rate to 80%; it recovers as after any cut."""
@@ -471,9 +489,7 @@ class Gate:
         self._refill(now)
         for pacer in self.pacers.values():
             if pacer:
-                before = pacer.factor
-                pacer.cut(now)
-                pacer.factor = max(FACTOR_FLOOR, before * 0.8)
+                pacer.slow_down(now)
 
     def statistics(self) -> GateStats:
         now = self.clock()

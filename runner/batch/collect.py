@@ -14,14 +14,17 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from runner.limits import ModelInfo
 from runner.pricing import cost, price_table, usage_of
 from runner.retry import Action, decide_line
 from runner.store import Move, Outcome
 
-__all__ = ["Lines", "Settled", "queue_limit_hint", "settle"]
+if TYPE_CHECKING:
+    from openai.types import Batch  # the openai SDK only when batch mode runs
+
+__all__ = ["Lines", "Settled", "queue_limit_hint", "settle", "settle_failed", "usage_mismatch"]
 
 _LIMIT_HINT = re.compile(r"Limit: ([\d,]+) enqueued tokens")
 
@@ -162,3 +165,15 @@ def _settle_line(
             error_message=f"{code}: {message}"[:2000],
         )
     )
+
+
+def usage_mismatch(batch: Batch, settled: Settled) -> str | None:
+    """The lines' usage against the batch object's own, when it has one: what differs, or None."""
+    if batch.usage is None:
+        return None
+    lines_in = sum(o.prompt_tokens for o in settled.outcomes)
+    lines_out = sum(o.output_tokens for o in settled.outcomes)
+    if (lines_in, lines_out) == (batch.usage.input_tokens, batch.usage.output_tokens):
+        return None
+    return (f"lines report {lines_in:,} in / {lines_out:,} out, the batch says {batch.usage.input_tokens:,} / "
+            f"{batch.usage.output_tokens:,}; spend follows the lines")  # fmt: skip

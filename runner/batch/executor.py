@@ -22,12 +22,14 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 
-from runner.batch.collect import Lines, Settled, queue_limit_hint, settle, settle_failed
+from runner.batch.collect import Lines, Settled, settle, settle_failed, usage_mismatch
 from runner.batch.packing import pack
+from runner.batch.queue import OPEN, BatchQueue, batch_snapshot
+from runner.batch.reconcile import batch_metadata, file_name, reconcile
 from runner.budget import Budget, worst_case
 from runner.crash import crash_point
 from runner.errors import (
@@ -55,7 +57,6 @@ if TYPE_CHECKING:
 __all__ = ["BatchExecutor"]
 
 FINAL = ("completed", "failed", "expired", "cancelled")
-OPEN = (BatchState.PACKED, BatchState.UPLOADING, BatchState.UPLOADED, BatchState.CREATING, BatchState.SUBMITTED)
 T = TypeVar("T")
 
 
@@ -81,12 +82,11 @@ class BatchExecutor:
         self.store, self.run, self.owner, self.limits = store, run, owner, limits
         self.settings, self.batch, self.credentials, self.spool = settings, batch, credentials, spool
         self.shared = shared  # the batch queue is the organisation's: other runners' batches take room in it
-        self.queue_models: set[str] = set()  # models this run has had batches of
         self.clock, self.sleep = clock, sleep
         self.lane = lane or Lane()
         self._api: BatchAPI | None = None
         self.blocked_until = 0.0
-        self.learned: dict[str, int] = {}  # queue limits the server showed to be lower than configured
+        self.queue = BatchQueue(store, run, limits, settings, shared)
         self._notices: list[str] = []
         self._snapshot: Snapshot | None = None
         self._snapshot_at = -math.inf
@@ -114,7 +114,7 @@ class BatchExecutor:
 
     @property
     def notices(self) -> list[str]:
-        return list(dict.fromkeys(self._notices))
+        return list(dict.fromkeys(self._notices + self.queue.notices))
 
     # -- the loop ---------------------------------------------------------------------------------------------
 
@@ -129,7 +129,7 @@ class BatchExecutor:
 
     async def _loop(self) -> RunnerError | None:
         await self.reconcile()
-        self._fail_unqueueable()
+        self.queue.fail_unqueueable(self.batch.count_output, self.lane.upto)
         while True:
             if (
                 self.stops.stopped
@@ -140,7 +140,7 @@ class BatchExecutor:
             budget = self._budget_now()
             if self.clock() >= self.blocked_until:
                 spend = (budget, self.limits.model) if budget.cap is not None else None
-                packed = pack(self.store, self.run, self.spool, self._queue_room, self.batch.count_output,
+                packed = pack(self.store, self.run, self.spool, self.queue.room, self.batch.count_output,
                               now=self.clock, spend=spend, upto=self.lane.upto)  # fmt: skip
                 if not packed and self._over_budget(budget):
                     return BudgetReached(f"--max-spend: {fmt_usd(budget.left or 0)} is left of the cap, less than "
@@ -153,9 +153,7 @@ class BatchExecutor:
                 if row.next_poll_at <= self.clock():
                     await self.poll(row)
             open_rows = self.store.batch_rows(self.run, OPEN)
-            self.queue_models |= {row.model for row in open_rows}
-            for model in self.queue_models:  # what this database holds in the queue, as batches come and go
-                self._queued_by_others(model)
+            self.queue.tell(row.model for row in open_rows)
             pending = self.store.pending_count(self.run, self.lane.upto)
             if not open_rows and not pending:
                 return None
@@ -205,66 +203,7 @@ class BatchExecutor:
         delay = min(wake, default=now + self.batch.poll_min) - now
         return min(max(delay, 0.01), self.batch.poll_max)
 
-    def queue_limit(self, model: str) -> int | None:
-        own = self.settings.batch_queue_tokens
-        limit = own if own is not None else self.limits.model(model).limits_for(self.settings.tier).batch_queue_tokens
-        learned = self.learned.get(model)
-        return learned if limit is None or (learned is not None and learned < limit) else limit
-
-    def _learn_queue_limit(self, row: BatchRow, errors: list[Any]) -> None:
-        """After token_limit_exceeded: if the batch was alone in the queue, the server's limit is lower than ours.
-        Take the limit the error states ("Limit: N enqueued tokens") as a hint, else halve the batch."""
-        if self.store.queued_tokens(row.model, self.run) - row.est_tokens > 0:
-            return
-        learned = queue_limit_hint(str(e.message or "") for e in errors) or row.est_tokens // 2
-        if learned < (self.queue_limit(row.model) or learned + 1):
-            self.learned[row.model] = max(1, learned)
-            self._fail_unqueueable()
-            self._notices.append(
-                f"{row.model}: the server's batch queue limit is lower than configured; packing to {learned:,} tokens"
-            )
-
-    def _queue_room(self, model: str) -> int | None:
-        limit = self.queue_limit(model)
-        return (
-            None if limit is None else limit - self.store.queued_tokens(model, self.run) - self._queued_by_others(model)
-        )
-
-    def _queued_by_others(self, model: str) -> int:
-        """Tell the shared gate what this database has in ``model``'s batch queue; what other databases have."""
-        if self.shared is None:
-            return 0
-        return self.shared.tell(f"{model} batch queue tokens", self.store.store_id, self.store.queued_tokens(model))
-
-    def _fail_unqueueable(self) -> None:
-        """A request whose estimate alone exceeds the queue limit could never be enqueued: fail it."""
-        for model in self.store.pending_models(self.run):
-            limit = self.queue_limit(model)
-            if limit is None:
-                continue
-            for custom_id, line, est in self.store.pending_larger_than(
-                self.run, model, limit, self.batch.count_output, self.lane.upto
-            ):
-                self.store.refuse(
-                    self.run,
-                    custom_id,
-                    "request_too_large",
-                    f"line {line}: needs {est:,} tokens, over {model}'s batch queue limit of "
-                    f"{limit:,} at {self.settings.tier}",
-                )
-
     # -- one batch through its life ---------------------------------------------------------------------------
-
-    def filename(self, row: BatchRow) -> str:
-        return f"runner-{self.store.store_id}-{row.filename}"
-
-    def metadata(self, row: BatchRow) -> dict[str, str]:
-        return {
-            "runner_store": self.store.store_id,
-            "runner_run": self.run[:512],
-            "runner_chunk": str(row.chunk),
-            "runner_sha256": row.sha256[:16],
-        }
 
     async def upload(self, row: BatchRow) -> None:
         path = Path(row.spool_path)
@@ -274,7 +213,7 @@ class BatchExecutor:
             return
         row = self.store.move_batch(row, BatchState.UPLOADING)
         try:
-            file_id = await self.api.upload(path, self.filename(row))
+            file_id = await self.api.upload(path, file_name(self.store, row))
         except BatchAPIError as exc:  # refused for good: the server kept no file
             self._give_back(self.store.move_batch(row, BatchState.PACKED), exc)
             raise
@@ -285,7 +224,7 @@ class BatchExecutor:
         row = self.store.move_batch(row, BatchState.CREATING)
         assert row.input_file_id is not None
         try:
-            created = await self.api.create(row.input_file_id, row.endpoint, self.metadata(row))
+            created = await self.api.create(row.input_file_id, row.endpoint, batch_metadata(self.store, self.run, row))
         except BatchAPIError as exc:  # refused for good: no batch (its upload is deleted as an orphan next run)
             self._give_back(self.store.move_batch(row, BatchState.UPLOADED), exc)
             raise
@@ -328,7 +267,7 @@ class BatchExecutor:
         errors = list(batch.errors.data or []) if batch.errors else []
         codes = [str(e.code) for e in errors]
         if batch.status == "failed" and "token_limit_exceeded" in codes:
-            self._learn_queue_limit(row, errors)
+            self.queue.learn(row, (str(e.message or "") for e in errors), self.batch.count_output, self.lane.upto)
             waiting = "batch queue full (token_limit_exceeded): waiting"
             settled = Settled(requeue=[(rid, False, waiting) for rid, _, _ in members])
             self.blocked_until = self.clock() + self.batch.queue_wait
@@ -342,7 +281,9 @@ class BatchExecutor:
             with Lines(files) as lines:
                 settled = settle(members, lines, model, row.endpoint, self.batch.max_resubmits)
             note = batch.status
-            self._check_usage(row, batch, settled)
+            mismatch = usage_mismatch(batch, settled)
+            if mismatch:
+                self._notices.append(f"chunk {row.chunk}: {mismatch}")
         crash_point("recording")
         counts = batch.request_counts.model_dump() if batch.request_counts else None
         took = batch.completed_at - batch.created_at if batch.completed_at and batch.created_at else None
@@ -360,48 +301,13 @@ class BatchExecutor:
             len(settled.requeue),
         )
 
-    def _check_usage(self, row: BatchRow, batch: Batch, settled: Settled) -> None:
-        """Cross-check the lines' usage against the batch object's own usage, when it has one."""
-        if batch.usage is None:
-            return
-        lines_in = sum(o.prompt_tokens for o in settled.outcomes)
-        lines_out = sum(o.output_tokens for o in settled.outcomes)
-        if (lines_in, lines_out) != (batch.usage.input_tokens, batch.usage.output_tokens):
-            self._notices.append(
-                f"chunk {row.chunk}: lines report {lines_in:,} in / {lines_out:,} out, the batch says "
-                f"{batch.usage.input_tokens:,} / {batch.usage.output_tokens:,}; spend follows the lines"
-            )
-
     # -- progress ---------------------------------------------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
         """Figures for the progress line, refreshed at most every two seconds (counting is a scan)."""
         now = self.clock()
         if self._snapshot is None or now - self._snapshot_at >= 2.0:
-            counts = self.store.counts(self.run)
-            states: dict[str, int] = {}
-            for row in self.store.batch_rows(self.run, OPEN):
-                key = row.status or row.state.value
-                states[key] = states.get(key, 0) + 1
-            detail = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "no batch running"
-            if counts["pending"] and self.clock() < self.blocked_until:
-                detail += "; queue full, next wave waits"
-            self._snapshot = Snapshot(
-                done=counts["succeeded"],
-                failed=counts["failed"] + counts["cancelled"],
-                total=sum(counts.values()),
-                in_flight=counts["batched"],
-                requests_per_min=0.0,
-                tokens_per_min=0.0,
-                rpm_limit=None,
-                tpm_limit=None,
-                spend=self.store.total_cost(self.run),
-                eta_seconds=None,
-                paused_for=0.0,
-                notices=tuple(self.notices),
-                detail=f"batches: {detail}",
-                mode="batch",
-            )
+            self._snapshot = batch_snapshot(self.store, self.run, now < self.blocked_until, self.notices)
             self._snapshot_at = now
         return self._snapshot
 
@@ -409,39 +315,7 @@ class BatchExecutor:
 
     async def reconcile(self) -> None:
         """Settle intents a killed process left behind, and delete this run's orphaned uploads."""
-        self.store.poll_now(self.run)
-        for row in self.store.batch_rows(self.run, [BatchState.UPLOADING]):
-            found = await self._listing(self.api.find_file(self.filename(row), row.bytes), None)
-            if found:
-                self.store.move_batch(row, BatchState.UPLOADED, input_file_id=found)
-            else:
-                self.store.move_batch(row, BatchState.PACKED)
-        for row in self.store.batch_rows(self.run, [BatchState.CREATING]):
-            match = {k: v for k, v in self.metadata(row).items() if k != "runner_sha256"}
-            batch = await self.api.find_batch(match, newer_than=math.floor(row.created_at) - 3600)
-            if batch is not None:
-                self.store.move_batch(
-                    row, BatchState.SUBMITTED, batch_id=batch.id, status=batch.status, next_poll_at=0.0
-                )
-            else:
-                self.store.move_batch(row, BatchState.UPLOADED)
-        kept = (BatchState.UPLOADED, BatchState.CREATING, BatchState.SUBMITTED)
-        used = {r.input_file_id for r in self.store.batch_rows(self.run, kept)}
-        prefix = f"runner-{self.store.store_id}-{self.run}-"
-        for file_id, _name in await self._listing(self.api.files_named(prefix), []):
-            if file_id not in used:
-                await self.api.delete_file(file_id)
-                self._notices.append(f"deleted orphaned upload {file_id}")
-
-    async def _listing(self, call: Awaitable[T], fallback: T) -> T:
-        """A file listing, or ``fallback`` where the server has none (some OpenAI-compatible servers)."""
-        try:
-            return await call
-        except BatchAPIError as exc:
-            if exc.status not in (404, 405):
-                raise
-            self._notices.append(f"the server cannot list files ({exc}); orphaned uploads are not cleaned up")
-            return fallback
+        self._notices += await reconcile(self.store, self.run, self.api)
 
     async def poll_once(self) -> None:
         """Collect whatever batches of the run have finished (used before a sync run and by ``runner batches``)."""
