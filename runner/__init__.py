@@ -52,7 +52,7 @@ One noun per module:
                     history (what the planner learns), extractions, migrations, schema (the README's description),
                     peers (the gate file runner processes on one host share their limits through)
     sim/            the OpenAI simulator: server, http, buckets, counting (its own token counts), cache, answers,
-                    faults, files, batches, admin, config, thread, serve
+                    faults, files, batches, batch_input (a batch's input file checked), admin, config, thread, serve
 """
 
 from runner import api

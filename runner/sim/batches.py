@@ -28,6 +28,7 @@ from aiohttp import web
 
 from runner.errors import ConfigError
 from runner.limits import Limits, ModelInfo
+from runner.sim.batch_input import line_error, read_input
 from runner.sim.config import SimConfig
 from runner.sim.files import FileService, page
 from runner.sim.http import Accepted, Http, Refused
@@ -54,7 +55,6 @@ class Answerer(Protocol):
     ) -> tuple[dict[str, Any], int]: ...
 
 
-MAX_REQUESTS = 50_000
 ENDPOINTS = ("/v1/chat/completions", "/v1/responses", "/v1/embeddings", "/v1/completions", "/v1/moderations")
 UNFINISHED = ("validating", "in_progress", "finalizing", "cancelling")
 
@@ -209,72 +209,7 @@ class BatchService:
         return max(0, min(len(batch.lines), int(len(batch.lines) * fraction + 0.5)))
 
     def validate(self, batch: SimBatch, at: float) -> None:
-        content = self.files[batch.input_file_id].content
-        errors: list[dict[str, Any]] = []
-        seen: set[str] = set()
-        models: set[str] = set()
-        lines: list[tuple[str, dict[str, Any], str]] = []
-        raw_lines = [x for x in content.split(b"\n") if x.strip()]
-        if not raw_lines:
-            errors.append({"code": "empty_file", "message": "The input file is empty.", "param": None, "line": None})
-        if len(raw_lines) > MAX_REQUESTS:
-            errors.append(
-                {
-                    "code": "too_many_tasks",
-                    "message": f"The batch has {len(raw_lines)} requests; the limit is {MAX_REQUESTS}.",
-                    "param": None,
-                    "line": None,
-                }
-            )
-        for number, raw in enumerate(raw_lines, 1):
-            if errors:
-                break
-            try:
-                item = json.loads(raw)
-            except ValueError:
-                item = None
-            if not isinstance(item, dict) or not isinstance(item.get("body"), dict):
-                errors.append(
-                    {
-                        "code": "invalid_json_line",
-                        "message": "This line is not parseable as valid JSON.",
-                        "param": None,
-                        "line": number,
-                    }
-                )
-                break
-            custom_id = str(item.get("custom_id", ""))
-            if custom_id in seen:
-                errors.append(
-                    {
-                        "code": "duplicate_custom_id",
-                        "message": f"The custom_id '{custom_id}' is duplicated in the file.",
-                        "param": "custom_id",
-                        "line": number,
-                    }
-                )
-            elif item.get("url") != batch.endpoint:
-                errors.append(
-                    {
-                        "code": "url_mismatch",
-                        "message": f"The url {item.get('url')!r} does not match the batch endpoint {batch.endpoint!r}.",
-                        "param": "url",
-                        "line": number,
-                    }
-                )
-            else:
-                models.add(str(item["body"].get("model")))
-                if len(models) > 1:
-                    errors.append(
-                        {
-                            "code": "model_mismatch",
-                            "message": "All requests in a batch must use the same model.",
-                            "param": "body.model",
-                            "line": number,
-                        }
-                    )
-            seen.add(custom_id)
-            lines.append((custom_id, item["body"], raw.decode()))
+        lines, models, errors = read_input(self.files[batch.input_file_id].content, batch.endpoint)
         batch.stamps["in_progress_at"] = at
         if errors:
             batch.status, batch.errors = "failed", errors
@@ -294,16 +229,11 @@ class BatchService:
             batch.status = "failed"
             batch.stamps["failed_at"] = at
             batch.errors = [
-                {
-                    "code": "token_limit_exceeded",
-                    "param": None,
-                    "line": None,
-                    "message": (
-                        f"Enqueued token limit reached for {batch.model} in organization org-sim. "
-                        f"Limit: {limit:,} enqueued tokens. "
-                        "Please try again once some in_progress batches have been completed."
-                    ),
-                }
+                line_error(
+                    "token_limit_exceeded",
+                    f"Enqueued token limit reached for {batch.model} in organization org-sim. Limit: {limit:,} "
+                    "enqueued tokens. Please try again once some in_progress batches have been completed.",
+                )
             ]
             batch.input_tokens = 0
             return
