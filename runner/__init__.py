@@ -48,8 +48,9 @@ One noun per module:
     extract/        runner extract: sources, schema (strict), requests, answers, job, spec, output
     batch/          the Batch API mode: executor, collect (a finished batch), packing, queue (the batch queue's room),
                     reconcile (intents a killed process left), api (the openai SDK)
-    store/          the SQLite database: states (the transition table), base, runs, requests, results, batches,
-                    history (what the planner learns), extractions, migrations, schema (the README's description),
+    store/          the SQLite database: states (the transition table), outcomes (what moves carry), base, runs,
+                    requests, results, batches, history (what the planner learns), extractions, migrations, schema
+                    (the README's description),
                     peers (the gate file runner processes on one host share their limits through)
     sim/            the OpenAI simulator: server, http, buckets, counting (its own token counts), cache, answers,
                     faults, files, batches, batch_input (a batch's input file checked), admin, config, thread, serve

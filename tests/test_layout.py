@@ -126,3 +126,30 @@ def test_the_simulator_is_a_judge_that_shares_no_rule_with_the_client() -> None:
                  for a in n.names}  # fmt: skip
         offenders += [f"{file.name}: {m}" for m in sorted((imported | named) & CLIENT_RULES)]
     assert offenders == []
+
+
+def test_no_module_imports_one_that_imports_it_back() -> None:
+    """Import cycles (even for types only) tangle modules a reader wants to take one at a time."""
+    modules: dict[str, set[str]] = {}
+    for file in PACKAGE.rglob("*.py"):
+        name = ".".join(file.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        tree = ast.parse(file.read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        imported |= {f"{n.module}.{a.name}" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module
+                     for a in n.names}  # fmt: skip
+        imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        modules[name] = imported
+    graph = {m: {d for d in deps if d in modules and d != m} for m, deps in modules.items()}
+
+    def reaches(start: str, goal: str) -> bool:
+        seen, todo = set(), [start]
+        while todo:
+            for nxt in graph[todo.pop()] - seen:
+                if nxt == goal:
+                    return True
+                seen.add(nxt)
+                todo.append(nxt)
+        return False
+
+    cycles = sorted(f"{m} <-> {d}" for m in graph for d in graph[m] if m < d and reaches(d, m))
+    assert cycles == []

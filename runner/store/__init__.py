@@ -32,7 +32,8 @@ from runner.store.extractions import Extractions
 from runner.store.history import Calibration, History, StatedLimits
 from runner.store.migrations import known as migrations_known
 from runner.store.migrations import migrations
-from runner.store.requests import Claimed, Outcome, Requests
+from runner.store.outcomes import Claimed, Outcome
+from runner.store.requests import Requests
 from runner.store.runs import Runs
 from runner.store.states import FINAL, TRANSITIONS, Move, State
 

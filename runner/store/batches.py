@@ -19,7 +19,8 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from runner.errors import StateConflict
-from runner.store.requests import OUTPUT_ALLOWANCE, Outcome
+from runner.store.outcomes import Outcome
+from runner.store.requests import OUTPUT_ALLOWANCE
 from runner.store.results import Results
 from runner.store.states import Move
 

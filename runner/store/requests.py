@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 
 from runner.errors import StateConflict
 from runner.rows import RequestRow, RowValues
+from runner.store.outcomes import Claimed, Outcome
 from runner.store.results import Results
 from runner.store.states import Move, State
 
@@ -15,50 +15,6 @@ __all__ = ["ADMITTED", "OUTPUT_ALLOWANCE", "Claimed", "Outcome", "RequestRow", "
 # ``runner.tokens.admission_tokens`` over the requests table (a test holds the two to the same figures)
 OUTPUT_ALLOWANCE = "output_tokens * n"
 ADMITTED = f"prompt_tokens + {OUTPUT_ALLOWANCE}"
-
-
-@dataclass(frozen=True)
-class Claimed:
-    """A request leased to this process for sending."""
-
-    id: int
-    custom_id: str
-    line: int
-    endpoint: str
-    model: str
-    body: str
-    prompt_tokens: int
-    output_tokens: int
-    n: int
-    attempts: int
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What happened to one request: ``move`` (ANSWER, FAIL, RETRY, RELEASE; COLLECT, REJECT for batch lines)."""
-
-    request_id: int
-    custom_id: str
-    move: Move
-    status_code: int | None = None
-    response_id: str | None = None
-    body: str | None = None
-    error_code: str | None = None
-    error_message: str | None = None
-    not_before: float = 0.0
-    # spend, when the response was billed
-    model: str | None = None
-    service_tier: str = "standard"
-    prompt_tokens: int = 0
-    cached_tokens: int = 0
-    output_tokens: int = 0
-    cost: int | None = None
-    retryable: bool = False  # a failure time may cure: the next run tries again
-    seconds: float | None = None  # sync answers: from sending to the answer read
-
-    @property
-    def final(self) -> bool:
-        return self.move.target is not State.PENDING
 
 
 def _by_move(outcomes: list[Outcome]) -> dict[Move, list[Outcome]]:

@@ -6,13 +6,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from runner.store.base import Base
+from runner.store.outcomes import Outcome
 from runner.store.states import Move
-
-if TYPE_CHECKING:
-    from runner.store.requests import Outcome
 
 __all__ = ["Results", "Reused"]
 
