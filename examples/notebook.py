@@ -2,7 +2,7 @@
 built-in simulator (no API key), read the answers into rows, change a few requests and run again: only those are
 paid for, the rest of the answers are reused.
 
-    python examples/notebook.py [--requests 300] [--db notebook.db]
+    python examples/notebook.py [--requests 300] [--tier tier-1] [--db notebook.db]
 
 Against OpenAI, leave out the simulator and ``base_url``: the key comes from ``OPENAI_API_KEY``.
 """
@@ -31,18 +31,20 @@ def questions(count: int, changed: int = 0) -> list[dict[str, object]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--tier", default="tier-1", help="the usage tier the simulator plays and the run paces to")
     parser.add_argument("--db", default=None, help="the database (default: a temporary one)")
     args = parser.parse_args()
     db = Path(args.db or Path(tempfile.mkdtemp()) / "notebook.db")
 
-    with SimThread(SimConfig(tier="tier-1", latency_scale=0.05)) as sim:
+    with SimThread(SimConfig(tier=args.tier, latency_scale=0.05)) as sim:
         # 1. what it would take, at every tier
         estimate = runner.plan(requests=args.requests, input_tokens=20, output_tokens=10, db=db)
         cost = estimate.as_json()["cost_usd"]
         print(f"plan: {estimate.workload.requests} requests, ${cost['sync']} sync, ${cost['batch']} batch")
 
         # 2. run them (silent; say what happens through on_event)
-        report = runner.run(questions(args.requests), name="cities", db=db, base_url=sim.base_url, api_key="sim")
+        report = runner.run(questions(args.requests), name="cities", db=db, base_url=sim.base_url, api_key="sim",
+                            tier=args.tier)  # fmt: skip
         print(f"run: {report.counts['succeeded']} answered, spent ${report.spent}")
 
         # 3. answers into rows
@@ -52,7 +54,7 @@ def main() -> None:
         # 4. reword ten requests and run again: only those ten are sent
         said: list[str] = []
         again = runner.run(questions(args.requests, changed=10), name="cities-v2", db=db, base_url=sim.base_url,
-                           api_key="sim", on_event=said.append)  # fmt: skip
+                           api_key="sim", tier=args.tier, on_event=said.append)  # fmt: skip
         sent = sim.call(lambda: sim.sim.stats.requests)
         print(f"again: {again.counts['succeeded']} answered, {sent - args.requests} sent, spent ${again.spent}")
         print("\n".join(said))

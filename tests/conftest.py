@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -18,6 +20,8 @@ import pytest
 import yaml
 from openapi_core import Config, OpenAPI
 
+from runner import logs
+from runner.cli import main
 from runner.limits import Limits, load_limits
 from runner.sim import SimConfig, SimThread
 from runner.store import Store
@@ -189,7 +193,35 @@ def write_jsonl(path: Path, items: list[dict[str, Any]], mode: str = "w") -> Pat
     return path
 
 
-def runner_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def runner_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The ``runner`` command as a user types it, run in this process: its exit code, stdout and stderr as the
+    process would give them (``runner.cli.main`` with its environment, from the repository's folder). A bug raises
+    here, with its traceback. What only a process shows (signals, kill -9, start-up) is tested with
+    ``runner_process``."""
+    out, err = io.StringIO(), io.StringIO()
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env if env is not None else saved)
+    code: object = 0
+    try:
+        with contextlib.chdir(ROOT), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main(list(args))
+            except SystemExit as exc:
+                code = exc.code
+                if isinstance(code, str):  # sys.exit("message"): said on stderr, exit code 1
+                    print(code, file=sys.stderr)
+                    code = 1
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        logs.configure(False)
+    return subprocess.CompletedProcess(["runner", *args], int(code or 0), out.getvalue(), err.getvalue())  # type: ignore[call-overload]
+
+
+def runner_process(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """The real ``runner`` command in a child process."""
     return subprocess.run(
         [sys.executable, "-m", "runner", *args],

@@ -38,8 +38,8 @@ def run_side_by_side(
     *,
     processes: int = 2,
     requests: int = 40,
-    stagger: float = 2.0,
-    args: tuple[str, ...] = ("--rpm", "120"),
+    stagger: float = 1.0,
+    args: tuple[str, ...] = ("--rpm", "240"),
     meanwhile: Callable[[], None] | None = None,
 ) -> list[float]:
     """Start ``processes`` runs ``stagger`` seconds apart (real time: they are real processes), call ``meanwhile``

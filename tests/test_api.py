@@ -27,9 +27,9 @@ def _requests(n: int, prefix: str = "q") -> list[dict[str, Any]]:
 def test_a_run_of_request_dicts_returns_a_report_and_typed_results_and_prints_nothing(
     tmp_path: Path, start_sim: Any, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    sim = start_sim(latency_scale=0)
+    sim = start_sim(latency_scale=0, tier="tier-5")
     db = tmp_path / "api.db"
-    report = runner.run(_requests(30), name="squares", db=db, base_url=sim.base_url, api_key="k")
+    report = runner.run(_requests(30), name="squares", db=db, base_url=sim.base_url, api_key="k", tier="tier-5")
     assert isinstance(report, runner.RunReport)
     assert report.exit_code == 0 and report.counts["succeeded"] == 30
     assert isinstance(report.spent, Decimal) and report.spent > 0
@@ -50,15 +50,17 @@ def test_a_run_of_request_dicts_returns_a_report_and_typed_results_and_prints_no
 
 
 def test_a_second_run_reuses_answers_and_says_so_to_the_callback(tmp_path: Path, start_sim: Any) -> None:
-    sim = start_sim(latency_scale=0)
+    sim = start_sim(latency_scale=0, tier="tier-5")
     db, said = tmp_path / "api.db", list[str]()
-    runner.run(_requests(10), name="one", db=db, base_url=sim.base_url, api_key="k")
-    again = runner.run(_requests(12), name="two", db=db, base_url=sim.base_url, api_key="k", on_event=said.append)
+    runner.run(_requests(10), name="one", db=db, base_url=sim.base_url, api_key="k", tier="tier-5")
+    again = runner.run(_requests(12), name="two", db=db, base_url=sim.base_url, api_key="k", tier="tier-5",
+                       on_event=said.append)  # fmt: skip
     assert again.counts["succeeded"] == 12 and sim.call(lambda: sim.sim.stats.requests) == 12
     assert any(line.startswith("reused 10 answers, saved $") for line in said), said
     reused = [r for r in runner.results("two", db=db) if r.reused]
     assert len(reused) == 10 and all(r.cost == 0 for r in reused)
-    fresh = runner.run(_requests(12), name="three", db=db, base_url=sim.base_url, api_key="k", fresh=True)
+    fresh = runner.run(_requests(12), name="three", db=db, base_url=sim.base_url, api_key="k", tier="tier-5",
+                       fresh=True)  # fmt: skip
     assert fresh.counts["succeeded"] == 12 and sim.call(lambda: sim.sim.stats.requests) == 24
 
 
@@ -68,7 +70,7 @@ async def test_arun_works_inside_a_running_loop_and_results_follow_it(tmp_path: 
     every answer once, as they arrive, ending when the run ends."""
     import anyio
 
-    sim = start_sim(latency_scale=0, rpm=600, window=1.0)  # 10 a second: the run takes a few seconds
+    sim = start_sim(latency_scale=0, rpm=1_200, window=1.0)  # 20 a second: the run takes a second or two
     db = tmp_path / "api.db"
     seen: list[str] = []
 
@@ -78,9 +80,9 @@ async def test_arun_works_inside_a_running_loop_and_results_follow_it(tmp_path: 
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(follow)
-        report = await runner.arun(_requests(40), name="live", db=db, base_url=sim.base_url, api_key="k", rpm=600)
-    assert report.counts["succeeded"] == 40
-    assert sorted(seen) == sorted(f"q{i}" for i in range(40))
+        report = await runner.arun(_requests(30), name="live", db=db, base_url=sim.base_url, api_key="k", rpm=1_200)
+    assert report.counts["succeeded"] == 30
+    assert sorted(seen) == sorted(f"q{i}" for i in range(30))
 
 
 def test_plan_takes_a_file_or_figures_and_returns_the_plan(tmp_path: Path) -> None:
@@ -152,7 +154,7 @@ def test_the_notebook_example_runs_and_reuses_what_it_can() -> None:
     """``examples/notebook.py`` as a user runs it: plan, run, rows, then a second run that sends only the ten
     reworded requests."""
     shown = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "notebook.py"), "--requests", "200"],
+        [sys.executable, str(ROOT / "examples" / "notebook.py"), "--requests", "200", "--tier", "tier-2"],
         capture_output=True, text=True, timeout=300, check=False, cwd=ROOT,
     )  # fmt: skip
     assert shown.returncode == 0, shown.stderr

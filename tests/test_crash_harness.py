@@ -14,10 +14,10 @@ from bench import crash
 def test_kill_9_under_faults_loses_nothing_and_pays_twice_only_what_was_in_flight(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    code = crash.main(["--trials", "2", "--requests", "60", "--mode", "both", "--seed", "7"])
+    code = crash.main(["--trials", "1", "--requests", "60", "--mode", "both", "--seed", "7"])
     out = capsys.readouterr().out
     assert code == 0, out
-    summaries = [line for line in out.splitlines() if re.match(r"(sync|batch): 2 trials", line)]
+    summaries = [line for line in out.splitlines() if re.match(r"(sync|batch): 1 trials?", line)]
     assert len(summaries) == 2, out
     for line in summaries:
         assert "lost 0, duplicated 0, batches created twice 0" in line and "0 broken" in line, line

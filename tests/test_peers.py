@@ -59,20 +59,20 @@ def test_the_gate_file_is_named_by_a_hash_of_server_and_key_never_the_key(
 
 @pytest.mark.slow
 def test_two_runner_processes_on_one_key_split_the_limit_and_finish_together(tmp_path: Path) -> None:
-    """Two ``runner run`` processes, each with its own job and database, one key, one simulator enforcing 120 RPM
-    over a 5 s window, the second started 2 s after the first: they find each other in the gate file and split
-    the limit evenly, so they end together (paced alone, each reading the other as another client, the first took
-    more and the second ended 27% later: 35 s and 44.6 s). Nothing is refused."""
+    """Two ``runner run`` processes, each with its own job and database, one key, one simulator enforcing 240 RPM
+    over a 5 s window, the second started 1 s after the first: they find each other in the gate file and split
+    the limit evenly, so they end together (paced alone at 120 RPM, each reading the other as another client, the
+    first took more and the second ended 27% later: 35 s and 44.6 s). Nothing is refused."""
     from runner.sim import SimConfig, SimThread
 
-    with SimThread(SimConfig(rpm=120, tpm=10_000_000, window=5.0, latency_scale=0.0)) as sim:
+    with SimThread(SimConfig(rpm=240, tpm=10_000_000, window=5.0, latency_scale=0.0)) as sim:
         env = {**os.environ, "OPENAI_API_KEY": "sk-test", "XDG_CACHE_HOME": str(tmp_path / "cache")}
         env.pop("RUNNER_GATE", None)
         walls = run_side_by_side(tmp_path, sim.base_url, env)
         stats = sim_stats(sim.base_url)
     assert stats["answered"] == 80
     assert stats["rate_limited"] <= 1, stats
-    assert max(walls) <= 1.1 * min(walls), walls  # 80 requests at 2 a second: both end near 40 s
+    assert max(walls) <= 1.1 * min(walls), walls  # 80 requests at 4 a second: both end near 20 s
 
 
 def test_runner_gate_shows_who_shares_the_key_on_this_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

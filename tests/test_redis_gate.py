@@ -218,12 +218,12 @@ def test_a_gate_that_is_no_redis_url_is_refused_clearly() -> None:
 def test_runner_processes_share_a_limit_through_redis_and_survive_its_restart(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
-    """Two ``runner run --gate redis://...`` processes, own jobs and databases, one key, 120 RPM over a 5 s window,
-    started 2 s apart; Redis is killed and restarted (empty) while both run. Both end together, every request
+    """Two ``runner run --gate redis://...`` processes, own jobs and databases, one key, 240 RPM over a 5 s window,
+    started 1 s apart; Redis is killed and restarted (empty) while both run. Both end together, every request
     answered once, at most one refused."""
     from runner.sim import SimConfig, SimThread
 
-    with SimThread(SimConfig(rpm=120, tpm=10_000_000, window=5.0, latency_scale=0.0)) as sim:
+    with SimThread(SimConfig(rpm=240, tpm=10_000_000, window=5.0, latency_scale=0.0)) as sim:
         env = {**os.environ, "OPENAI_API_KEY": "sk-test", "RUNNER_GATE": redis_server.url}
         walls = run_side_by_side(tmp_path, sim.base_url, env, meanwhile=lambda: _restart_later(redis_server))
         stats = sim_stats(sim.base_url)
@@ -233,5 +233,5 @@ def test_runner_processes_share_a_limit_through_redis_and_survive_its_restart(
 
 
 def _restart_later(server: RedisServer) -> None:
-    time.sleep(10.0)  # real processes on real time: both are well into their runs
+    time.sleep(6.0)  # real processes on real time: both are well into their runs
     server.restart()

@@ -179,17 +179,25 @@ def test_a_days_requests_are_counted_across_the_databases_of_one_key(
 ) -> None:
     """Two jobs on one key, each with its own database, one after the other: the second counts the first's
     requests against the daily limit through the gate file (``--gate none``: only its own database's)."""
-    sim = start_sim(latency_scale=0)
+    sim = start_sim(latency_scale=0, tier="tier-5")  # a few requests take no time to pace
     credentials = Credentials(sim.base_url, "k")
-    first = run_job(Store(tmp_path / "a.db"), str(job(tmp_path, 10)), limits, settings(rpd=15), credentials)
+    first = run_job(
+        Store(tmp_path / "a.db"), str(job(tmp_path, 10)), limits, settings(rpd=15, tier="tier-5"), credentials
+    )
     assert first.exit_code == 0 and first.counts["succeeded"] == 10
-    second = run_job(Store(tmp_path / "b.db"), str(job(tmp_path, 10)), limits, settings(rpd=15), credentials)
+    second = run_job(
+        Store(tmp_path / "b.db"), str(job(tmp_path, 10)), limits, settings(rpd=15, tier="tier-5"), credentials
+    )
     assert second.exit_code == 3 and second.counts["succeeded"] == 5
     assert "daily limit of 15 requests for gpt-4.1-mini reached (10 of them by other runners on the key)" in str(
         second.stopped
     )
     alone = run_job(
-        Store(tmp_path / "c.db"), str(job(tmp_path, 10)), limits, settings(rpd=15, gate="none"), credentials
+        Store(tmp_path / "c.db"),
+        str(job(tmp_path, 10)),
+        limits,
+        settings(rpd=15, gate="none", tier="tier-5"),
+        credentials,
     )
     assert alone.exit_code == 0 and alone.counts["succeeded"] == 10
     assert sim.call(lambda: sim.sim.stats.requests) == 25

@@ -78,6 +78,7 @@ def test_bad_line_is_named_and_nothing_of_the_pass_is_kept(
     assert snapshot(store) == before  # ok2 was not half-added
 
 
+@pytest.mark.slow  # child processes parse a 13 MB input: seconds of CPU
 def test_a_big_input_parsed_in_child_processes_is_stored_as_parsed_here(tmp_path: Path, limits: Limits) -> None:
     """Chunks come back from several processes in file order: the same rows, lines and refusals, and the first of
     two bad lines in different chunks is the one named."""
