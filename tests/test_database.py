@@ -39,10 +39,10 @@ def env_for(db: Path) -> dict[str, str]:
 @pytest.fixture
 def finished(tmp_path: Path, start_sim: Any) -> tuple[Path, Any]:
     """A database holding one finished run of 20 requests, and the simulator that answered them."""
-    sim = start_sim(latency_scale=0)
+    sim = start_sim(latency_scale=0, tier="tier-5")  # at Tier 5 twenty requests take no time to pace
     db = tmp_path / "done.db"
     path = write_jsonl(tmp_path / "job.jsonl", [chat_line(f"r{i}") for i in range(20)])
-    ran = cli("run", str(path), "--base-url", sim.base_url, env=env_for(db))
+    ran = cli("run", str(path), "--base-url", sim.base_url, "--tier", "tier-5", env=env_for(db))
     assert ran.returncode == 0, ran.stderr
     return db, sim
 

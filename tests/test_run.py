@@ -74,7 +74,7 @@ def signal_mid_run(tmp_path: Path, sim: Any, sig: int, n: int = 60) -> tuple[Pat
     database, the environment, the exit code and stderr."""
     path, db = job(tmp_path, n), tmp_path / "signal.db"
     env = {**os.environ, "OPENAI_API_KEY": "sk-signal-test", "RUNNER_DB": str(db)}
-    args = [sys.executable, "-m", "runner", "run", str(path), "--base-url", sim.base_url, "--rpm", "600"]
+    args = [sys.executable, "-m", "runner", "run", str(path), "--base-url", sim.base_url, "--rpm", "1200"]
     child = subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and _results(db) < 10:
@@ -95,12 +95,12 @@ def _results(db: Path) -> int:
 
 @pytest.mark.slow
 def test_kill_9_mid_run_then_resume_gives_exactly_one_result_each(tmp_path: Path, start_sim: Any) -> None:
-    sim = start_sim(latency_scale=0.3, rpm=600, window=1.0)
+    sim = start_sim(latency_scale=0.3, rpm=1_200, window=1.0)
     path, db, env, code, _ = signal_mid_run(tmp_path, sim, signal.SIGKILL)
     assert code == -signal.SIGKILL
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM requests WHERE state='in_flight'").fetchone()[0] > 0
-    resumed = runner_cli("run", str(path), "--base-url", sim.base_url, "--rpm", "600", env=env)
+    resumed = runner_cli("run", str(path), "--base-url", sim.base_url, "--rpm", "1200", env=env)
     assert resumed.returncode == 0, resumed.stderr
     store = Store(db)
     one_result_each(store, "job", 60)
@@ -208,14 +208,14 @@ def test_a_days_requests_are_counted_across_the_databases_of_one_key(
 def test_a_signal_lets_what_is_in_flight_finish_and_the_resume_pays_nothing_twice(
     tmp_path: Path, start_sim: Any, sig: int
 ) -> None:
-    sim = start_sim(latency_scale=0.2, rpm=600, window=1.0)
+    sim = start_sim(latency_scale=0.2, rpm=1_200, window=1.0)
     path, db, env, code, err = signal_mid_run(tmp_path, sim, sig)
     assert code == 3, err
     assert "re-run the same command to resume" in err and "Traceback" not in err
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM requests WHERE state='in_flight'").fetchone()[0] == 0
         assert conn.execute("SELECT owner FROM runs").fetchone()[0] is None  # released, not left locked
-    resumed = runner_cli("run", str(path), "--base-url", sim.base_url, "--rpm", "600", env=env)
+    resumed = runner_cli("run", str(path), "--base-url", sim.base_url, "--rpm", "1200", env=env)
     assert resumed.returncode == 0, resumed.stderr
     one_result_each(Store(db), "job", 60)
     assert sim.call(lambda: sim.sim.stats.answered) == 60  # every answer paid once
