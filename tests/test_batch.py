@@ -27,7 +27,7 @@ from runner.store.peers import GateFile, gate_file_path
 from runner.tokens import count_prompt
 from runner.transport import Credentials
 
-from .conftest import FakeTime, chat_line, runner_cli, write_jsonl
+from .conftest import FakeTime, chat_line, runner_cli, runner_process, write_jsonl
 
 FAST = BatchSettings(poll_min=0.05, poll_max=0.3, queue_wait=0.3, calls_per_second=1000)
 REAL = BatchSettings(calls_per_second=1000)  # polls from 10 s, backing off to 5 min: on a fake clock, no cost
@@ -448,7 +448,7 @@ def test_kill_9_at_each_point_never_duplicates_a_batch_or_loses_a_line(
     path = job(tmp_path, 12)
     env = {**os.environ, "OPENAI_API_KEY": "k", "RUNNER_DB": str(tmp_path / "crash.db")}
     args = batch_cli_args(path, sim, 6)
-    crashed = runner_cli(*args, env={**env, "RUNNER_CRASH_AT": point})
+    crashed = runner_process(*args, env={**env, "RUNNER_CRASH_AT": point})  # killed: a process of its own
     assert crashed.returncode == -9, crashed.stderr
     resumed = runner_cli(*args, env=env)
     assert resumed.returncode == 0, resumed.stderr
