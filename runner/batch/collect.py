@@ -128,22 +128,10 @@ def _settle_line(
     if status == 200 and isinstance(body, dict):
         usage = usage_of(body, path)
         tier, prices = price_table(model, body, mode="batch")
-        settled.outcomes.append(
-            Outcome(
-                request_id,
-                custom_id,
-                Move.COLLECT,
-                status_code=200,
-                response_id=response.get("request_id"),
-                body=json.dumps(body, separators=(",", ":"), ensure_ascii=False),
-                model=model.name,
-                service_tier=tier,
-                prompt_tokens=usage.prompt_tokens,
-                cached_tokens=usage.cached_tokens,
-                output_tokens=usage.output_tokens,
-                cost=cost(prices, usage),
-            )
-        )
+        text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+        settled.outcomes.append(Outcome.answered((request_id, custom_id), Move.COLLECT,
+                                                 response_id=response.get("request_id"), body=text, model=model.name,
+                                                 service_tier=tier, usage=usage, cost=cost(prices, usage)))  # fmt: skip
         return
     error = (line or {}).get("error") or (body.get("error") if isinstance(body, dict) else None) or {}
     code = str(error.get("code") or error.get("type") or ("missing" if line is None else "error"))

@@ -5,8 +5,12 @@ executors import them without importing each other."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from runner.store.states import Move, State
+
+if TYPE_CHECKING:
+    from runner.endpoints import Usage
 
 __all__ = ["Claimed", "Outcome"]
 
@@ -49,6 +53,25 @@ class Outcome:
     cost: int | None = None
     retryable: bool = False  # a failure time may cure: the next run tries again
     seconds: float | None = None  # sync answers: from sending to the answer read
+
+    @classmethod
+    def answered(
+        cls,
+        request: tuple[int, str],
+        move: Move,
+        *,
+        response_id: str | None,
+        body: str,
+        model: str,
+        service_tier: str,
+        usage: Usage,
+        cost: int,
+        seconds: float | None = None,
+    ) -> Outcome:
+        """An answer billed by its ``usage`` (``request``: its id and custom_id; ``move``: ANSWER or COLLECT)."""
+        return cls(request[0], request[1], move, status_code=200, response_id=response_id, body=body, model=model,
+                   service_tier=service_tier, prompt_tokens=usage.prompt_tokens, cached_tokens=usage.cached_tokens,
+                   output_tokens=usage.output_tokens, cost=cost, seconds=seconds)  # fmt: skip
 
     @property
     def final(self) -> bool:

@@ -74,21 +74,9 @@ def answered(request: Claimed, model: ModelInfo, reply: Reply, answer: Answer) -
     """The store's move for an answer: its body, usage and what it cost (the service tier it names bills it)."""
     usage = usage_of(answer.data, request.endpoint)
     tier_name, prices = price_table(model, answer.data)
-    return Outcome(
-        request.id,
-        request.custom_id,
-        Move.ANSWER,
-        status_code=200,
-        response_id=reply.headers.get("x-request-id"),
-        body=answer.text,
-        model=model.name,
-        service_tier=tier_name,
-        prompt_tokens=usage.prompt_tokens,
-        cached_tokens=usage.cached_tokens,
-        output_tokens=usage.output_tokens,
-        cost=cost(prices, usage),
-        seconds=reply.seconds,
-    )
+    return Outcome.answered((request.id, request.custom_id), Move.ANSWER, response_id=reply.headers.get("x-request-id"),
+                            body=answer.text, model=model.name, service_tier=tier_name, usage=usage,
+                            cost=cost(prices, usage), seconds=reply.seconds)  # fmt: skip
 
 
 def label_of(failure: Failure) -> str:
