@@ -139,7 +139,7 @@ def run_trial(mode: str, seed: int, requests: int, fault_rate: float, kills: int
         trial.lost = sum(1 for i in range(requests) if f"r{i}" not in ids)
         trial.duplicated = sum(n - 1 for n in ids.values() if n > 1)
         answered = sum(1 for x in lines if x.get("response") and x["response"]["status_code"] == 200)
-        recorded = sum(int(r["cost"]) for r in store.spend_by("job"))
+        recorded = sum(int(r["cost"]) for r in store.results.spend_by("job"))
     finally:
         store.close()
     trial.paid_twice = int(books["answered"]) - answered

@@ -28,7 +28,7 @@ from runner.store import RequestRow, Store
 
 def fill(db: Path, n: int) -> None:
     store = Store(db)
-    store.acquire("big", None)
+    store.runs.acquire("big", None)
     rows = []
     for i in range(n):
         body = json.dumps(
@@ -62,11 +62,11 @@ def fill(db: Path, n: int) -> None:
         )
         if len(rows) == 20_000:
             with store.db.atomic():
-                store.add_requests("big", rows)
+                store.requests.add_requests("big", rows)
             rows = []
     if rows:
         with store.db.atomic():
-            store.add_requests("big", rows)
+            store.requests.add_requests("big", rows)
     store.close()
 
 

@@ -40,11 +40,11 @@ def child_ingest(job: str, db: str) -> None:
     from runner.store import Store
 
     store = Store(db)
-    owner = store.acquire("job", job)
+    owner = store.runs.acquire("job", job)
     started = time.perf_counter()
     report = ingest(store, "job", job, load_limits())
     seconds = time.perf_counter() - started
-    store.release("job", owner)
+    store.runs.release("job", owner)
     wal = Path(db + "-wal")
     wal_mb = wal.stat().st_size / 2**20 if wal.exists() else 0.0
     store.close()
@@ -65,14 +65,14 @@ def claim_ms(db: Path, claims: int = 40, size: int = 256) -> float:
     from runner.store import Store
 
     store = Store(db)
-    owner = store.acquire("job", "bench")
+    owner = store.runs.acquire("job", "bench")
     started = time.perf_counter()
     for _ in range(claims):
-        assert store.claim("job", owner, size)
+        assert store.requests.claim("job", owner, size)
     seconds = time.perf_counter() - started
     store.conn.execute("UPDATE requests SET state='pending', lease_owner=NULL WHERE state='in_flight'")
     store.conn.commit()
-    store.release("job", owner)
+    store.runs.release("job", owner)
     store.close()
     return seconds / claims * 1000
 

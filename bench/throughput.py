@@ -84,11 +84,11 @@ def main() -> None:
         job = write_job(Path(tmp) / "bench.jsonl", n)
         bodies = [json.loads(line)["body"] for line in job.read_text().splitlines()]
         store = Store(Path(tmp) / "ingest.db")
-        owner = store.acquire("bench", str(job))
+        owner = store.runs.acquire("bench", str(job))
         started = time.perf_counter()
         ingest(store, "bench", job, limits)
         ingest_rate = n / (time.perf_counter() - started)
-        store.release("bench", owner)
+        store.runs.release("bench", owner)
         store.close()
         db = Path(tmp) / "bench.db"
         env = {**os.environ, "OPENAI_API_KEY": "sk-bench"}
@@ -101,7 +101,7 @@ def main() -> None:
             end_to_end = n / (time.perf_counter() - started)
         steady = sampler.steady(warmup=1.0).requests_per_minute / 60
         with closing(Store(db)) as store:
-            assert store.counts("bench")["succeeded"] == n
+            assert store.requests.counts("bench")["succeeded"] == n
             assert store.conn.execute("SELECT count(*) FROM spend").fetchone()[0] == n
         sdk_rate = asyncio.run(sdk_baseline(base_url, bodies[: n // 4]))
         raw_rate = asyncio.run(aiohttp_baseline(base_url, bodies[: n // 4]))

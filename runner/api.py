@@ -287,7 +287,7 @@ def rows(name: str, *, db: str | Path | None = None, model: type[Model] | None =
     ``_reason``), or, given the Pydantic ``model``, instances of it for the rows that passed."""
     store = _store(db, readonly=True)
     with closing(store):
-        table = list(store.extraction_rows(name))
+        table = list(store.extractions.extraction_rows(name))
     if model is None:
         return table
     validate = getattr(model, "model_validate", None)
@@ -429,17 +429,18 @@ class _Follower:
         with closing(store):
             if waiting:
                 try:
-                    self.started = self.name is None or store.run(self.name) is not None
+                    self.started = self.name is None or store.runs.get(self.name) is not None
                 except sqlite3.OperationalError:  # its tables are being made
                     return [], False
                 if not self.started:
                     return [], False
             run = run_name(store, self.name)
-            counts = store.counts(run)
+            counts = store.requests.counts(run)
             done = not self.follow or (
-                not (counts["pending"] + counts["in_flight"] + counts["batched"]) and store.owner_of(run)[1] != "alive"
+                not (counts["pending"] + counts["in_flight"] + counts["batched"])
+                and store.runs.owner_of(run)[1] != "alive"
             )  # read before the results: whatever it wrote before it was done is read below
-            found = [r for r in store.results(run, self.since) if r["request_id"] not in self.seen]
+            found = [r for r in store.results.of(run, self.since) if r["request_id"] not in self.seen]
         self.seen.update(r["request_id"] for r in found)
         if found:  # transactions commit a little out of the order of their stamps: look back a few seconds
             self.since = max(r["created_at"] for r in found) - 5.0
@@ -461,7 +462,7 @@ def _result(row: Mapping[str, Any]) -> Result:
 
 
 def _report(store: Store, outcome: RunOutcome) -> RunReport:
-    return RunReport(outcome.name, dict(outcome.counts), usd(store.total_cost(outcome.name)), outcome.stopped,
+    return RunReport(outcome.name, dict(outcome.counts), usd(store.results.total_cost(outcome.name)), outcome.stopped,
                      tuple(outcome.notices), tuple(outcome.ingest.refused))  # fmt: skip
 
 

@@ -226,10 +226,10 @@ def _finish(outcome: commands.RunOutcome, store: Store) -> None:
     lines = render.run_summary(
         outcome.name,
         outcome.counts,
-        store.total_cost(outcome.name),
+        store.results.total_cost(outcome.name),
         outcome.notices,
         None if outcome.stopped is None else str(outcome.stopped),
-        store.failures(outcome.name, 3),
+        store.results.failures(outcome.name, 3),
         store.path,
     )
     for line in lines:

@@ -77,9 +77,9 @@ def choose_mode(store: Store, run: str, limits: Limits, settings: RunSettings, m
     """What this pass runs: ``mode`` as asked, or for ``auto`` the planner's choice for what is pending (the Batch
     API where it meets the deadline, the rate limit for the rest; see ``runner.planner.decide``)."""
     if mode != "auto":
-        count = store.pending_count(run)
+        count = store.requests.pending_count(run)
         return Decision(mode, count if mode == "batch" else 0, count if mode == "sync" else 0, mode)
-    if store.pending_count(run) == 0:
+    if store.requests.pending_count(run) == 0:
         return Decision("sync", 0, 0, "auto: nothing pending")
     # to the whole second: "--deadline 24h" is 24 h, not the milliseconds less that have passed since it was read
     deadline = None if settings.deadline is None else float(math.ceil(max(settings.deadline - now, 0.0)))
@@ -125,29 +125,31 @@ def run_job(
     timing = timing or Timing()
     limits.tier(settings.tier)
     run = name or Path(input_path).stem
-    owner = store.acquire(run, str(Path(input_path).resolve()), settings.takeover_seconds)
+    owner = store.runs.acquire(run, str(Path(input_path).resolve()), settings.takeover_seconds)
     stopped: RunnerError | None = None
     try:
         report = ingest(store, run, input_path, limits, default_model)
         for line, custom_id, reason in report.refused:
             say(f"{input_path}:{line}: request {custom_id!r} failed, not sent: {reason}")
-        reopened = store.reopen(run, every=settings.retry_failed)
+        reopened = store.requests.reopen(run, every=settings.retry_failed)
         if reopened:
             which = "failed" if settings.retry_failed else "whose last failure time may cure (--retry-failed: all)"
             say(f"retrying {reopened:,} requests {which}")
         if settings.reuse:
-            reused = store.reuse_answers(run)
+            reused = store.results.reuse_answers(run)
             if reused.requests:
                 say(f"reused {reused.requests:,} answers, saved {fmt_usd(reused.saved)} (--fresh sends them)")
-        for model in store.pending_models(run):  # every model with work must have limits at the tier, before sending
+        for model in store.requests.pending_models(
+            run
+        ):  # every model with work must have limits at the tier, before sending
             limits.model(model).limits_for(settings.tier)
         decision = choose_mode(store, run, limits, settings, mode, timing.wall())
-        store.set_settings(run, settings.tier, decision.mode)
+        store.runs.set_settings(run, settings.tier, decision.mode)
         if mode == "auto":
-            store.set_plan(run, {**decision.as_json(), "tier": settings.tier, "deadline": settings.deadline})
+            store.history.set_plan(run, {**decision.as_json(), "tier": settings.tier, "deadline": settings.deadline})
             say(f"auto: {decision.reason}")
         spool = spool_dir(store, run)
-        boundary = store.nth_pending_id(run, decision.batch_requests) if decision.mode == "split" else None
+        boundary = store.requests.nth_pending_id(run, decision.batch_requests) if decision.mode == "split" else None
         shared, problem = open_gate(settings, credentials)
         batches = BatchExecutor(store, run, owner, limits, settings, batch or BatchSettings(), credentials, spool,
                                 timing.wall, timing.sleep, lane=Lane(upto=boundary), shared=shared)  # fmt: skip
@@ -166,13 +168,13 @@ def run_job(
         notices = ([problem] if problem else []) + notices
     except BaseException:
         with contextlib.suppress(DiskFull):  # the run is left owned by this process, which is gone: taken over
-            store.release(run, owner, "error")
+            store.runs.release(run, owner, "error")
         raise
     try:
-        store.release(run, owner, None if stopped is None else type(stopped).__name__)
+        store.runs.release(run, owner, None if stopped is None else type(stopped).__name__)
     except DiskFull as exc:  # as above; the next run takes it over
         stopped = stopped if isinstance(stopped, DiskFull) else exc
-    counts = store.counts(run)
+    counts = store.requests.counts(run)
     if isinstance(stopped, DeadlineReached | BudgetReached) and not (
         counts["pending"] + counts["in_flight"] + counts["batched"]
     ):
@@ -191,10 +193,10 @@ def _run_sync(
     timing: Timing,
 ) -> tuple[RunnerError | None, list[str]]:
     """A sync pass: first collect what batches of the run have finished, then send the rest."""
-    if store.batch_rows(run, RUNNING):
+    if store.batches.batch_rows(run, RUNNING):
         timing.run(_collect_batches, batches)
     stopped = timing.run(_execute, (executor,), progress, shared, signals)
-    still = store.counts(run)["batched"]
+    still = store.requests.counts(run)["batched"]
     if stopped is None and still:
         stopped = StoppedEarly(
             f"{still:,} requests are in batches still running: re-run with --mode batch "
@@ -295,7 +297,7 @@ async def _collect_batches(executor: BatchExecutor) -> None:
 
 
 def run_name(store: Store, name: str | None) -> str:
-    names = store.runs()
+    names = store.runs.names()
     if name:
         if name not in names:
             raise ConfigError(f"no run named {name!r} in {store.path} (runs: {', '.join(names) or 'none'})")
@@ -310,29 +312,29 @@ def run_name(store: Store, name: str | None) -> str:
 def status_report(store: Store, name: str | None, limits: Limits | None = None) -> Status:
     """Where a run stands: requests by state, spend, owner, batches and the wave plan, first failures."""
     run = run_name(store, name)
-    info = store.run(run) or {}
-    counts = store.counts(run)
+    info = store.runs.get(run) or {}
+    counts = store.requests.counts(run)
     batches: dict[str, int] = {}
-    for row in store.batch_rows(run):
+    for row in store.batches.batch_rows(run):
         key = row.status or row.state.value
         batches[key] = batches.get(key, 0) + 1
     waves = batches_report(store, run, limits, info.get("tier")).plan if limits and batches else ()
-    owner_state = store.owner_of(run)[1]
+    owner_state = store.runs.owner_of(run)[1]
     return Status(
         run=run,
         input=info.get("input_path"),
         total=sum(counts.values()),
         states=counts,
-        spent=usd(store.total_cost(run)),
+        spent=usd(store.results.total_cost(run)),
         working=owner_state == "alive",
         owner=Owner(info["owner"], owner_state) if info.get("owner") else None,
         last_stop=info.get("stop_reason"),
         tier=info.get("tier"),
         mode=info.get("mode"),
-        plan=store.plan_of(run),
+        plan=store.history.plan_of(run),
         batches=batches,
         wave_plan=waves,
-        first_failures=tuple(Failure(c, r) for c, r in store.failures(run)),
+        first_failures=tuple(Failure(c, r) for c, r in store.results.failures(run)),
     )
 
 
@@ -352,10 +354,10 @@ def batches_report(store: Store, name: str | None, limits: Limits, tier: str | N
             r.note,
             round(now - r.created_at),
         )
-        for r in store.batch_rows(run)
+        for r in store.batches.batch_rows(run)
     )
     plan = []
-    for model, requests, tokens in store.pending_by_model(run):
+    for model, requests, tokens in store.requests.pending_by_model(run):
         limit = limits.model(model).limits_for(tier).batch_queue_tokens if tier else None
         plan.append(Wave(model, requests, tokens, limit, None if not limit else max(1, -(-tokens // limit))))
     return Batches(run, rows, tuple(plan))
@@ -366,7 +368,7 @@ def manage_batches(
 ) -> int:
     """``cancel`` the run's running batches or ``reconcile`` (collect finished ones); returns batches touched."""
     run = run_name(store, name)
-    owner = store.acquire(run, None)
+    owner = store.runs.acquire(run, None)
     try:
         executor = BatchExecutor(store, run, owner, limits, settings, BatchSettings(), credentials,
                                  spool_dir(store, run))  # fmt: skip
@@ -376,30 +378,30 @@ def manage_batches(
                 if action == "cancel":
                     return await executor.cancel_all()
                 await executor.poll_once()
-                return len(store.batch_rows(run, [BatchState.DONE]))
+                return len(store.batches.batch_rows(run, [BatchState.DONE]))
 
         return anyio.run(go, backend="asyncio")
     finally:
-        store.release(run, owner)
+        store.runs.release(run, owner)
 
 
 def cancel_requests(store: Store, name: str | None, custom_ids: Iterable[str] | None = None) -> Cancelled:
     """Withdraw the run's pending requests (all, or ``custom_ids``): they end cancelled and are never sent.
     Requests in flight or in running batches are not touched; the report says how many there are."""
     run = run_name(store, name)
-    owner = store.acquire(run, None)
+    owner = store.runs.acquire(run, None)
     try:
         wanted = list(custom_ids) if custom_ids is not None else None
-        cancelled = store.cancel(run, wanted)
+        cancelled = store.requests.cancel(run, wanted)
     finally:
-        store.release(run, owner)
-    counts = store.counts(run)
+        store.runs.release(run, owner)
+    counts = store.requests.counts(run)
     return Cancelled(cancelled, counts["batched"], counts["pending"])
 
 
 def spend_report(store: Store, name: str | None = None) -> Spend:
     """Money spent, by run, model and service tier."""
-    found = store.spend_by(name)
+    found = store.results.spend_by(name)
     rows = tuple(
         SpendRow(
             r["run"],
@@ -438,7 +440,7 @@ def write_private(path: str | Path, lines: Iterable[str]) -> int:
 def export_results(store: Store, name: str | None) -> Iterator[str]:
     """OpenAI batch-output JSONL lines, one per final request, the same whichever mode answered."""
     run = run_name(store, name)
-    for r in store.results(run):
+    for r in store.results.of(run):
         response = None
         if r["status_code"] is not None:
             body: Any = None
@@ -493,7 +495,7 @@ def plan_job(
         limits.tier(tier)
     run = ask.name or (Path(ask.input_path).stem if ask.input_path else None)
     if ask.input_path:
-        reused = None if store is None else functools.partial(store.answered, other_than=run)
+        reused = None if store is None else functools.partial(store.results.answered, other_than=run)
         workload = from_file(ask.input_path, limits, ask.model, reused)
     elif ask.name:
         if store is None:
@@ -512,10 +514,10 @@ def plan_job(
     turnarounds: list[float] = []
     models = [p.model for p in workload.pools]
     if store is not None:
-        if run is not None and run in store.runs():
+        if run is not None and run in store.runs.names():
             what = f"the pilot (run {run!r})" if pilot else f"run {run!r}"
-            workload = workload.calibrated(store.calibration(run), what)
-        turnarounds = store.turnarounds()
+            workload = workload.calibrated(store.history.calibration(run), what)
+        turnarounds = store.history.turnarounds()
         if not stated:
             found = detect(store, limits, models, tier)
             tier = found.tier
@@ -556,7 +558,7 @@ def plan_with(
             outcome = run_job(store, ask.input_path, limits, settings, Credentials.from_env(base_url, api_key),
                               name=ask.name, default_model=ask.model, lane=Lane(most=pilot), say=say)  # fmt: skip
             say(f"pilot: {outcome.counts['succeeded']:,} answered in run {outcome.name} "
-                f"(spent {fmt_usd(store.total_cost(outcome.name))}; `runner run` sends the rest)")  # fmt: skip
+                f"(spent {fmt_usd(store.results.total_cost(outcome.name))}; `runner run` sends the rest)")  # fmt: skip
             if outcome.stopped is not None:
                 raise outcome.stopped
         elif db.is_file():
@@ -567,7 +569,7 @@ def plan_with(
             stated = admin_limits(url, project)
             if store is not None and not store.readonly:
                 for model_name, row in stated.items():
-                    store.state_limits(model_name, "admin", row.rpm, row.tpm, row.rpd, row.batch_queue_tokens)
+                    store.history.state_limits(model_name, "admin", row.rpm, row.tpm, row.rpd, row.batch_queue_tokens)
         return plan_job(store, limits, ask, tier=tier, deadline=deadline, headroom=headroom, stated=stated,
                         pilot=pilot is not None)  # fmt: skip
     finally:

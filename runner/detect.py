@@ -48,7 +48,7 @@ def detect(store: Store, limits: Limits, models: list[str], claimed: str | None 
     """The tier the limits stated for ``models`` point to (the first model with a statement decides), and a line
     saying so; a warning when it is not ``claimed`` (the --tier given)."""
     for model in models:
-        for stated in store.stated_limits(model):
+        for stated in store.history.stated_limits(model):
             tier = tier_matching(limits, stated)
             age = _age(time.time() - stated.seen_at)
             what = f"{model}: {_count(stated.rpm)} RPM, {_count(stated.tpm)} TPM ({stated.source}, {age} ago)"

@@ -52,9 +52,9 @@ def ingest(
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such input file")
-    info = store.run(run) or {}
+    info = store.runs.get(run) or {}
     report = IngestReport()
-    watermark = store.last_request_id()
+    watermark = store.requests.last_request_id()
     with path.open("rb") as f, store.transaction():
         digest, line_no = _resume_point(f, info)
         children = children_for(path.stat().st_size - f.tell(), parallel_from)
@@ -64,7 +64,7 @@ def ingest(
             report.refused.extend(refused)
             refusals = {custom_id: refusal for _, custom_id, refusal in refused}
             report.added += _store(store, run, str(path), [row for row, _ in rows], watermark, refusals)
-        store.set_ingested(run, f.tell(), digest.hexdigest(), report.lines + line_no)
+        store.runs.set_ingested(run, f.tell(), digest.hexdigest(), report.lines + line_no)
     if report.added >= CHECKPOINT_AFTER:
         store.checkpoint()
     return report
@@ -120,7 +120,7 @@ def _chunks(f: Any, digest: Any, before: int, report: IngestReport) -> Iterator[
 def _store(store: Store, run: str, path: str, rows: list[RowValues], watermark: int, refusals: dict[str, str]) -> int:
     if not rows:
         return 0
-    inserted, conflicts = store.add_requests(run, rows)
+    inserted, conflicts = store.requests.add_requests(run, rows)
     for row, stored_id, stored_line, stored_hash in conflicts:
         if stored_id > watermark:
             raise InputError(path, row.line, f"duplicate custom_id {row.custom_id!r} (also on line {stored_line})")
@@ -132,6 +132,6 @@ def _store(store: Store, run: str, path: str, rows: list[RowValues], watermark: 
                 "give the new request its own custom_id",
             )
     for custom_id, reason in refusals.items():
-        if (store.request_id(run, custom_id) or 0) > watermark:
-            store.refuse(run, custom_id, "request_too_large", reason)
+        if (store.requests.request_id(run, custom_id) or 0) > watermark:
+            store.requests.refuse(run, custom_id, "request_too_large", reason)
     return inserted

@@ -72,9 +72,9 @@ class Stops:
 
     def still_owned(self, store: Store, run: str, owner: str, lease_seconds: float) -> bool:
         """Renew this process's lease on the run; if another process took it over, stop at once and say who."""
-        if store.heartbeat(run, owner, lease_seconds):
+        if store.runs.heartbeat(run, owner, lease_seconds):
             return True
-        other, _ = store.owner_of(run)
+        other, _ = store.runs.owner_of(run)
         self.set(TakenOver(f"another process ({other}) took this run over: this one stopped"))
         self.cancel()
         return False

@@ -129,7 +129,7 @@ def from_file(
 def from_store(store: Store, run: str, limits: Limits) -> Workload:
     """What run ``run`` still has pending."""
     builder = _Builder(limits)
-    for path, model, body, prompt, output, n in store.pending_requests(run):
+    for path, model, body, prompt, output, n in store.requests.pending_requests(run):
         builder.add(path, model, json.loads(body), prompt, output * n)
     return _nonempty(builder.workload(), f"run {run!r}")
 
@@ -138,9 +138,9 @@ def pending(store: Store, run: str, limits: Limits) -> Workload:
     """What run ``run`` still has pending, from the stored token counts alone (fast; no prompt cache estimate):
     enough to choose a mode, not to price cached input."""
     pools = []
-    for name in store.pending_models(run):
+    for name in store.requests.pending_models(run):
         model = limits.model(name)
-        for long, n, prompt, allowance, largest in store.pending_totals(run, name, model.long_context_above):
+        for long, n, prompt, allowance, largest in store.requests.pending_totals(run, name, model.long_context_above):
             pools.append(Pool(name, long, n, prompt, 0, allowance, allowance, largest))
     return Workload(tuple(sorted(pools, key=lambda p: (p.model, p.long_context))))
 

@@ -106,7 +106,7 @@ def test_packing_respects_every_limit_and_splits_models_and_endpoints(
         for i in range(2)
     ]
     path = write_jsonl(tmp_path / "job.jsonl", items)
-    store.acquire("job", str(path))
+    store.runs.acquire("job", str(path))
     ingest(store, "job", path, limits)
     packed = pack(store, "job", tmp_path / "spool", lambda m: None, max_requests=3)
     assert sorted((p.model, p.requests) for p in packed) == sorted(
@@ -118,30 +118,30 @@ def test_packing_respects_every_limit_and_splits_models_and_endpoints(
             ("text-embedding-3-small", 2),
         ]
     )
-    rows = store.batch_rows("job")
+    rows = store.batches.batch_rows("job")
     assert sorted(r.chunk for r in rows) == [1, 2, 3, 4, 5]  # files are recorded while the next is written
     for row in rows:
         lines = [json.loads(x) for x in Path(row.spool_path).read_text().splitlines()]
         assert {x["body"]["model"] for x in lines} == {row.model} and {x["url"] for x in lines} == {row.endpoint}
         assert all(x["method"] == "POST" for x in lines)
-        assert [m[1] for m in store.batch_members(row)] == [x["custom_id"] for x in lines]  # its own requests
-    assert store.counts("job")["batched"] == 12
+        assert [m[1] for m in store.batches.batch_members(row)] == [x["custom_id"] for x in lines]  # its own requests
+    assert store.requests.counts("job")["batched"] == 12
 
 
 def test_packing_stops_at_the_byte_limit_and_the_queue_budget(tmp_path: Path, store: Store, limits: Limits) -> None:
     path = job(tmp_path, 10, max_tokens=100)
-    store.acquire("job", str(path))
+    store.runs.acquire("job", str(path))
     ingest(store, "job", path, limits)
     one_line = len(Path(path).read_text().splitlines()[0]) + 40
     by_bytes = pack(store, "job", tmp_path / "spool", lambda m: None, max_bytes=2 * one_line)
     assert all(p.bytes < 2 * one_line for p in by_bytes) and all(p.requests <= 2 for p in by_bytes)
     path2 = job(tmp_path, 10, name="job2.jsonl", max_tokens=100)
-    store.acquire("job2", str(path2))
+    store.runs.acquire("job2", str(path2))
     ingest(store, "job2", path2, limits)
     per_request = store.conn.execute("SELECT prompt_tokens + output_tokens FROM requests LIMIT 1").fetchone()[0]
     packed = pack(store, "job2", tmp_path / "spool", lambda m: 4 * per_request)
     assert [p.requests for p in packed] == [4]  # the rest waits for the queue to drain
-    assert store.counts("job2")["pending"] == 6
+    assert store.requests.counts("job2")["pending"] == 6
 
 
 # -- the simulator's Batch API -----------------------------------------------------------------------------------
@@ -290,8 +290,8 @@ def test_batch_round_trip_gives_the_sync_answers_at_half_the_price(
         assert a["choices"][0]["message"]["content"] == b["choices"][0]["message"]["content"]
         assert a["usage"] == b["usage"]
         assert set(by_sync[cid]) == set(by_batch[cid]) == {"id", "custom_id", "response", "error"}
-    assert sync_store.total_cost("job") == 2 * batch_store.total_cost("job")
-    assert {r["service_tier"] for r in batch_store.spend_by()} == {"batch"}
+    assert sync_store.results.total_cost("job") == 2 * batch_store.results.total_cost("job")
+    assert {r["service_tier"] for r in batch_store.results.spend_by()} == {"batch"}
 
 
 def test_big_job_goes_in_waves_under_the_queue_limit(
@@ -340,11 +340,11 @@ def test_max_spend_is_never_passed_whatever_the_batch_sizes_and_resubmits(
     store = Store(tmp_path / "cap.db")
     batch = dataclasses.replace(REAL, max_resubmits=20)
     first = run_batch(store, path, limits, sim, batch, max_spend=cap, batch_queue_tokens=queue)
-    assert store.total_cost("job") == sim.call(lambda: sim.sim.stats.spend) <= cap, (queue, cap)
+    assert store.results.total_cost("job") == sim.call(lambda: sim.sim.stats.spend) <= cap, (queue, cap)
     assert first.exit_code == 3 and "--max-spend" in str(first.stopped)
     again = run_batch(store, path, limits, sim, batch, max_spend=100 * cap, batch_queue_tokens=queue)
     assert again.exit_code == 0 and again.counts["succeeded"] == 40
-    assert store.total_cost("job") == sim.call(lambda: sim.sim.stats.spend)
+    assert store.results.total_cost("job") == sim.call(lambda: sim.sim.stats.spend)
     results(store)
 
 
@@ -417,7 +417,7 @@ def test_switching_modes_keeps_one_result_per_custom_id(
     second = run_batch(store, path, limits, sim)  # finished in batch
     assert second.exit_code == 0 and second.counts["succeeded"] == 40
     assert len(results(store)) == 40
-    assert {r["service_tier"] for r in store.spend_by()} == {"standard", "batch"}
+    assert {r["service_tier"] for r in store.results.spend_by()} == {"standard", "batch"}
 
 
 def test_sync_run_collects_finished_batches_and_names_running_ones(
@@ -547,7 +547,7 @@ def test_request_larger_than_the_queue_limit_fails_with_reason(
     )
     outcome = run_batch(store, path, limits, sim, REAL, batch_queue_tokens=100)
     assert outcome.exit_code == 1 and outcome.counts["succeeded"] == 2 and outcome.counts["failed"] == 1
-    ((custom_id, reason),) = store.failures("job")
+    ((custom_id, reason),) = store.results.failures("job")
     assert custom_id == "huge" and "line 2" in reason and "batch queue limit of 100" in reason
     assert all(len(b.lines) < 3 for b in server_batches(sim))
 
@@ -562,7 +562,7 @@ def test_embeddings_batches_hold_at_most_the_input_limit(tmp_path: Path, store: 
         for i in range(5)
     ]
     path = write_jsonl(tmp_path / "job.jsonl", items)
-    store.acquire("job", str(path))
+    store.runs.acquire("job", str(path))
     ingest(store, "job", path, limits)
     packed = pack(store, "job", tmp_path / "spool", lambda m: None, max_inputs=10)
     assert [p.requests for p in packed] == [2, 2, 1]  # 8, 8 and 4 inputs: never over 10

@@ -21,9 +21,9 @@ from .conftest import chat_line, write_jsonl
 
 def stored(store: Store, limits: Limits, run: str, n: int, folder: Path) -> None:
     path = write_jsonl(folder / f"{run}.jsonl", [chat_line(f"{run}-{i}", f"Question {i}?") for i in range(n)])
-    owner = store.acquire(run, str(path))
+    owner = store.runs.acquire(run, str(path))
     ingest(store, run, path, limits)
-    store.release(run, owner)
+    store.runs.release(run, owner)
 
 
 def test_a_command_works_on_the_only_run_or_the_one_named(tmp_path: Path, store: Store, limits: Limits) -> None:
@@ -50,7 +50,7 @@ def test_auto_mode_sends_sync_what_the_rate_limit_finishes_before_the_deadline(
     tight = choose_mode(store, "job", limits, RunSettings(rpm=60, deadline=now + 25 * 3_600), "auto", now)
     assert tight.mode in ("split", "batch") and tight.batch_requests > 0, tight  # 50 h at 60 RPM: batches help
     assert tight.batch_requests + tight.sync_requests == 3_000
-    store.cancel("job", None)
+    store.requests.cancel("job", None)
     assert choose_mode(store, "job", limits, RunSettings(), "auto", now).reason == "auto: nothing pending"
 
 
@@ -61,7 +61,7 @@ def test_cancelling_withdraws_the_named_pending_requests_and_counts_what_is_left
     cancelled = cancel_requests(store, None, ["job-1", "job-3", "not-there"])
     assert (cancelled.cancelled, cancelled.pending, cancelled.batched) == (2, 3, 0)
     assert cancel_requests(store, "job").cancelled == 3
-    assert store.counts("job")["cancelled"] == 5
+    assert store.requests.counts("job")["cancelled"] == 5
 
 
 def test_files_of_prompts_and_answers_are_written_for_their_owner_only(tmp_path: Path) -> None:

@@ -145,7 +145,7 @@ def test_a_full_disk_stops_the_run_resumably_with_nothing_recorded_half_way(tmp_
     assert ran.returncode == 3, ran.stderr
     assert "cannot write" in ran.stderr and "Traceback" not in ran.stderr, ran.stderr
     store = Store(db, readonly=True)
-    counts = store.counts("job")
+    counts = store.requests.counts("job")
     answered = counts["succeeded"]
     lost = sim.call(lambda: sim.sim.stats.answered) - answered  # answers that came as the disk filled up
     assert 0 < answered < 1500
@@ -154,7 +154,7 @@ def test_a_full_disk_stops_the_run_resumably_with_nothing_recorded_half_way(tmp_
     resumed = cli("run", str(path), *fast, env=env_for(db))
     assert resumed.returncode == 0, resumed.stderr
     store = Store(db, readonly=True)
-    assert store.counts("job")["succeeded"] == 1500 and rows(store) == (1500, 1500)
+    assert store.requests.counts("job")["succeeded"] == 1500 and rows(store) == (1500, 1500)
     store.close()
     # paid twice: only the answers that could not be recorded
     assert sim.call(lambda: sim.sim.stats.answered) - 1500 == lost

@@ -156,10 +156,10 @@ def test_extraction_repairs_once_and_a_rerun_sends_nothing_and_duplicates_nothin
     settings, creds = RunSettings(tier="tier-5"), Credentials(sim.base_url, "k")
     report = extract(store, job, limits, settings, creds, progress=False)
     assert report.valid + report.repaired + report.failed == 30 and report.repaired > 0
-    repairs = store.counts("tickets~repair")
+    repairs = store.requests.counts("tickets~repair")
     assert sum(repairs.values()) == report.repaired + report.failed  # one repair for each failed answer, no more
-    assert report.repair_spend == store.total_cost("tickets~repair") > 0
-    rows = list(store.extraction_rows("tickets"))
+    assert report.repair_spend == store.results.total_cost("tickets~repair") > 0
+    rows = list(store.extractions.extraction_rows("tickets"))
     assert len(rows) == 30 and {r["_status"] for r in rows} <= {"valid", "repaired", "failed"}
     schema = Schema(TICKET, many=False, name="t")
     for row in rows:
@@ -171,7 +171,10 @@ def test_extraction_repairs_once_and_a_rerun_sends_nothing_and_duplicates_nothin
     sent = sim.call(lambda: sim.sim.stats.requests)
     again = extract(store, job, limits, settings, creds, progress=False)
     assert (again.valid, again.repaired, again.failed) == (report.valid, report.repaired, report.failed)
-    assert sim.call(lambda: sim.sim.stats.requests) == sent and len(list(store.extraction_rows("tickets"))) == 30
+    assert (
+        sim.call(lambda: sim.sim.stats.requests) == sent
+        and len(list(store.extractions.extraction_rows("tickets"))) == 30
+    )
 
 
 def test_one_spending_cap_covers_the_extraction_and_its_repairs(
@@ -180,13 +183,15 @@ def test_one_spending_cap_covers_the_extraction_and_its_repairs(
     sim = start_sim(tier="tier-5", latency_scale=0, flawed_rate=0.5, seed=5)
     job = ticket_job(tmp_path / "notes", 20, "billing charged me twice.")
     first = extract(store, job, limits, RunSettings(tier="tier-5"), Credentials(sim.base_url, "k"), progress=False)
-    spent = store.total_cost("notes")  # what the first pass costs: a cap just above it leaves little for repairs
+    spent = store.results.total_cost(
+        "notes"
+    )  # what the first pass costs: a cap just above it leaves little for repairs
     assert first.repaired + first.failed > 0
     store2 = Store(tmp_path / "capped.db")
     cap = spent + spent // 10
     capped = extract(store2, job, limits, RunSettings(tier="tier-5", max_spend=cap), Credentials(sim.base_url, "k"),
                      progress=False)  # fmt: skip
-    assert store2.total_cost("notes") + store2.total_cost("notes~repair") <= cap
+    assert store2.results.total_cost("notes") + store2.results.total_cost("notes~repair") <= cap
     assert capped.exit_code == 3 and "--max-spend" in str(capped.stopped)
 
 
@@ -201,7 +206,7 @@ def test_many_rows_per_document_from_chunks_are_merged(
                      max_input_tokens=1000, max_output_tokens=800)  # fmt: skip
     report = extract(store, job, limits, RunSettings(tier="tier-5"), Credentials(sim.base_url, "k"), progress=False)
     assert report.failed == 0 and report.documents == 2
-    rows = list(store.extraction_rows("docs"))
+    rows = list(store.extractions.extraction_rows("docs"))
     big = [r for r in rows if r["_source_id"] == "big"]
     assert len(big) >= 3 and [r["_row"] for r in big] == list(range(len(big)))  # one per chunk, numbered
 

@@ -78,7 +78,7 @@ def test_configuration_mistakes_are_one_line_and_exit_2(
 def test_a_run_a_live_process_works_on_is_refused(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "job.jsonl", [chat_line("a")])
     store = Store(tmp_path / "f.db")
-    owner = store.acquire("job", str(path))  # this test's process: alive
+    owner = store.runs.acquire("job", str(path))  # this test's process: alive
     ran = runner_cli("run", str(path), "--base-url", "http://127.0.0.1:9", env=env(tmp_path, OPENAI_API_KEY="k"))
     assert ran.returncode == 2, ran.stderr
     assert f"run 'job' is being worked on by {owner} (alive); wait for it or stop it" in ran.stderr

@@ -81,12 +81,12 @@ def test_every_line_is_stored_sendable_or_refused_with_its_number(tmp_path: Path
     path.write_bytes(b"\n".join(_encode(item, how) for item, how in items) + b"\n")
     with tempfile.TemporaryDirectory(dir=tmp_path) as each:
         store = Store(Path(each) / "fuzz.db")
-        store.acquire("fuzz", str(path))
+        store.runs.acquire("fuzz", str(path))
         try:
             ingest(store, "fuzz", path, LIMITS)
         except InputError as exc:
             assert str(exc).startswith(f"{path}:") and 1 <= exc.line <= len(items)
-            assert store.counts("fuzz")["pending"] == 0, "nothing of a refused file is stored"
+            assert store.requests.counts("fuzz")["pending"] == 0, "nothing of a refused file is stored"
             return
         finally:
             store.close()

@@ -27,7 +27,7 @@ PACKAGE = ROOT / "runner"
 def test_every_move_is_allowed_from_its_sources_and_from_nowhere_else(tmp_path: Path, limits: Limits) -> None:
     store = Store(tmp_path / "walk.db")
     path = write_jsonl(tmp_path / "job.jsonl", [chat_line(f"r{i}") for i in range(len(State))])
-    store.acquire("job", str(path))
+    store.runs.acquire("job", str(path))
     ingest(store, "job", path, limits)
     ids = {state: i + 1 for i, state in enumerate(State)}
     for move, transition in TRANSITIONS.items():
@@ -50,15 +50,15 @@ def test_every_move_is_allowed_from_its_sources_and_from_nowhere_else(tmp_path: 
 
 def test_cancel_withdraws_pending_requests_for_good(tmp_path: Path, store: Store, limits: Limits) -> None:
     path = write_jsonl(tmp_path / "job.jsonl", [chat_line(f"r{i}") for i in range(4)])
-    owner = store.acquire("job", str(path))
+    owner = store.runs.acquire("job", str(path))
     ingest(store, "job", path, limits)
-    store.claim("job", owner, 1)  # r0 in flight: not cancelled
-    store.release("job", owner)
+    store.requests.claim("job", owner, 1)  # r0 in flight: not cancelled
+    store.runs.release("job", owner)
     assert cancel_requests(store, "job", ["r1", "nope"]).cancelled == 1
     assert cancel_requests(store, "job").cancelled == 3
-    assert store.counts("job")["cancelled"] == 4
-    owner = store.acquire("job", str(path))
-    assert store.claim("job", owner, 10) == []  # never sent
+    assert store.requests.counts("job")["cancelled"] == 4
+    owner = store.runs.acquire("job", str(path))
+    assert store.requests.claim("job", owner, 10) == []  # never sent
     with pytest.raises(StateConflict):
         store._move_one(Move.CLAIM, 1, "a cancelled request")
 

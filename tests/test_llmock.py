@@ -165,6 +165,6 @@ def test_batch_round_trip_through_llmock(
     lines = [json.loads(x) for x in export_results(store, "job")]
     assert sorted(x["custom_id"] for x in lines) == [f"b{i}" for i in range(8)]
     assert all(x["response"]["status_code"] == 200 for x in lines)
-    assert {r["service_tier"] for r in store.spend_by()} == {"batch"}
+    assert {r["service_tier"] for r in store.results.spend_by()} == {"batch"}
     batches = get(root + "/v1/batches")["data"]
     assert len(batches) == 1 and batches[0]["metadata"]["runner_chunk"] == "1"

@@ -31,7 +31,7 @@ def test_a_pilot_calibrates_the_plan_and_its_headers_name_the_tier(tmp_path: Pat
     report = json.loads(piloted.stdout)
     assert "5 answers of the pilot (run 'job')" in report["basis"]
     # the simulator's answers use part of the 100-token allowance: the plan expects what they used, not 100 each
-    used = Store(db).calibration("job")
+    used = Store(db).history.calibration("job")
     assert report["pools"][0]["output_tokens"] == round(30 * 100 * used.output_tokens / used.allowance) < 3000
     # x-ratelimit-limit-* of the pilot's answers are tier-2's row for gpt-4.1-mini
     assert report["current_tier"] == "tier-2"

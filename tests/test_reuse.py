@@ -42,7 +42,7 @@ def test_a_job_run_again_is_answered_from_the_store_at_no_cost(
     questions = [f"What is {i} + {i}?" for i in range(12)]
     first = run_job(store, str(_job(tmp_path, "first", questions)), limits, TIER5, credentials)
     assert first.exit_code == 0 and _sent(sim) == 12
-    paid = store.total_cost("first")
+    paid = store.results.total_cost("first")
 
     said = io.StringIO()
     questions[3] = "What is three plus three?"  # one instruction changed: only it is sent
@@ -53,14 +53,14 @@ def test_a_job_run_again_is_answered_from_the_store_at_no_cost(
         "SELECT sum(cost) FROM spend s JOIN requests r ON r.id = s.request_id WHERE r.run='first' AND r.custom_id<>'q3'"
     ).fetchone()[0]
     assert f"reused 11 answers, saved {fmt_usd(originals)}" in said.getvalue()
-    assert 0 < store.total_cost("again") < paid / 5
+    assert 0 < store.results.total_cost("again") < paid / 5
     assert _bodies(store, "again")["q0"] == _bodies(store, "first")["q0"]  # the very answer, its id included
 
     fresh = run_job(
         store, str(_job(tmp_path, "fresh", questions)), limits, RunSettings(tier="tier-5", reuse=False), credentials
     )
     assert fresh.exit_code == 0 and _sent(sim) == 25
-    assert fresh.counts["succeeded"] == 12 and store.total_cost("fresh") > 0
+    assert fresh.counts["succeeded"] == 12 and store.results.total_cost("fresh") > 0
 
 
 def test_a_reused_answer_points_at_the_request_that_paid_for_it(
@@ -75,7 +75,7 @@ def test_a_reused_answer_points_at_the_request_that_paid_for_it(
         "SELECT r.run, o.run, o.custom_id FROM results r LEFT JOIN requests o ON o.id = r.reused_from ORDER BY r.run"
     ).fetchall()
     assert rows == [("one", None, None), ("three", "one", "q0"), ("two", "one", "q0")]  # "three" reused "two"'s
-    assert store.total_cost("two") == store.total_cost("three") == 0
+    assert store.results.total_cost("two") == store.results.total_cost("three") == 0
 
 
 def test_a_failed_answer_is_never_reused(tmp_path: Path, store: Store, limits: Limits, start_sim: Any) -> None:

@@ -66,7 +66,7 @@ def test_auto_mode_splits_between_sync_and_batch_and_status_shows_the_plan(tmp_p
     one_result_each(store, "job", 150)
     tiers = dict(store.conn.execute("SELECT service_tier, count(*) FROM spend GROUP BY service_tier").fetchall())
     assert tiers == {"batch": in_batch, "standard": in_sync}  # the batch part billed at batch prices
-    assert store.total_cost("job") == sim.call(lambda: sim.sim.stats.spend)
+    assert store.results.total_cost("job") == sim.call(lambda: sim.sim.stats.spend)
 
 
 def signal_mid_run(tmp_path: Path, sim: Any, sig: int, n: int = 60) -> tuple[Path, Path, dict[str, str], int, str]:
@@ -104,7 +104,7 @@ def test_kill_9_mid_run_then_resume_gives_exactly_one_result_each(tmp_path: Path
     assert resumed.returncode == 0, resumed.stderr
     store = Store(db)
     one_result_each(store, "job", 60)
-    assert store.counts("job")["succeeded"] == 60
+    assert store.requests.counts("job")["succeeded"] == 60
 
 
 @pytest.mark.slow

@@ -96,7 +96,7 @@ def test_steady_accepts_every_request_the_sync_runner_sends(
     )
     path = write_jsonl(tmp_path / "job.jsonl", items)
     outcome = run_job(store, str(path), limits, RunSettings(seed=1), Credentials(steady, "sk-steady"))
-    failures = store.failures("job", 10)
+    failures = store.results.failures("job", 10)
     assert not failures, failures  # a request steady finds invalid comes back 400 and fails
     assert outcome.exit_code == 0 and outcome.counts["succeeded"] == 6
 
@@ -130,5 +130,5 @@ def test_a_request_the_spec_forbids_fails_with_the_reason(
     path = write_jsonl(tmp_path / "job.jsonl", [chat_line("good"), bad])
     outcome = run_job(store, str(path), limits, RunSettings(seed=1), Credentials(steady, "sk-steady"))
     assert outcome.exit_code == 1 and outcome.counts["succeeded"] == 1
-    ((custom_id, reason),) = store.failures("job")
+    ((custom_id, reason),) = store.results.failures("job")
     assert custom_id == "bad" and reason.startswith("400")

@@ -173,7 +173,7 @@ def test_a_request_larger_than_the_token_limit_fails_at_once_naming_its_line(tmp
     path = write_jsonl(tmp_path / "job.jsonl", [chat_line("small", max_tokens=20), chat_line("huge", max_tokens=5_000)])
     outcome, _ = virtual.run(store, path, settings(tpm=1_000))
     assert outcome.exit_code == 1 and outcome.counts["failed"] == 1 and outcome.counts["succeeded"] == 1
-    (reason,) = [r for c, r in store.failures("job") if c == "huge"]
+    (reason,) = [r for c, r in store.results.failures("job") if c == "huge"]
     assert "line 2" in reason and "1,000 tokens per minute" in reason
     assert virtual.stats()["requests"] == 1  # never sent
 
@@ -246,7 +246,7 @@ def test_max_spend_is_a_hard_cap_and_a_higher_one_resumes(tmp_path: Path, limits
     outcome, _ = virtual.run(store, path, settings(tier="tier-5", max_spend=cap, concurrency=8))
     assert outcome.exit_code == 3 and 0 < outcome.counts["succeeded"] < 60
     assert "--max-spend" in str(outcome.stopped)
-    assert store.total_cost("job") <= cap and virtual.api.sim.stats.spend <= cap  # the bill too
+    assert store.results.total_cost("job") <= cap and virtual.api.sim.stats.spend <= cap  # the bill too
     again, _ = virtual.run(store, path, settings(tier="tier-5", max_spend=10 * cap))
     assert again.exit_code == 0 and again.counts["succeeded"] == 60
 
@@ -267,11 +267,11 @@ def test_max_spend_is_never_passed_whatever_the_concurrency_and_retries(
     store = virtual.store(tmp_path, "cap.db")
     first, _ = virtual.run(store, path, settings(tier="tier-5", max_spend=cap, concurrency=concurrency,
                                                  request_timeout=2))  # fmt: skip
-    assert store.total_cost("job") == virtual.api.sim.stats.spend <= cap, (concurrency, cap)
+    assert store.results.total_cost("job") == virtual.api.sim.stats.spend <= cap, (concurrency, cap)
     assert first.exit_code == 3 and "--max-spend" in str(first.stopped)
     again, _ = virtual.run(store, path, settings(tier="tier-5", max_spend=100 * cap, request_timeout=2))
     assert again.exit_code == 0 and again.counts["succeeded"] == 40
-    assert store.total_cost("job") == virtual.api.sim.stats.spend
+    assert store.results.total_cost("job") == virtual.api.sim.stats.spend
     assert virtual.stats()["answered"] == 40  # none paid twice
 
 
@@ -281,7 +281,7 @@ def test_an_interrupt_lets_what_is_in_flight_finish_and_hands_the_rest_back(tmp_
     virtual = Virtual(limits, rpm=600, tpm=1_000_000, first_token_seconds=2.0, tokens_per_second=0)
     store = virtual.store(tmp_path)
     path = job(tmp_path, 200)
-    owner = store.acquire("job", str(path))
+    owner = store.runs.acquire("job", str(path))
     ingest(store, "job", str(path), limits, None)
     executor = SyncExecutor(store, "job", owner, limits, settings(rpm=600, tpm=1_000_000), NOWHERE, None,
                             virtual.clock, virtual.clock, virtual.clock.sleep, transport=virtual.api)  # fmt: skip
@@ -297,9 +297,9 @@ def test_an_interrupt_lets_what_is_in_flight_finish_and_hands_the_rest_back(tmp_
             return await executor.execute()
 
     stopped = virtual.clock.timing(virtual_loop=True).run(main)
-    store.release("job", owner, "Interrupted")
+    store.runs.release("job", owner, "Interrupted")
     assert isinstance(stopped, Interrupted) and "re-run the same command to resume" in str(stopped)
-    counts = store.counts("job")
+    counts = store.requests.counts("job")
     assert counts["in_flight"] == 0 and executor.in_flight.count == 0
     assert 40 <= counts["succeeded"] <= 60 and counts["pending"] == 200 - counts["succeeded"]
     assert virtual.stats()["answered"] == counts["succeeded"]  # every answer that came was recorded
@@ -344,13 +344,13 @@ def test_the_in_flight_bound_follows_what_answers_deliver_once_measured() -> Non
 
 def test_the_days_count_adds_stored_unsaved_and_other_databases(tmp_path: Path) -> None:
     store = Store(tmp_path / "a.db")
-    store.count_daily("gpt-4.1-mini", "2026-12-05", 5, 500)
+    store.results.count_daily("gpt-4.1-mini", "2026-12-05", 5, 500)
     daily = DailyCount(store, shared=None)
     daily.sent("gpt-4.1-mini", "2026-12-05", 100, tell=True)
     assert daily.used("gpt-4.1-mini", "2026-12-05") == (6, 0)
     assert daily.used("gpt-4.1-mini", "2026-12-06") == (0, 0)
     daily.flush()
-    assert store.daily("gpt-4.1-mini", "2026-12-05") == (6, 600)
+    assert store.results.daily("gpt-4.1-mini", "2026-12-05") == (6, 600)
     assert daily.used("gpt-4.1-mini", "2026-12-05") == (6, 0)  # read again, not counted twice
     assert utc_day(1_800_000_000.0) == "2027-01-15"
 

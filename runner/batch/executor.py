@@ -145,16 +145,16 @@ class BatchExecutor:
                 if not packed and self._over_budget(budget):
                     return BudgetReached(f"--max-spend: {fmt_usd(budget.left or 0)} is left of the cap, less than "
                                          "the next request could cost; raise it and re-run to continue")  # fmt: skip
-            for row in self.store.batch_rows(self.run, [BatchState.PACKED]):
+            for row in self.store.batches.batch_rows(self.run, [BatchState.PACKED]):
                 await self.upload(row)
-            for row in self.store.batch_rows(self.run, [BatchState.UPLOADED]):
+            for row in self.store.batches.batch_rows(self.run, [BatchState.UPLOADED]):
                 await self.create(row)
-            for row in self.store.batch_rows(self.run, [BatchState.SUBMITTED]):
+            for row in self.store.batches.batch_rows(self.run, [BatchState.SUBMITTED]):
                 if row.next_poll_at <= self.clock():
                     await self.poll(row)
-            open_rows = self.store.batch_rows(self.run, OPEN)
+            open_rows = self.store.batches.batch_rows(self.run, OPEN)
             self.queue.tell(row.model for row in open_rows)
-            pending = self.store.pending_count(self.run, self.lane.upto)
+            pending = self.store.requests.pending_count(self.run, self.lane.upto)
             if not open_rows and not pending:
                 return None
             with anyio.CancelScope() as self._nap:
@@ -175,9 +175,9 @@ class BatchExecutor:
     def _over_budget(self, budget: Budget) -> bool:
         """Nothing is in a batch and the first request due does not fit in what is left of the cap: waiting frees
         nothing."""
-        if budget.cap is None or self.store.batch_rows(self.run, OPEN):
+        if budget.cap is None or self.store.batches.batch_rows(self.run, OPEN):
             return False
-        first = self.store.first_due(self.run, self.clock(), self.lane.upto)
+        first = self.store.batches.first_due(self.run, self.clock(), self.lane.upto)
         if first is None:
             return False
         model, line = first
@@ -188,9 +188,9 @@ class BatchExecutor:
         """What may still be spent: the cap, less what is recorded and the worst case of what is in batches."""
         reserved = sum(
             worst_case(self.limits.model(model), prompt, output, 1, "batch")
-            for model, prompt, output in self.store.batched_tokens(self.run)
+            for model, prompt, output in self.store.batches.batched_tokens(self.run)
         )
-        return Budget(self.settings.max_spend, self.store.total_cost(self.run), reserved)
+        return Budget(self.settings.max_spend, self.store.results.total_cost(self.run), reserved)
 
     def _until_next(self, open_rows: list[BatchRow], pending: int) -> float:
         now = self.clock()
@@ -198,7 +198,7 @@ class BatchExecutor:
         if pending and self.blocked_until > now:
             wake.append(self.blocked_until)
         if pending and not open_rows and self.blocked_until <= now:
-            due = self.store.next_due(self.run, upto=self.lane.upto)
+            due = self.store.requests.next_due(self.run, upto=self.lane.upto)
             wake.append(due if due is not None else now)
         delay = min(wake, default=now + self.batch.poll_min) - now
         return min(max(delay, 0.01), self.batch.poll_max)
@@ -208,28 +208,30 @@ class BatchExecutor:
     async def upload(self, row: BatchRow) -> None:
         path = Path(row.spool_path)
         if not path.is_file():
-            lost = [(rid, False, "batch file lost before upload") for rid, _, _ in self.store.batch_members(row)]
-            self.store.collect_batch(row, [], lost, "not_submitted", "spool file missing", None)
+            lost = [
+                (rid, False, "batch file lost before upload") for rid, _, _ in self.store.batches.batch_members(row)
+            ]
+            self.store.batches.collect_batch(row, [], lost, "not_submitted", "spool file missing", None)
             return
-        row = self.store.move_batch(row, BatchState.UPLOADING)
+        row = self.store.batches.move_batch(row, BatchState.UPLOADING)
         try:
             file_id = await self.api.upload(path, file_name(self.store, row))
         except BatchAPIError as exc:  # refused for good: the server kept no file
-            self._give_back(self.store.move_batch(row, BatchState.PACKED), exc)
+            self._give_back(self.store.batches.move_batch(row, BatchState.PACKED), exc)
             raise
         crash_point("after_upload")
-        self.store.move_batch(row, BatchState.UPLOADED, input_file_id=file_id)
+        self.store.batches.move_batch(row, BatchState.UPLOADED, input_file_id=file_id)
 
     async def create(self, row: BatchRow) -> None:
-        row = self.store.move_batch(row, BatchState.CREATING)
+        row = self.store.batches.move_batch(row, BatchState.CREATING)
         assert row.input_file_id is not None
         try:
             created = await self.api.create(row.input_file_id, row.endpoint, batch_metadata(self.store, self.run, row))
         except BatchAPIError as exc:  # refused for good: no batch (its upload is deleted as an orphan next run)
-            self._give_back(self.store.move_batch(row, BatchState.UPLOADED), exc)
+            self._give_back(self.store.batches.move_batch(row, BatchState.UPLOADED), exc)
             raise
         crash_point("after_create")
-        self.store.move_batch(
+        self.store.batches.move_batch(
             row,
             BatchState.SUBMITTED,
             batch_id=created.id,
@@ -240,8 +242,8 @@ class BatchExecutor:
 
     def _give_back(self, row: BatchRow, refusal: BatchAPIError) -> None:
         """The server refused ``row`` for good: its requests go back to pending, uncharged, for any later run."""
-        back = [(rid, False, f"batch not submitted: {refusal}") for rid, _, _ in self.store.batch_members(row)]
-        self.store.collect_batch(row, [], back, "not_submitted", str(refusal), None)
+        back = [(rid, False, f"batch not submitted: {refusal}") for rid, _, _ in self.store.batches.batch_members(row)]
+        self.store.batches.collect_batch(row, [], back, "not_submitted", str(refusal), None)
 
     async def poll(self, row: BatchRow) -> None:
         crash_point("polling")
@@ -252,7 +254,7 @@ class BatchExecutor:
             return
         wait = min(self.batch.poll_max, self.batch.poll_min * 1.5**row.polls)
         counts = batch.request_counts.model_dump() if batch.request_counts else None
-        self.store.note_poll(row, batch.status, counts, self.clock() + wait)
+        self.store.batches.note_poll(row, batch.status, counts, self.clock() + wait)
         log.info("%s %s: %s; next look in %.0fs", row.batch_id, batch.status, counts or {}, wait)
 
     async def collect(self, row: BatchRow, batch: Batch) -> None:
@@ -263,7 +265,7 @@ class BatchExecutor:
                 await self.api.download(file_id, dest)
                 crash_point("downloading")
                 files.append(dest)
-        members = self.store.batch_members(row)
+        members = self.store.batches.batch_members(row)
         errors = list(batch.errors.data or []) if batch.errors else []
         codes = [str(e.code) for e in errors]
         if batch.status == "failed" and "token_limit_exceeded" in codes:
@@ -287,7 +289,7 @@ class BatchExecutor:
         crash_point("recording")
         counts = batch.request_counts.model_dump() if batch.request_counts else None
         took = batch.completed_at - batch.created_at if batch.completed_at and batch.created_at else None
-        self.store.collect_batch(row, settled.outcomes, settled.requeue, batch.status, note, counts, took)
+        self.store.batches.collect_batch(row, settled.outcomes, settled.requeue, batch.status, note, counts, took)
         for suffix in ("", ".out", ".err"):  # settled: requeued requests go into new files
             Path(row.spool_path + suffix).unlink(missing_ok=True)
         if batch.status in ("completed", "expired", "cancelled"):
@@ -320,12 +322,12 @@ class BatchExecutor:
     async def poll_once(self) -> None:
         """Collect whatever batches of the run have finished (used before a sync run and by ``runner batches``)."""
         await self.reconcile()
-        for row in self.store.batch_rows(self.run, [BatchState.SUBMITTED]):
+        for row in self.store.batches.batch_rows(self.run, [BatchState.SUBMITTED]):
             await self.poll(row)
 
     async def cancel_all(self) -> int:
         """Ask the server to cancel every submitted batch of the run; returns how many."""
-        rows = self.store.batch_rows(self.run, [BatchState.SUBMITTED])
+        rows = self.store.batches.batch_rows(self.run, [BatchState.SUBMITTED])
         for row in rows:
             assert row.batch_id is not None
             batch = await self.api.retrieve(row.batch_id)

@@ -80,9 +80,9 @@ def pack(
     spool.mkdir(mode=0o700, parents=True, exist_ok=True)  # the files hold prompts: private to their owner
     due = now()
     recorded: list[tuple[Future[int], str, _Written]] = []
-    chunk = store.next_chunk(run)
+    chunk = store.batches.next_chunk(run)
     with _Recorder(store) as recorder:
-        for model, path in store.pending_groups(run, due):
+        for model, path in store.batches.pending_groups(run, due):
             remaining = budget(model)
             allowed = endpoint_row(path).max_inputs
             inputs = min(x for x in (allowed, max_inputs) if x is not None) if allowed is not None else None
@@ -132,7 +132,7 @@ class _Recorder:
         try:
             if self.store is None:
                 self.store = Store(self.path, clock=self.clock)
-            return self.store.add_batch(*args)
+            return self.store.batches.add_batch(*args)
         except BaseException as exc:
             self.failed = exc
             raise
@@ -164,7 +164,7 @@ def _write(
     count = nbytes = tokens = inputs = 0
     first = last = 0
     with file.open("wb", buffering=1 << 20) as f:
-        for request in store.pending_lines(run, model, path, due, after, limits.upto):
+        for request in store.batches.pending_lines(run, model, path, due, after, limits.upto):
             est = admission_tokens(
                 request.prompt_tokens, request.output_tokens if limits.count_output else 0, request.n
             )

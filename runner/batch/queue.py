@@ -42,13 +42,17 @@ class BatchQueue:
     def room(self, model: str) -> int | None:
         """Tokens the next wave may put in ``model``'s queue; None: no limit."""
         limit = self.limit(model)
-        return None if limit is None else limit - self.store.queued_tokens(model, self.run) - self.by_others(model)
+        return (
+            None if limit is None else limit - self.store.batches.queued_tokens(model, self.run) - self.by_others(model)
+        )
 
     def by_others(self, model: str) -> int:
         """Tell the shared gate what this database has in ``model``'s queue; what other databases have."""
         if self.shared is None:
             return 0
-        return self.shared.tell(f"{model} batch queue tokens", self.store.store_id, self.store.queued_tokens(model))
+        return self.shared.tell(
+            f"{model} batch queue tokens", self.store.store_id, self.store.batches.queued_tokens(model)
+        )
 
     def tell(self, open_models: Iterable[str]) -> None:
         """Keep the other databases' figures current as batches come and go."""
@@ -59,7 +63,7 @@ class BatchQueue:
     def learn(self, row: BatchRow, messages: Iterable[str], count_output: bool, upto: int | None) -> None:
         """After token_limit_exceeded: if the batch was alone in the queue, the server's limit is lower than ours.
         Take the limit the error states ("Limit: N enqueued tokens") as a hint, else halve the batch."""
-        if self.store.queued_tokens(row.model, self.run) - row.est_tokens > 0:
+        if self.store.batches.queued_tokens(row.model, self.run) - row.est_tokens > 0:
             return
         learned = queue_limit_hint(messages) or row.est_tokens // 2
         if learned < (self.limit(row.model) or learned + 1):
@@ -71,12 +75,14 @@ class BatchQueue:
 
     def fail_unqueueable(self, count_output: bool, upto: int | None) -> None:
         """A request whose estimate alone exceeds the queue limit could never be enqueued: fail it."""
-        for model in self.store.pending_models(self.run):
+        for model in self.store.requests.pending_models(self.run):
             limit = self.limit(model)
             if limit is None:
                 continue
-            for custom_id, line, est in self.store.pending_larger_than(self.run, model, limit, count_output, upto):
-                self.store.refuse(
+            for custom_id, line, est in self.store.requests.pending_larger_than(
+                self.run, model, limit, count_output, upto
+            ):
+                self.store.requests.refuse(
                     self.run,
                     custom_id,
                     "request_too_large",
@@ -87,9 +93,9 @@ class BatchQueue:
 
 def batch_snapshot(store: Store, run: str, queue_full: bool, notices: list[str]) -> Snapshot:
     """The progress line's figures for a batch run: states of the requests, and of the batches not yet final."""
-    counts = store.counts(run)
+    counts = store.requests.counts(run)
     states: dict[str, int] = {}
-    for row in store.batch_rows(run, OPEN):
+    for row in store.batches.batch_rows(run, OPEN):
         key = row.status or row.state.value
         states[key] = states.get(key, 0) + 1
     detail = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "no batch running"
@@ -104,7 +110,7 @@ def batch_snapshot(store: Store, run: str, queue_full: bool, notices: list[str])
         tokens_per_min=0.0,
         rpm_limit=None,
         tpm_limit=None,
-        spend=store.total_cost(run),
+        spend=store.results.total_cost(run),
         eta_seconds=None,
         paused_for=0.0,
         notices=tuple(notices),

@@ -51,22 +51,24 @@ async def reconcile(store: Store, run: str, api: BatchAPI) -> list[str]:
             notices.append(f"the server cannot list files ({exc}); orphaned uploads are not cleaned up")
             return fallback
 
-    store.poll_now(run)
-    for row in store.batch_rows(run, [BatchState.UPLOADING]):
+    store.batches.poll_now(run)
+    for row in store.batches.batch_rows(run, [BatchState.UPLOADING]):
         found = await listing(api.find_file(file_name(store, row), row.bytes), None)
         if found:
-            store.move_batch(row, BatchState.UPLOADED, input_file_id=found)
+            store.batches.move_batch(row, BatchState.UPLOADED, input_file_id=found)
         else:
-            store.move_batch(row, BatchState.PACKED)
-    for row in store.batch_rows(run, [BatchState.CREATING]):
+            store.batches.move_batch(row, BatchState.PACKED)
+    for row in store.batches.batch_rows(run, [BatchState.CREATING]):
         match = {k: v for k, v in batch_metadata(store, run, row).items() if k != "runner_sha256"}
         batch = await api.find_batch(match, newer_than=math.floor(row.created_at) - 3600)
         if batch is not None:
-            store.move_batch(row, BatchState.SUBMITTED, batch_id=batch.id, status=batch.status, next_poll_at=0.0)
+            store.batches.move_batch(
+                row, BatchState.SUBMITTED, batch_id=batch.id, status=batch.status, next_poll_at=0.0
+            )
         else:
-            store.move_batch(row, BatchState.UPLOADED)
+            store.batches.move_batch(row, BatchState.UPLOADED)
     kept = (BatchState.UPLOADED, BatchState.CREATING, BatchState.SUBMITTED)
-    used = {r.input_file_id for r in store.batch_rows(run, kept)}
+    used = {r.input_file_id for r in store.batches.batch_rows(run, kept)}
     prefix = f"runner-{store.store_id}-{run}-"
     for file_id, _name in await listing(api.files_named(prefix), []):
         if file_id not in used:

@@ -112,17 +112,17 @@ def extract(
     if repairs and first.stopped is None:
         say(f"repairing {len(repairs):,} answers (one sync pass)")
         cap = settings.max_spend  # one cap for both passes: the repairs may spend what the first pass left
-        left = settings if cap is None else replace(settings, max_spend=max(cap - store.total_cost(name), 0))
+        left = settings if cap is None else replace(settings, max_spend=max(cap - store.results.total_cost(name), 0))
         second = _run(store, folder / f"{name}-repair.jsonl", repairs, f"{name}{REPAIR}", limits, left,
                       credentials, mode="sync", progress=progress, say=say, signals=signals)  # fmt: skip
         results = map(json.loads, export_results(store, f"{name}{REPAIR}"))
         repaired = {r["custom_id"].removesuffix(REPAIR): judge(r, schema) for r in results}
     report = ExtractReport(name, "", schema.kinds, documents=len(docs))
     report.stopped = first.stopped or (second.stopped if second else None)
-    report.spend = store.total_cost(name)
-    report.repair_spend = store.total_cost(f"{name}{REPAIR}") if second else 0
+    report.spend = store.results.total_cost(name)
+    report.repair_spend = store.results.total_cost(f"{name}{REPAIR}") if second else 0
     rows = _table(docs, parts, refused, verdicts, repaired, report)
-    report.table = store.save_extraction(name, schema.kinds, rows)
+    report.table = store.extractions.save_extraction(name, schema.kinds, rows)
     report.rows = sum(1 for r in rows if r["_status"] != "failed")
     return report
 

@@ -24,7 +24,7 @@ def write_table(store: Store, name: str, kinds: dict[str, str], path: str) -> in
         writer = csv.DictWriter(f, columns, extrasaction="ignore") if Path(path).suffix.lower() == ".csv" else None
         if writer is not None:
             writer.writeheader()
-        for row in store.extraction_rows(name):
+        for row in store.extractions.extraction_rows(name):
             count += 1
             if writer is not None:
                 writer.writerow(row)

@@ -26,7 +26,7 @@ from sqlite_utils import Database
 
 from runner.errors import ConfigError
 from runner.rows import RequestRow, RowValues
-from runner.store.base import Clock
+from runner.store.base import Base, Clock
 from runner.store.batches import BATCH_MOVES, QUEUED, Batches, BatchRow, BatchState, PackedLine
 from runner.store.extractions import Extractions
 from runner.store.history import Calibration, History, StatedLimits
@@ -34,6 +34,7 @@ from runner.store.migrations import known as migrations_known
 from runner.store.migrations import migrations
 from runner.store.outcomes import Claimed, Outcome
 from runner.store.requests import Requests
+from runner.store.results import Results
 from runner.store.runs import Runs
 from runner.store.states import FINAL, TRANSITIONS, Move, State
 
@@ -58,8 +59,10 @@ __all__ = [
 ]
 
 
-class Store(Runs, Requests, Batches, History, Extractions):
-    """One SQLite database; ``clock`` is injectable so lease and heartbeat logic is tested without sleeping.
+class Store(Base):
+    """One SQLite database, in parts over its one connection: ``runs``, ``requests``, ``results``, ``batches``,
+    ``history`` and ``extractions`` (e.g. ``store.requests.claim(...)``, ``store.batches.move(...)``). ``clock`` is
+    injectable so lease and heartbeat logic is tested without sleeping.
 
     Opening checks what a user can get wrong and says so in one line (``ConfigError``): a missing folder, a
     directory, a file that is not a runner database (or is damaged), one written by a newer runner. A new database
@@ -70,7 +73,6 @@ class Store(Runs, Requests, Batches, History, Extractions):
         self.path = str(path)
         self.clock = clock
         self.readonly = readonly
-        self.takeovers: list[str] = []
         conn = _connect(Path(path), readonly)
         try:
             self.db = Database(conn)
@@ -84,6 +86,21 @@ class Store(Runs, Requests, Batches, History, Extractions):
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise _problem(self.path, exc) from exc
+        self.runs = Runs(self)
+        self.results = Results(self)
+        self.requests = Requests(self, self.runs, self.results)
+        self.batches = Batches(self, self.results)
+        self.history = History(self)
+        self.extractions = Extractions(self)
+
+    @property
+    def store_id(self) -> str:
+        """A random id of this database, written into each batch's metadata and told to the shared gate."""
+        return str(self.conn.execute("SELECT value FROM meta WHERE key='store_id'").fetchone()[0])
+
+    @property
+    def takeovers(self) -> list[str]:
+        return self.runs.takeovers
 
     def __repr__(self) -> str:
         return f"<Store {self.path}{' (read-only)' if self.readonly else ''}>"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from sqlite_utils import Database
@@ -13,21 +13,18 @@ from sqlite_utils import Database
 from runner.errors import DiskFull, StateConflict
 from runner.store.states import Move
 
-__all__ = ["Base", "Clock"]
+__all__ = ["Base", "Clock", "Part"]
 
 Clock = Callable[[], float]
 
 
 class Base:
-    """The connection (``conn``, ``db``) and clock every part of ``Store`` works on."""
+    """The connection (``conn``, ``db``), the clock and the moves every part of ``Store`` works through."""
 
     path: str
     conn: Any  # sqlite3.Connection
     db: Database
     clock: Clock = time.time
-
-    def owns(self, name: str, owner: str) -> bool:
-        raise NotImplementedError
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -85,3 +82,40 @@ class Base:
         assignments = ", ".join(f"{k}=?" for k in sets)
         if self._move(move, where, (request_id, *args), assignments, tuple(sets.values())) != 1:
             raise StateConflict(f"{what}: cannot {move.value} (not {' or '.join(sorted(move.sources))})")
+
+
+class Part:
+    """One part of the store (runs, requests, results, batches, history, extractions): its queries and moves over
+    the store's one connection. Parts that need another part are given it; none reaches another through ``self``."""
+
+    def __init__(self, base: Base) -> None:
+        self.base = base
+
+    @property
+    def conn(self) -> Any:  # sqlite3.Connection
+        return self.base.conn
+
+    @property
+    def path(self) -> str:
+        return self.base.path
+
+    @property
+    def db(self) -> Database:
+        return self.base.db
+
+    def clock(self) -> float:
+        return self.base.clock()
+
+    def transaction(self) -> AbstractContextManager[None]:
+        return self.base.transaction()
+
+    def _move(self, move: Move, where: str, args: tuple[Any, ...], sets: str = "", values: tuple[Any, ...] = ()) -> int:
+        return self.base._move(move, where, args, sets, values)
+
+    def _move_all(self, move: Move, extra_where: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> bool:
+        return self.base._move_all(move, extra_where, columns, rows)
+
+    def _move_one(
+        self, move: Move, request_id: int, what: str, extra_where: str = "", args: tuple[Any, ...] = (), **sets: Any
+    ) -> None:
+        self.base._move_one(move, request_id, what, extra_where, args, **sets)

@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from runner.errors import StateConflict
+from runner.store.base import Base, Part
 from runner.store.outcomes import Outcome
 from runner.store.requests import OUTPUT_ALLOWANCE
 from runner.store.results import Results
@@ -95,7 +96,14 @@ def _row(values: tuple[Any, ...]) -> BatchRow:
     return BatchRow(**{**row.__dict__, "state": BatchState(row.state)})
 
 
-class Batches(Results):
+class Batches(Part):
+    """``store.batches``: the Batch API chunks of each run through their life, and the requests they hold; a
+    finished batch's lines are recorded with their results (``results``)."""
+
+    def __init__(self, base: Base, results: Results) -> None:
+        super().__init__(base)
+        self.results = results
+
     # -- reading ---------------------------------------------------------------------------------------------------
 
     def batch_rows(self, run: str, states: Iterable[BatchState] = tuple(BatchState)) -> list[BatchRow]:
@@ -268,7 +276,7 @@ class Batches(Results):
             for o in outcomes:
                 what = f"request {o.custom_id!r} batched in chunk {row.chunk}"
                 self._move_one(o.move, o.request_id, what, "batch_id=?", (row.id,), last_error=o.error_message)
-                self._insert_result(o, row.run, "batch")
+                self.results.insert(o, row.run, "batch")
             for request_id, counted, reason in requeue:
                 self._move_one(
                     Move.REQUEUE, request_id, f"request {request_id} batched in chunk {row.chunk}", "batch_id=?",

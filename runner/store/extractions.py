@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from runner.store.base import Base
+from runner.store.base import Part
 
 __all__ = ["META_COLUMNS", "Extractions", "table_name"]
 
@@ -19,7 +19,7 @@ def table_name(extraction: str) -> str:
     return "extract_" + re.sub(r"\W", "_", extraction)
 
 
-class Extractions(Base):
+class Extractions(Part):
     def save_extraction(self, extraction: str, fields: dict[str, str], rows: list[dict[str, Any]]) -> str:
         """Replace the table of ``extraction`` with ``rows`` (meta columns + one column per field, typed by
         ``fields``: text, integer, number, boolean or json); its name."""

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from runner.store.base import Base
+from runner.store.base import Part
 
 __all__ = ["Calibration", "History", "StatedLimits"]
 
@@ -41,7 +41,7 @@ class Calibration:
         return self.output_tokens / self.allowance if self.allowance else 1.0
 
 
-class History(Base):
+class History(Part):
     def state_limits(
         self,
         model: str,

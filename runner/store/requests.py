@@ -6,8 +6,10 @@ from collections.abc import Iterable, Iterator, Sequence
 
 from runner.errors import StateConflict
 from runner.rows import RequestRow, RowValues
+from runner.store.base import Base, Part
 from runner.store.outcomes import Claimed, Outcome
 from runner.store.results import Results
+from runner.store.runs import Runs
 from runner.store.states import Move, State
 
 __all__ = ["ADMITTED", "OUTPUT_ALLOWANCE", "Claimed", "Outcome", "RequestRow", "Requests", "RowValues"]
@@ -24,7 +26,14 @@ def _by_move(outcomes: list[Outcome]) -> dict[Move, list[Outcome]]:
     return groups
 
 
-class Requests(Results):
+class Requests(Part):
+    """``store.requests``: the requests of each run and their moves; outcomes are recorded with their results
+    (``results``) by the process that owns the run (``runs``)."""
+
+    def __init__(self, base: Base, runs: Runs, results: Results) -> None:
+        super().__init__(base)
+        self.runs, self.results = runs, results
+
     # -- ingest --------------------------------------------------------------------------------------------------
 
     def add_requests(self, run: str, rows: Sequence[RowValues]) -> tuple[int, list[tuple[RequestRow, int, int, str]]]:
@@ -79,7 +88,7 @@ class Requests(Results):
             if row is None:
                 raise StateConflict(f"request {custom_id!r} of run {run!r}: cannot refuse (not pending)")
             outcome = Outcome(row[0], custom_id, Move.REFUSE, error_code=code, error_message=message)
-            self._insert_result(outcome, run, "sync")
+            self.results.insert(outcome, run, "sync")
 
     def reopen(self, run: str, every: bool = False) -> int:
         """Failed requests of ``run`` whose failure time may cure (all with ``every``) go back to pending, their
@@ -138,7 +147,7 @@ class Requests(Results):
         if not items:
             return 0
         with self.transaction():
-            if not self.owns(run, owner):
+            if not self.runs.owns(run, owner):
                 return len(items)
             for move, group in _by_move(items).items():
                 final = move.target is not State.PENDING
@@ -151,7 +160,7 @@ class Requests(Results):
                         self._move_one(move, o.request_id, f"request {o.custom_id!r} in flight for this process",
                                        "lease_owner=?", (owner,), **sets)  # fmt: skip
                 if final:
-                    self._insert_results(group, run, "sync")
+                    self.results.insert_many(group, run, "sync")
         return 0
 
     # -- reports -------------------------------------------------------------------------------------------------

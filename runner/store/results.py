@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from runner.store.base import Base
+from runner.store.base import Part
 from runner.store.outcomes import Outcome
 from runner.store.states import Move
 
@@ -26,12 +26,14 @@ class Reused:
     saved: int = 0  # picodollars
 
 
-class Results(Base):
-    def _insert_result(self, o: Outcome, run: str, mode: str) -> None:
-        """Write the result (and spend, if billed) of ``o``; call inside the transaction that moved its state."""
-        self._insert_results([o], run, mode)
+class Results(Part):
+    """``store.results``: one result per final request, the spend of the billed ones, the day's usage."""
 
-    def _insert_results(self, outcomes: Sequence[Outcome], run: str, mode: str) -> None:
+    def insert(self, o: Outcome, run: str, mode: str) -> None:
+        """Write the result (and spend, if billed) of ``o``; call inside the transaction that moved its state."""
+        self.insert_many([o], run, mode)
+
+    def insert_many(self, outcomes: Sequence[Outcome], run: str, mode: str) -> None:
         """Write the results (and spend, of those billed); call inside the transaction that moved their states."""
         now = self.clock()
         self.conn.executemany(
@@ -89,7 +91,7 @@ class Results(Base):
             is not None
         )
 
-    def results(self, run: str, since: float | None = None) -> Iterator[dict[str, Any]]:
+    def of(self, run: str, since: float | None = None) -> Iterator[dict[str, Any]]:
         """The results of ``run`` in request order (only those written at ``since`` or later, for a reader that
         follows a run as it goes), each with what it cost (picodollars; 0 when reused), the request it reused, if
         any, and when it was written."""

@@ -16,28 +16,29 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import RunLocked
-from runner.store.base import Base
+from runner.store.base import Base, Part
 from runner.store.states import Move
 
 __all__ = ["Runs", "owner_state"]
 
 
-class Runs(Base):
-    takeovers: list[str]
+class Runs(Part):
+    """``store.runs``: the runs in the database and the process that owns each."""
 
-    @property
-    def store_id(self) -> str:
-        """A random id of this database, written into each batch's metadata."""
-        return str(self.conn.execute("SELECT value FROM meta WHERE key='store_id'").fetchone()[0])
+    takeovers: list[str]  # runs taken over from processes that were gone (said to the user once)
 
-    def run(self, name: str) -> dict[str, Any] | None:
+    def __init__(self, base: Base) -> None:
+        super().__init__(base)
+        self.takeovers = []
+
+    def get(self, name: str) -> dict[str, Any] | None:
         cursor = self.conn.execute("SELECT * FROM runs WHERE name=?", (name,))
         row = cursor.fetchone()
         if row is None:
             return None
         return dict(zip([d[0] for d in cursor.description], row, strict=True))
 
-    def runs(self) -> list[str]:
+    def names(self) -> list[str]:
         return [r[0] for r in self.conn.execute("SELECT name FROM runs ORDER BY created_at")]
 
     def acquire(self, name: str, input_path: str | None, takeover_after: float = 900.0) -> str:

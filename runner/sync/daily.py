@@ -41,7 +41,7 @@ class DailyCount:
         """Requests this database has sent to ``model`` on ``day``: stored and not yet."""
         stored = self.stored.get((model, day))
         if stored is None:
-            stored = self.stored[model, day] = self.store.daily(model, day)[0]
+            stored = self.stored[model, day] = self.store.results.daily(model, day)[0]
         unsaved = self.unsaved.get((model, day))
         return stored + (unsaved.requests if unsaved else 0)
 
@@ -63,4 +63,4 @@ class DailyCount:
         self.stored = {}
         unsaved, self.unsaved = self.unsaved, {}
         for (model, day), count in unsaved.items():
-            self.store.count_daily(model, day, count.requests, count.tokens)
+            self.store.results.count_daily(model, day, count.requests, count.tokens)

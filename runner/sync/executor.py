@@ -76,7 +76,7 @@ class SyncExecutor:
         self.stops = Stops("re-run the same command to resume", deadline=settings.deadline, on_stop=self._wake)
         self.in_flight = InFlight(settings.concurrency, open_files_allowed() - 256)  # a connection each
         self.daily = DailyCount(store, shared)
-        self.tally = Tally(store.counts(run), store.total_cost(run), monotonic())
+        self.tally = Tally(store.requests.counts(run), store.results.total_cost(run), monotonic())
         self.budget = Budget(settings.max_spend, self.tally.spend)
         self.held: dict[int, int] = {}  # request id -> budget reserved for it
         self.recorder = Recorder(store, run, owner, self.daily)
@@ -155,11 +155,13 @@ class SyncExecutor:
                 await self._wait_for_slot(1.0)
                 continue
             size = min(free, self._claim_size())
-            claimed = self.store.claim(self.run, self.owner, size, self.settings.lease_seconds, self.lane.above)
+            claimed = self.store.requests.claim(
+                self.run, self.owner, size, self.settings.lease_seconds, self.lane.above
+            )
             if not claimed:
                 if self.in_flight.count == 0:
                     self._flush()
-                    due = self.store.next_due(self.run, above=self.lane.above)
+                    due = self.store.requests.next_due(self.run, above=self.lane.above)
                     if due is None:
                         return
                     await self.sleep(min(max(due - self.clock(), 0.01), 1.0))

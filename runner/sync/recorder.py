@@ -43,10 +43,10 @@ class Recorder:
 
     def flush(self) -> None:
         for model, (rpm, tpm) in self.unsaved_stated.items():
-            self.store.state_limits(model, "headers", rpm=rpm, tpm=tpm)
+            self.store.history.state_limits(model, "headers", rpm=rpm, tpm=tpm)
         self.unsaved_stated = {}
         if self.outcomes:
             group, self.outcomes = self.outcomes, []
-            self.dropped += self.store.record(self.owner, self.run, group)
+            self.dropped += self.store.requests.record(self.owner, self.run, group)
             crash_point("recorded")
         self.daily.flush()
