@@ -11,7 +11,17 @@ from typing import Any
 
 from runner.encodings import encoding
 
-__all__ = ["PromptCache"]
+__all__ = ["CACHE_MIN", "CACHE_STEP", "PromptCache", "cacheable"]
+
+CACHE_MIN = 1024  # OpenAI caches prompts from 1,024 tokens ...
+CACHE_STEP = 128  # ... in steps of 128
+
+
+def cacheable(prefix: int) -> int:
+    """Of a prefix of ``prefix`` tokens seen before, how many a hit serves from the cache: 1,024 + 128 k, or 0."""
+    if prefix < CACHE_MIN:
+        return 0
+    return CACHE_MIN + (prefix - CACHE_MIN) // CACHE_STEP * CACHE_STEP
 
 
 class PromptCache:
@@ -23,14 +33,14 @@ class PromptCache:
 
     def cached(self, body: dict[str, Any], model: str, tokenizer: str, prompt: int) -> int:
         """How many of the prompt's ``prompt`` tokens are a prefix seen before (0 under 1,024)."""
-        if prompt < 1024:
+        if prompt < CACHE_MIN:
             return 0
         source = body.get("messages") if "messages" in body else [body.get("instructions"), body.get("input")]
         ids = encoding(tokenizer).encode_ordinary(json.dumps(source, separators=(",", ":")))
         cached = 0
         digest = hashlib.sha256(model.encode())
         start = 0
-        for end in range(1024, len(ids) + 1, 128):
+        for end in range(CACHE_MIN, len(ids) + 1, CACHE_STEP):
             digest.update(repr(ids[start:end]).encode())
             start = end
             key = digest.digest()
@@ -43,7 +53,4 @@ class PromptCache:
             self.prefixes.popitem(last=False)
         # the tail past the last matching block is never cached (in the prompt's own count), and what is cached
         # comes in OpenAI's steps: 1,024 + 128 k
-        room = prompt - (len(ids) - cached)
-        while cached > room:
-            cached -= 128
-        return cached if cached >= 1024 else 0
+        return cacheable(min(cached, prompt - (len(ids) - cached)))

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from runner.caching import PromptCache
+from runner.caching import PromptCache, cacheable
 from runner.endpoints import endpoint
 from runner.errors import ConfigError
 from runner.jobfile import read
@@ -27,8 +27,6 @@ from runner.store import Calibration, Store
 
 __all__ = ["Pool", "Workload", "from_file", "from_store", "pending", "synthetic"]
 
-CACHE_MIN = 1024  # OpenAI caches prompts from 1,024 tokens ...
-CACHE_STEP = 128  # ... in steps of 128
 
 
 @dataclass(frozen=True)
@@ -151,9 +149,7 @@ def synthetic(
     """``requests`` alike: ``input_tokens`` in, ``output_tokens`` out, the first ``shared_prefix`` tokens of every
     prompt the same (cached from the second request on, in OpenAI's steps)."""
     model = limits.model(model_name)
-    cached = 0
-    if shared_prefix >= CACHE_MIN and input_tokens >= CACHE_MIN:
-        cached = CACHE_MIN + (min(shared_prefix, input_tokens) - CACHE_MIN) // CACHE_STEP * CACHE_STEP
+    cached = cacheable(min(shared_prefix, input_tokens))
     pool = Pool(
         model.name,
         model.is_long(input_tokens),
