@@ -57,6 +57,20 @@ class Result:
     gate: Gate
     finished: list[float] = field(default_factory=list[float])  # seconds from the start, each client's last answer
     gates: list[Gate] = field(default_factory=list[Gate])
+    counted: list[tuple[float, int]] = field(default_factory=list[tuple[float, int]])  # (seconds, counted) answers
+    limit: int = 0  # the server's TPM
+
+    def back_to(self, level: float, since: float, window: float = 5.0) -> float | None:
+        """Seconds after ``since`` until what the server counted over the last ``window`` seconds first reaches
+        ``level`` of its limit; None if it never does."""
+        marks = sorted(self.counted)
+        for i, (t, _) in enumerate(marks):
+            if t < since + window:
+                continue
+            used = sum(n for u, n in marks[: i + 1] if t - window < u <= t)
+            if used / window * 60 >= level * self.limit:
+                return t - since
+        return None
 
 
 async def _noop(_: float) -> None:
@@ -238,6 +252,8 @@ def simulate(
         gate=players[0].gate,
         finished=[c.finished for c in players],
         gates=[c.gate for c in players],
+        counted=[(t - start, n) for t, n in counted],
+        limit=tpm,
     )
 
 
