@@ -60,6 +60,9 @@ MIN_SPAN = 0.05  # seconds between two readings compared: answers that arrive to
 # 40% other use at a 1 s window in bench/pacing.py (the virtual model did not show it)
 FADE_SECONDS = 120.0  # an estimate the server cannot confirm (it is full) fades over this, so the gate probes
 PROBE_PER_SECOND = 0.02  # the share rises this much a second while the server is full and the gate holds requests
+PROBE_CALM_SECONDS, PROBE_CALM_SPEEDUP = 60.0, 3.0  # ... twice as fast where no 429 came for a minute: a belief
+# that others use what they no longer do then costs ~18 s, not ~28 s; where probes keep finding the limit (a server
+# that never refunds), each costs a 429, so they stay slow
 MAX_SHARE = 4.0  # a server that counts a request as a quarter of the gate's estimate, at the least
 MIN_SCALE, MAX_SCALE = 0.25, 50.0
 FIT_SECONDS = 10.0  # time constant of the fit of the server's scale and others' use
@@ -506,7 +509,8 @@ class Evidence:
             if beyond > h.other * elapsed:
                 self._sample(h, mine, beyond, elapsed, rate, most)
         elif held and (h.full > h.full_replayed + 0.2 or h.short > 0.5):  # room the estimate does not know of:
-            h.probe(elapsed, PROBE_PER_SECOND)  # only sending more tells how much
+            calm = at - self.refused_at > PROBE_CALM_SECONDS  # only sending more tells how much: quickly where no
+            h.probe(elapsed, PROBE_PER_SECOND * (PROBE_CALM_SPEEDUP if calm else 1.0))  # 429 came lately
         elif floored:  # the server had more room than the estimate leaves: nothing to learn now; let it fade
             h.fade(elapsed, FADE_SECONDS if counted >= 1.0 else FADE_SECONDS / 4)
 

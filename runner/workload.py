@@ -28,7 +28,6 @@ from runner.store import Calibration, Store
 __all__ = ["Pool", "Workload", "from_file", "from_store", "pending", "synthetic"]
 
 
-
 @dataclass(frozen=True)
 class Pool:
     """Requests of one model under one row of its limits."""
