@@ -61,7 +61,7 @@ MIN_SPAN = 0.05  # seconds between two readings compared: answers that arrive to
 # 40% other use at a 1 s window in bench/pacing.py (the virtual model did not show it)
 FADE_SECONDS = 120.0  # an estimate the server cannot confirm (it is full) fades over this, so the gate probes
 PROBE_PER_SECOND = 0.02  # the share rises this much a second while the server is full and the gate holds requests
-PROBE_CALM_SECONDS, PROBE_CALM_SPEEDUP = 20.0, 3.0  # ... three times as fast where no 429 came for a minute: a
+PROBE_CALM_SECONDS, PROBE_CALM_SPEEDUP = 30.0, 3.0  # ... three times as fast where no 429 came for 30 s: a
 # belief that others use what they no longer do then costs ~14 s, not ~28 s (tests/test_pacing.py); where probes
 # keep finding the limit (a server that never refunds), each costs a 429, so they stay slow
 MAX_SHARE = 4.0  # a server that counts a request as a quarter of the gate's estimate, at the least
