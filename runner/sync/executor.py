@@ -82,7 +82,6 @@ class SyncExecutor:
         self.recorder = Recorder(store, run, owner, self.daily)
         self.slot_freed = anyio.Event()
         self.sent = 0  # requests sent in this pass
-        self.said: list[str] = []
         self.unreachable: tuple[float, int, str] | None = None  # (since, failures, last error) without an answer
 
     async def __aenter__(self) -> SyncExecutor:
@@ -96,11 +95,7 @@ class SyncExecutor:
     def notices(self) -> list[str]:
         dropped = self.recorder.dropped
         late = [f"{dropped:,} answers arrived after another process took the run over: not recorded"]
-        return list(dict.fromkeys(self.said + self.gates.notices + (late if dropped else [])))
-
-    @property
-    def stop(self) -> RunnerError | None:
-        return self.stops.reason
+        return list(dict.fromkeys(self.gates.notices + (late if dropped else [])))
 
     # -- the run ----------------------------------------------------------------------------------------------
 
