@@ -30,9 +30,8 @@ readings is a sample of the gate's own rate and the rate the server counted; the
 server that counts less than the gate (scale below 1) gives the gate more than the limit in its own count.
 
 A server that reads full (or clearly below the replay of the gate's own use) while the gate holds requests back
-has room the estimate does not know of: the share rises by ``PROBE_PER_SECOND`` of the limit a second
-(``PROBE_CALM_SPEEDUP`` times that where no 429 came for ``PROBE_CALM_SECONDS``) until the server is short again
-and its readings say how much it counts. So no belief about others holds the gate back for
+has room the estimate does not know of: the share rises by ``PROBE_PER_SECOND`` of the limit a second until the
+server is short again and its readings say how much it counts. So no belief about others holds the gate back for
 long once they stop, and a server that counts less than the gate is found.
 
 Whether a header describes the server at the request's admission (``sent``) or at its answer (``answered``) is
@@ -61,9 +60,6 @@ MIN_SPAN = 0.05  # seconds between two readings compared: answers that arrive to
 # 40% other use at a 1 s window in bench/pacing.py (the virtual model did not show it)
 FADE_SECONDS = 120.0  # an estimate the server cannot confirm (it is full) fades over this, so the gate probes
 PROBE_PER_SECOND = 0.02  # the share rises this much a second while the server is full and the gate holds requests
-PROBE_CALM_SECONDS, PROBE_CALM_SPEEDUP = 30.0, 3.0  # ... three times as fast where no 429 came for 30 s: a
-# belief that others use what they no longer do then costs ~14 s, not ~28 s (tests/test_pacing.py); where probes
-# keep finding the limit (a server that never refunds), each costs a 429, so they stay slow
 MAX_SHARE = 4.0  # a server that counts a request as a quarter of the gate's estimate, at the least
 MIN_SCALE, MAX_SCALE = 0.25, 50.0
 FIT_SECONDS = 10.0  # time constant of the fit of the server's scale and others' use
@@ -510,8 +506,7 @@ class Evidence:
             if beyond > h.other * elapsed:
                 self._sample(h, mine, beyond, elapsed, rate, most)
         elif held and (h.full > h.full_replayed + 0.2 or h.short > 0.5):  # room the estimate does not know of:
-            calm = at - self.refused_at > PROBE_CALM_SECONDS  # only sending more tells how much: quickly where no
-            h.probe(elapsed, PROBE_PER_SECOND * (PROBE_CALM_SPEEDUP if calm else 1.0))  # 429 came lately
+            h.probe(elapsed, PROBE_PER_SECOND)  # only sending more tells how much
         elif floored:  # the server had more room than the estimate leaves: nothing to learn now; let it fade
             h.fade(elapsed, FADE_SECONDS if counted >= 1.0 else FADE_SECONDS / 4)
 
