@@ -1,4 +1,4 @@
-"""Limits file validation, token counts, durations, money."""
+"""tier_limits.json: loaded with its reference numbers, overridden per run, and every mistake named by its key."""
 
 from __future__ import annotations
 
@@ -9,54 +9,11 @@ from typing import Any
 
 import pytest
 
-from runner.durations import format_go, parse_duration
 from runner.errors import ConfigError
 from runner.limits import Limits, load_limits
-from runner.money import price_per_token, usd
-from runner.pricing import Usage, cost
-from runner.tokens import count_prompt, encoding
+from runner.money import usd
 
 from .conftest import ROOT
-
-COOKBOOK_MESSAGES = [
-    {
-        "role": "system",
-        "content": "You are a helpful, pattern-following assistant that translates corporate jargon "
-        "into plain English.",
-    },
-    {"role": "system", "name": "example_user", "content": "New synergies will help drive top-line growth."},
-    {"role": "system", "name": "example_assistant", "content": "Things working well together will increase revenue."},
-    {
-        "role": "system",
-        "name": "example_user",
-        "content": "Let's circle back when we have more bandwidth to touch "
-        "base on opportunities for increased leverage.",
-    },
-    {
-        "role": "system",
-        "name": "example_assistant",
-        "content": "Let's talk later when we're less busy about how to do better.",
-    },
-    {
-        "role": "user",
-        "content": "This late pivot means we don't have time to boil the ocean for the client deliverable.",
-    },
-]
-
-
-@pytest.mark.parametrize(("tokenizer", "api_count"), [("o200k_base", 124), ("cl100k_base", 129)])
-def test_chat_estimate_matches_the_real_api_counts_from_the_cookbook(tokenizer: str, api_count: int) -> None:
-    # OpenAI's cookbook "How to count tokens with tiktoken" printed these counts from the real API:
-    # 124 for gpt-4o / gpt-4o-mini (o200k_base), 129 for gpt-4 (cl100k_base).
-    assert count_prompt("/v1/chat/completions", {"messages": COOKBOOK_MESSAGES}, tokenizer) == api_count
-
-
-def test_encodings_load_offline_from_verified_files() -> None:
-    enc = encoding("o200k_base")
-    assert enc.name == "o200k_base"
-    assert enc.decode(enc.encode("hello world")) == "hello world"
-    with pytest.raises(ConfigError, match="unknown tokenizer"):
-        encoding("p50k_base")
 
 
 def test_limits_file_loads_with_reference_numbers(limits: Limits) -> None:
@@ -126,28 +83,6 @@ def test_limits_file_that_is_not_json_names_line(tmp_path: Path) -> None:
     path.write_text('{"tiers": [\n  oops\n]}')
     with pytest.raises(ConfigError, match="not valid JSON at line 2"):
         load_limits(path)
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [("1s", 1), ("6m0s", 360), ("120ms", 0.12), ("19m45.394s", 1185.394), ("2h", 7200), ("1h30m", 5400), ("45", 45)],
-)
-def test_durations(text: str, seconds: float) -> None:
-    assert parse_duration(text) == pytest.approx(seconds)
-
-
-def test_go_format_round_trips() -> None:
-    for seconds in (0.002, 0.913, 1.146, 360, 1185.394):
-        assert parse_duration(format_go(seconds)) == pytest.approx(seconds)
-    with pytest.raises(ValueError, match="not a duration"):
-        parse_duration("soon")
-
-
-def test_cost_is_exact_in_picodollars(limits: Limits) -> None:
-    prices = limits.model("gpt-4.1-mini").prices["standard"]
-    # 1,000 prompt tokens of which 512 cached, 100 out: 488*0.40 + 512*0.10 + 100*1.60 per 1M
-    assert usd(cost(prices, Usage(1000, 512, 100))) == Decimal("0.0004064")
-    assert price_per_token(Decimal("0.0125")) == 12_500
 
 
 def test_progress_line_shows_rates_against_limits_in_sync_and_batch_states_in_batch() -> None:
