@@ -55,6 +55,7 @@ STORM_SECONDS = 10.0  # 429s closer than this to the previous cut belong to the 
 FACTOR_PROBE = 0.001  # per second, beyond it
 START_SHARE = 0.5  # of the rate at the first moment: other clients may be using the rest
 START_SECONDS = 2.0  # to reach the whole rate, while the first answers and 429s tell what others use
+START_COST = START_SECONDS * (1 - START_SHARE) / 2  # seconds of the whole rate the ramp above forgoes (its triangle)
 LONGEST_RESET = 61.0  # seconds: a reading with a longer reset is about another period
 WAKE_SECONDS = 0.05  # a waiting request looks again this often: a refund may have made room
 SHARE_SECONDS = 0.25  # how often a gate shared with other processes tells them its use and hears theirs

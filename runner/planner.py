@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from runner.gate import START_SECONDS, START_SHARE
+from runner.gate import START_COST
 from runner.limits import Limits, ModelInfo, Prices, RateLimits
 from runner.money import usd
 from runner.workload import Pool, Workload
@@ -31,7 +31,6 @@ __all__ = ["BatchTime", "Costs", "Decision", "Plan", "SyncTime", "TierPlan", "de
 
 DAY = 86_400.0
 WINDOW = 24 * 3600.0  # the Batch API's completion window
-START_LOST = START_SECONDS * (1 - START_SHARE) / 2  # seconds of the whole rate the gate's cautious start forgoes
 
 
 @dataclass(frozen=True)
@@ -225,7 +224,7 @@ def sync_time(
         total += took.seconds
         slowest = max(slowest, took, key=lambda t: t.seconds)
         answer = max(answer, _answer_seconds(limits.model(pool.model), pool, workload.seconds))
-    return SyncTime(total + START_LOST + answer, slowest.binding)
+    return SyncTime(total + START_COST + answer, slowest.binding)
 
 
 def _answer_seconds(model: ModelInfo, pool: Pool, measured: float | None) -> float:
@@ -391,7 +390,7 @@ def decide(
             f"{rest:,} sync ({duration(sync_rest)}, {sync.binding}-bound)"
         )
         return Decision("split", in_batch, rest, reason)
-    fits = int(n * max(deadline - START_LOST, 0) / sync.seconds) if sync.seconds else n
+    fits = int(n * max(deadline - START_COST, 0) / sync.seconds) if sync.seconds else n
     in_sync = min(rest, fits)
     late = rest - in_sync
     mode = "split" if in_sync and in_batch + late else ("sync" if in_sync else "batch")

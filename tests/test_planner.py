@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from runner.gate import START_COST
 from runner.limits import Limits, load_limits
 from runner.money import usd
-from runner.planner import DAY, START_LOST, BatchTime, Plan, SyncTime, TierPlan, decide, plan
+from runner.planner import DAY, BatchTime, Plan, SyncTime, TierPlan, decide, plan
 from runner.workload import Workload, from_file, synthetic
 
 from .conftest import ROOT, chat_line, write_jsonl
@@ -49,13 +50,13 @@ def test_a_million_requests_at_every_tier(limits: Limits, million: Workload) -> 
     # 196,000 tokens/min after headroom): 10M / 196,000 min
     t1 = sync_at(p, "tier-1")
     assert t1.binding == "RPD"
-    assert t1.seconds == pytest.approx(99 * DAY + 10_000_000 / 196_000 * 60 + START_LOST + answer)
+    assert t1.seconds == pytest.approx(99 * DAY + 10_000_000 / 196_000 * 60 + START_COST + answer)
     # tier-2: 1e9 tokens at 1,960,000 a minute = 510.2 min: TPM-bound (RPM alone: 204 min)
     t2 = sync_at(p, "tier-2")
-    assert (t2.binding, round(t2.seconds - START_LOST - answer)) == ("TPM", round(1e9 / 1_960_000 * 60))
+    assert (t2.binding, round(t2.seconds - START_COST - answer)) == ("TPM", round(1e9 / 1_960_000 * 60))
     # tier-5: 1e6 requests at 29,400 a minute = 34.0 min: RPM-bound (TPM alone: 6.8 min)
     t5 = sync_at(p, "tier-5")
-    assert (t5.binding, round(t5.seconds - START_LOST - answer)) == ("RPM", round(1e6 / 29_400 * 60))
+    assert (t5.binding, round(t5.seconds - START_COST - answer)) == ("RPM", round(1e6 / 29_400 * 60))
     # batch waves under the queue limit (prompt + output allowance counted): 1e9 tokens / 2M, 20M, 40M, 1G, 15G
     waves = [batch_at(p, t).waves for t in ("tier-1", "tier-2", "tier-3", "tier-4", "tier-5")]
     assert waves == [500, 50, 25, 1, 1]
@@ -89,7 +90,7 @@ def test_long_context_requests_are_planned_on_their_own_limits(limits: Limits) -
     p = plan(job, limits)
     # long-context tier-1: 200 RPM, 400,000 TPM -> 201M tokens at 392,000 a minute; queue 5M -> 41 waves
     assert sync_at(p, "tier-1").binding == "TPM"
-    assert sync_at(p, "tier-1").seconds == pytest.approx(201_000_000 / 392_000 * 60 + START_LOST + 0.6 + 1000 / 90)
+    assert sync_at(p, "tier-1").seconds == pytest.approx(201_000_000 / 392_000 * 60 + START_COST + 0.6 + 1000 / 90)
     assert batch_at(p, "tier-1").waves == 41
 
 
@@ -108,7 +109,7 @@ def test_a_tokens_per_day_limit_binds_in_whole_days(tmp_path: Path) -> None:
     t1 = sync_at(plan(job, custom), "tier-1")
     # 9 whole days, then the last 1M tokens at 196,000 a minute
     assert t1.binding == "TPD"
-    assert t1.seconds == pytest.approx(9 * DAY + 1_000_000 / 196_000 * 60 + START_LOST + 0.6 + 1000 / 90)
+    assert t1.seconds == pytest.approx(9 * DAY + 1_000_000 / 196_000 * 60 + START_COST + 0.6 + 1000 / 90)
 
 
 def test_shared_prefixes_are_priced_as_cached_input(limits: Limits) -> None:
