@@ -76,8 +76,8 @@ class SyncExecutor:
         self.stops = Stops("re-run the same command to resume", deadline=settings.deadline, on_stop=self._wake)
         self.in_flight = InFlight(settings.concurrency, open_files_allowed() - 256)  # a connection each
         self.daily = DailyCount(store, shared)
-        self.tally = Tally(store.requests.counts(run), store.results.total_cost(run), monotonic())
-        self.budget = Budget(settings.max_spend, self.tally.spend)
+        self.tally = Tally(store.requests.counts(run), monotonic())
+        self.budget = Budget(settings.max_spend, store.results.total_cost(run))
         self.held: dict[int, int] = {}  # request id -> budget reserved for it
         self.recorder = Recorder(store, run, owner, self.daily)
         self.slot_freed = anyio.Event()
@@ -281,7 +281,7 @@ class SyncExecutor:
         gate.settle(ticket, outcome.prompt_tokens + outcome.output_tokens)
         gate.observe(reply.headers, ticket)
         price = outcome.cost or 0
-        self.tally.answered(price, outcome.prompt_tokens + outcome.output_tokens, self.monotonic())
+        self.tally.answered(outcome.prompt_tokens + outcome.output_tokens, self.monotonic())
         log.info("%s -> 200 %.1fs", request.custom_id, reply.seconds)
         self.recorder.add(outcome)
         self.recorder.limits_seen(model.name, reply.headers)
@@ -330,4 +330,6 @@ class SyncExecutor:
     # -- progress ---------------------------------------------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
-        return self.tally.snapshot(self.monotonic(), self.in_flight.count, self.gates.first(), self.notices)
+        return self.tally.snapshot(
+            self.monotonic(), self.in_flight.count, self.budget.spent, self.gates.first(), self.notices
+        )
