@@ -34,6 +34,7 @@ One noun per module:
     stopping        why a run stops early (signal, deadline, takeover, ...): the executors' shared stop handling
     gate            pacing one model under RPM and TPM
     evidence        what the x-ratelimit-* headers say about other use of a limit
+    candidates      every way the server might count a limit, judged by how well it predicts the readings
     gates           a run's gates by model, behind the Pacing interface
     redis_gate      the Redis gate: runner processes on several hosts share limits through one Redis
     transport       HTTP for the sync hot path (aiohttp)

@@ -2,68 +2,63 @@
 
 A reading (``limit``, ``remaining``, ``reset`` of one dimension, requests or tokens) is used only when all three
 are present and consistent (``0 <= remaining <= limit``); the gate refuses readings about a period longer than a
-minute before they reach this module. OpenAI pins down neither what ``remaining`` counts nor when a header is
-taken, so ``Evidence`` tells the plausible readings apart by their arithmetic instead of assuming one:
+minute before they reach this module. OpenAI pins down neither what ``remaining`` counts, nor when a header is
+taken, nor how the server counts a request (its guide: an estimate from the characters and the maximum output, not
+the tokenizer), so ``Evidence`` tells the plausible readings apart by their arithmetic instead of assuming one:
 
 - continuous (OpenAI's observed per-minute units, or a sub-minute bucket's level): ``reset x limit / 60`` is what
-  the server still counts against us, whatever its window. The gate's own admissions and refunds since the
-  previous reading are replayed on a shadow of that deficit, refilling at what the estimate of other use leaves;
-  what the server counts beyond the shadow corrects the estimate. A replay that touched zero says the server had
-  more room than the estimate leaves (the estimate fades), except after a 429: then what the server counts beyond
-  it is at least the others' use. Where no headers come, the "Limit N, Used M" of 429s are the readings: the
-  balance between two of them is the others' use if the server was short all along (a replay at the rate that
-  leaves never touches zero), else at least it. An answer without a 429 is the only other sign there: after a
-  quiet spell the estimate fades (a probe; a 429 puts it back and makes the next probe wait longer).
+  the server still counts against the limit, whatever its window. Every way the server might count (how many of
+  its units one of the gate's is, at admission and at a refund, and what share of the limit other clients use)
+  replays the gate's own admissions and refunds from an earlier reading and is judged by how well it predicts
+  this one (``runner.candidates``); the gate paces to what the best of them leaves. Each replay starts from what
+  the server said, so no belief about other clients can confirm itself, and where the readings cannot tell the
+  candidates apart (a server that is full between the gate's requests), the one nearest to "nobody else, counted
+  as the gate counts" is believed: the most the readings allow, so the gate sends more until they say otherwise.
 - fixed window (remaining = limit - used this clock minute, reset = time to the minute's end): recognised when
   ``limit - remaining < reset x limit / 60``, which no continuous reading can show, or when the end of the window
-  (now + reset) stays put while the gate uses the limit. What the server counts this window beyond the gate's
-  own use since the window began is other use.
-
-The server's count of the gate's own requests is not the gate's count: OpenAI's limiter estimates a request from its
-characters and maximum output, not with the tokenizer. What the server counts beyond the gate's own use is therefore
-either other clients' use or the server's own scale (it counts each of the gate's tokens as ``scale`` of its own),
-and the two call for different pacing: an excess read as others' use where it is the scale swings the gate from
-side to side and, on a server that counts twice the gate's estimate, down to a crawl. Each interval between two
-readings is a sample of the gate's own rate and the rate the server counted; the gate's use comes in lumps
-(admissions, refunds at answers) while others' is spread over time, so a least-squares fit tells them apart
-(``_Hypothesis.fit``): all others' use, all scale, or both, whichever leaves the samples least unexplained. A
-server that counts less than the gate (scale below 1) gives the gate more than the limit in its own count.
-
-A server that reads full (or clearly below the replay of the gate's own use) while the gate holds requests back
-has room the estimate does not know of: the share rises by ``PROBE_PER_SECOND`` of the limit a second until the
-server is short again and its readings say how much it counts. So no belief about others holds the gate back for
-long once they stop, and a server that counts less than the gate is found.
+  (now + reset) stays put while the gate uses the limit. The window so far is a sample of the gate's own rate and
+  the rate the server counted; a least-squares fit (``_Hypothesis.fit``) tells the server's scale from other use.
+- no headers: the "Limit N, Used M" of 429s are the readings. The balance between two of them is the others' use
+  if the server was short all along (a replay at the rate that leaves never touches zero), else at least it. An
+  answer without a 429 is the only other sign: after a quiet spell the estimate fades (a probe; a 429 puts it back
+  and makes the next probe wait longer).
 
 Whether a header describes the server at the request's admission (``sent``) or at its answer (``answered``) is
-replayed both ways; the way that explains the readings clearly better is believed, and until then the larger
+judged both ways; the way that explains the readings clearly better is believed, and until then the larger
 estimate, but no more than the limit unless both say so (the benefit of the doubt: a 429 will say if it was wrong,
 see ``explain``, for ``PREFER_SECONDS`` unless another 429 backs it up: a wrong reading can starve the right one
-of samples). One reading moves the estimate by at most its share of ``EVIDENCE_SECONDS`` and never by more than
-its own ``reset`` covers, so no single reply can hold a gate back longer than its reset says.
+of samples). docs/pacing.md has the model as equations, its invariants and the reason for each constant.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from runner.candidates import MAX_SCALE, MIN_SCALE, SCALES, Candidates
 from runner.durations import parse_duration
 
-__all__ = ["EVIDENCE_SECONDS", "Evidence", "Ledger", "Reading", "read_reading"]
+__all__ = [
+    "EVIDENCE_SECONDS",
+    "MAX_SCALE",
+    "MAX_SHARE",
+    "MIN_SCALE",
+    "MIN_SHARE",
+    "Evidence",
+    "Ledger",
+    "Reading",
+    "read_reading",
+]
 
 EVIDENCE_SECONDS = 3.0  # time constant of the other-use estimate
 LEDGER_SECONDS = 130.0  # how long the gate's own use is remembered
+ANCHOR_SECONDS = 1.0  # a continuous reading is judged against the last one at least this much older
 MIN_SPAN = 0.05  # seconds between two readings compared: answers that arrive together are read as one
-# 60 s brought the limit back twice as fast after another client stopped, but refused 1.23% instead of 0.74% under
-# 40% other use at a 1 s window in bench/pacing.py (the virtual model did not show it)
-FADE_SECONDS = 120.0  # an estimate the server cannot confirm (it is full) fades over this, so the gate probes
-PROBE_PER_SECOND = 0.02  # the share rises this much a second while the server is full and the gate holds requests
 MAX_SHARE = 4.0  # a server that counts a request as a quarter of the gate's estimate, at the least
-MIN_SCALE, MAX_SCALE = 0.25, 50.0
+MIN_SHARE = 0.02  # of the limit, whatever others seem to use: the gate keeps sending, so it keeps learning
 FIT_SECONDS = 10.0  # time constant of the fit of the server's scale and others' use
-FULL_SECONDS = 5.0  # time constant of how often the server reads full
 PREFER_SECONDS = 10.0  # a 429's word on which reading is right holds this long unless another 429 backs it up
 QUIET_SECONDS = 60.0  # without headers: this long without a 429 (twice that after each probe that found the
 PROBE_SECONDS = 60.0  # estimate right, up to 4 times) and the estimate starts to fade by exp(-(seconds / this) ** 2)
@@ -145,6 +140,11 @@ class Ledger:
             return self.totals[0] - self.amounts[0] if self.totals else 0.0
         return self.totals[i]
 
+    def events(self, start: int, stop: int) -> list[tuple[float, float]]:
+        """``(time, amount)`` of the events after position ``start`` up to ``stop``."""
+        lo, hi = max(start, self.offset) - self.offset, min(stop, self.end) - self.offset
+        return list(zip(self.times[lo:hi], self.amounts[lo:hi], strict=True)) if lo < hi else []
+
     def replay(
         self, deficit: float, start: int, stop: int, since: float, until: float, rate: float
     ) -> tuple[float, bool]:
@@ -167,8 +167,11 @@ class Ledger:
 class _Hypothesis:
     """Where a header's reading is taken: at the request's admission (``sent``) or at its answer (``answered``)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, scales: Sequence[float] = SCALES) -> None:
         self.name = name
+        self.candidates = Candidates(scales)  # judged by continuous readings from headers
+        self.judged = False  # the last readings were continuous ones from headers: the candidates say it
+        self.anchors: list[tuple[int, float, float]] = []  # (position, time, deficit) of the last readings
         self.position = -1
         self.time = 0.0
         self.deficit = 0.0
@@ -186,10 +189,6 @@ class _Hypothesis:
         # two are told apart once the gate's rate has varied from interval to interval
         self.sums = [0.0] * 6  # w, w u, w u u, w v, w u v, w v v
         self.headed = False  # samples come from headers (else from 429s alone)
-        self.boost = 1.0  # how far probes have raised the share beyond what the samples say
-        self.short = 0.0  # how often it read clearly less than the replay said
-        self.full = 0.0  # how often the server read full lately (exponentially weighted), and how often the replay
-        self.full_replayed = 0.0  # of the gate's own use said it would
 
     def fit(self) -> tuple[float, float]:
         """``(scale, other)``: how many of the server's units one of the gate's is, and what others use per second.
@@ -198,6 +197,9 @@ class _Hypothesis:
         is others' use (scale 1), all of it is the server's scale (no others), or both, fitted (which must explain
         a third more to be believed: it has a parameter more). Where no headers come, 429s alone (a few a minute)
         cannot tell them apart: the excess is taken as others' use."""
+        if self.judged:
+            scale, other = self.candidates.best
+            return scale, other * self.limit_rate
         if not self.headed or self.samples == 0:
             return 1.0, (self.counted - self.mine) / max(self.weight, 0.25) if self.weight > 0 else 0.0
         w, wu, wuu, wv, wuv, wvv = self.sums
@@ -207,7 +209,7 @@ class _Hypothesis:
         others = (svv - 2 * suv + suu, 1.0, (wv - wu) / w)
         ratio = wuv / wuu
         scaled = (wvv - wuv * ratio, max(MIN_SCALE, min(MAX_SCALE, ratio)), 0.0)
-        choices = [others, scaled]
+        choices = [others, scaled] if wu > 0 and wuv > 0 else [others]  # net refunds say nothing of a scale
         if self.samples >= 8 and suu > (0.1 * wu / w) ** 2 * w:  # the gate's rate varied enough to fit both
             scale = suv / suu
             if MIN_SCALE <= scale <= MAX_SCALE:
@@ -218,14 +220,19 @@ class _Hypothesis:
     @property
     def share(self) -> float:
         """The share of the limit the gate may use, in its own count: the limit less others' use, divided by the
-        server's scale (above 1 where the server counts a request as less than the gate does; see ``fit``), times
-        what probes found beyond that. Taken as 1 until a second or so of samples is seen."""
+        server's scale (above 1 where the server counts a request as less than the gate does). Taken as 1 until a
+        second or so of samples (or a couple of readings judged) is seen."""
+        if self.judged:
+            scale, other = self.candidates.best
+            target = max(MIN_SHARE, min(MAX_SHARE, (1.0 - other) / scale))
+            seen = min(1.0, self.candidates.weight / 2.0)  # a couple of readings before the first is believed
+            return 1.0 + (target - 1.0) * seen
         if self.counted <= 0 or self.limit_rate <= 0:
-            return self.boost
+            return 1.0
         scale, other = self.fit()
         seen = min(1.0, self.weight / 0.25)
-        target = max(0.02, min(MAX_SHARE, (1.0 - other / self.limit_rate) / scale))
-        return (1.0 + (target - 1.0) * seen) * self.boost
+        target = max(MIN_SHARE, min(MAX_SHARE, (1.0 - other / self.limit_rate) / scale))
+        return 1.0 + (target - 1.0) * seen
 
     @property
     def other(self) -> float:
@@ -245,11 +252,6 @@ class _Hypothesis:
         self.counted = self.counted * fade + counted * (1 - fade)
         self.weight = self.weight * fade + (1 - fade)
 
-    def probe(self, seconds: float, per_second: float) -> None:
-        """The server had room the share left unused: raise the share by ``per_second`` of the limit each second,
-        until the server is short again and its readings say how much it counts."""
-        self.boost = min(MAX_SHARE, self.boost + per_second * max(0.0, seconds))
-
     def fade(self, seconds: float, scale: float) -> None:
         """Let what the server counted beyond the gate's own shrink over ``scale`` seconds (nothing to learn)."""
         keep = math.exp(-max(0.0, seconds) / scale)
@@ -266,7 +268,8 @@ class Evidence:
     def __init__(self, name: str) -> None:
         self.name = name
         self.ledger = Ledger()
-        self.hypotheses = (_Hypothesis("sent"), _Hypothesis("answered"))
+        scales = SCALES if name == "tokens" else (1.0,)  # a request is one request to any server
+        self.hypotheses = (_Hypothesis("sent", scales), _Hypothesis("answered", scales))
         self.window_votes: list[float] = []  # when a reading could only come from a fixed window
         self.headed = False  # readings come from headers (else only from 429 messages)
         self.refused_at = -math.inf  # the last reading that came with a 429
@@ -399,7 +402,6 @@ class Evidence:
         sent_position: int | None = None,
         *,
         refused: bool = False,
-        held: bool = False,
         headers: bool = True,
     ) -> None:
         """Weigh one reading taken ``now``; ``sent_position`` is the ledger position just after its request's own
@@ -413,6 +415,9 @@ class Evidence:
             h.headed = self.headed
         if refused:
             self.refused_at = now
+            for h in self.hypotheses:  # more than the limit in the gate's count went too far: a server said (by
+                if not h.judged and h.fit()[0] < 1.0:  # window readings) to count less than the gate, half as much less
+                    h.fade(math.log(2.0), 1.0)
             if self.probed is not None:  # the probe went too far: back to what was known before it
                 for h, (mine, counted) in zip(self.hypotheses, self.probed, strict=True):
                     h.mine, h.counted = mine, counted
@@ -439,7 +444,7 @@ class Evidence:
             if at - anchor_time >= 0.2:
                 used = (self.ledger.total_at(position) - self.ledger.total_at(anchor_position)) / rate
                 moved = at + reading.reset - anchor_end
-                if anchor_position >= 0 and used > 0.1:
+                if anchor_position >= 0 and used > 0.1 and not refused:  # a refused request was not counted
                     if abs(moved) < 0.2 * used:
                         h.ends.append((now, True))
                     elif abs(moved - used) < 0.2 * used:
@@ -450,65 +455,62 @@ class Evidence:
             self.was_windowed = windowed
             for h in self.hypotheses:
                 h.mine = h.counted = h.weight = 0.0
+                h.judged = False
         for h, position, at in references:
             if h.position >= 0 and at - h.time < MIN_SPAN:  # too close to the last reading to tell anything:
                 continue  # the next reading covers both
             if windowed:
                 self._window_sample(h, reading, position, at)
+            elif h.position >= 0 and self.headed:
+                self._judge(h, position, at, counted, rate)
             elif h.position >= 0:
-                self._continuous_sample(h, position, at, counted, rate, refused, held)
+                self._balance_sample(h, position, at, counted, rate)
             h.position, h.time, h.deficit = position, at, counted
 
-    def _continuous_sample(
-        self, h: _Hypothesis, position: int, at: float, counted: float, rate: float, refused: bool, held: bool
-    ) -> None:
-        """Compare a continuous reading (the server still counts ``counted``) with the last one ``h`` read."""
+    def _judge(self, h: _Hypothesis, position: int, at: float, counted: float, rate: float) -> None:
+        """A continuous reading from headers (the server still counts ``counted``): every way the server might count
+        is judged by it (``runner.candidates``), from a reading at least ``ANCHOR_SECONDS`` older (a wrong estimate
+        of others' use misses by that much of it, which one request in transit does not drown)."""
+        h.limit_rate, h.judged = rate, True
+        h.anchors = [a for a in h.anchors if at - a[1] < 4 * ANCHOR_SECONDS] + [(h.position, h.time, h.deficit)]
+        start, since, deficit = next((a for a in reversed(h.anchors) if at - a[1] >= ANCHOR_SECONDS), h.anchors[0])
+        events = self.ledger.events(start, position)
+        h.candidates.judge(deficit, events, since, at, rate, self.peers, counted)
+        h.spread, h.samples = h.candidates.spread, h.candidates.readings
+
+    def _balance_sample(self, h: _Hypothesis, position: int, at: float, counted: float, rate: float) -> None:
+        """Where no headers come, the "Limit N, Used M" of 429s are the readings (the server is short at each), and
+        pairs of them are all there is to learn from."""
         elapsed = at - h.time
         # the runner processes this one shares the limit with (``peers``, per second) use it as this one does: their
         # use counts as the gate's own, spread over the interval
         mine = self.ledger.total_at(position) - self.ledger.total_at(h.position) + self.peers * elapsed
         # the replay refills at what the estimate leaves the gate: where it holds, the server stays short as long
-        # as the replay does, and what it counts beyond the replay corrects the estimate. It runs in the gate's
-        # units: the deficit divided by the server's scale, refilling at what others leave divided by it
-        k, other = h.fit()
+        # as the replay does, and what it counts beyond the replay corrects the estimate
+        other = h.other
         left = max(0.05 * rate, rate - other)
-        refill = max(0.05 * rate / k, left / k - self.peers)
-        expected, floored = self.ledger.replay(h.deficit / k, h.position, position, h.time, at, refill)
-        expected *= k
-        beyond = counted - expected + (rate - left) * elapsed + (k - 1.0) * mine  # beyond the gate's own use
-        most = counted + (rate - left) * elapsed + max(0.0, (k - 1.0) * mine)
-        # how often the server reads full, and how often the replay says it would: the server has room the estimate
-        # does not know of where it reads full clearly more often than the replay of the gate's own use says, or
-        # clearly less than the replay most of the time
-        fade = math.exp(-elapsed / FULL_SECONDS)
-        h.full = h.full * fade + (counted < 1.0) * (1 - fade)
-        h.full_replayed = h.full_replayed * fade + (expected < 1.0) * (1 - fade)
-        h.short = h.short * fade + (counted < 0.6 * expected) * (1 - fade)  # reads clearly less than replayed
-        if not floored and min(counted, h.deficit) >= self.largest * k:
-            # only a server short of at least a request's worth says anything: nearly full, the age of a reading
-            # and a request in transit are all it shows (and others' use does not matter yet)
+        refill = max(0.05 * rate, left - self.peers)
+        expected, floored = self.ledger.replay(h.deficit, h.position, position, h.time, at, refill)
+        beyond = counted - expected + (rate - left) * elapsed  # beyond the gate's own use
+        most = counted + (rate - left) * elapsed
+        if not floored and min(counted, h.deficit) >= self.largest:
             self._sample(h, mine, beyond, elapsed, rate, most)
-        elif refused:
-            # where no headers come, pairs of 429s are all there is to learn from. The balance between them (the
-            # server short at both) says what others used, if the server was short all along: it was, if a replay
-            # refilling at what that leaves never touches zero
-            balance = counted - h.deficit - mine + rate * elapsed
-            if 0 < balance < rate * elapsed and min(counted, h.deficit) >= self.largest:
-                _, empty = self.ledger.replay(h.deficit, h.position, position, h.time, at, rate - balance / elapsed)
-                if not empty:
-                    self._sample(h, mine, balance, elapsed, rate, balance)
-                    return
-            # else the replay that touched zero lost refill that more use by others would have taken: what the
-            # server counts beyond it is at least their use, worth learning when it says more than the estimate.
-            # Up to a request's worth of it is crowding: a request that reached the server later than sent (a busy
-            # machine or network) arrives on top of the next one
-            beyond -= self.largest
-            if beyond > h.other * elapsed:
-                self._sample(h, mine, beyond, elapsed, rate, most)
-        elif held and (h.full > h.full_replayed + 0.2 or h.short > 0.5):  # room the estimate does not know of:
-            h.probe(elapsed, PROBE_PER_SECOND)  # only sending more tells how much
-        elif floored:  # the server had more room than the estimate leaves: nothing to learn now; let it fade
-            h.fade(elapsed, FADE_SECONDS if counted >= 1.0 else FADE_SECONDS / 4)
+            return
+        # the balance between two of them (the server short at both) says what others used, if the server was short
+        # all along: it was, if a replay refilling at what that leaves never touches zero
+        balance = counted - h.deficit - mine + rate * elapsed
+        if 0 < balance < rate * elapsed and min(counted, h.deficit) >= self.largest:
+            _, empty = self.ledger.replay(h.deficit, h.position, position, h.time, at, rate - balance / elapsed)
+            if not empty:
+                self._sample(h, mine, balance, elapsed, rate, balance)
+                return
+        # else the replay that touched zero lost refill that more use by others would have taken: what the server
+        # counts beyond it is at least their use, worth learning when it says more than the estimate. Up to a
+        # request's worth of it is crowding: a request that reached the server later than sent (a busy machine or
+        # network) arrives on top of the next one
+        beyond -= self.largest
+        if beyond > other * elapsed:
+            self._sample(h, mine, beyond, elapsed, rate, most)
 
     def _sample(self, h: _Hypothesis, mine: float, residual: float, elapsed: float, rate: float, most: float) -> None:
         """``mine``: the gate's own net use between two readings; ``residual``: what the server counted beyond it,
@@ -523,7 +525,6 @@ class Evidence:
         h.spread += (abs(residual - other * elapsed - (k - 1.0) * mine) - h.spread) * 0.05
         h.learn(mine / elapsed, (mine + residual) / elapsed, elapsed, rate)  # net: refunds can outweigh admissions
         h.samples += 1
-        h.boost = 1.0 + (h.boost - 1.0) * math.exp(-elapsed / EVIDENCE_SECONDS)  # the samples say it now
 
     def _window_sample(self, h: _Hypothesis, reading: Reading, position: int, at: float) -> None:
         period = 60.0  # a reading about a minute (longer resets are refused before this)
@@ -541,9 +542,9 @@ class Evidence:
             beyond = min(0.0, beyond + self.largest)
         beyond = max(-rate * 1.1 * elapsed, min(rate * 1.1 * elapsed, beyond))
         h.spread += (abs(used - mine - h.other * elapsed) / max(1.0, elapsed) - h.spread) * 0.05
-        # early in a window one request in transit is a large share of the count: such readings weigh less. A
-        # window's count is a sum since it began, not a rate at this moment: what it shows beyond the gate's own use
-        # is taken as other use at the limit's rate (the share follows as 1 - other / rate)
-        step = (at - h.time if h.position >= 0 else elapsed) * min(1.0, elapsed / 10.0)
-        h.learn(rate - beyond / elapsed, rate, step, rate)
+        # early in a window one request in transit is a large share of the count: such readings weigh less. The
+        # sample is the window so far: the gate's own rate in it and the rate the server counted, as for a
+        # continuous reading (so the fit tells a scale from others' use the same way)
+        step = (at - h.time if h.position >= 0 else elapsed) * min(1.0, elapsed / 20.0) ** 2
+        h.learn(mine / elapsed, (mine + beyond) / elapsed, step, rate)
         h.samples += 1

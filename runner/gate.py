@@ -42,7 +42,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from runner.evidence import Evidence, Reading, read_reading
+from runner.evidence import MIN_SHARE, Evidence, Reading, read_reading
 
 __all__ = ["Gate", "GateStats", "Pacer", "Sharing", "Ticket"]
 
@@ -300,7 +300,7 @@ class Gate:
         if not peers.rate:
             return runners
         free = peers.free / (pacer.limit / 60.0 * (1.0 - pacer.headroom))
-        return max(0.02, min(runners, (runners - free) / (1 + peers.held)))
+        return max(MIN_SHARE, min(runners, (runners - free) / (1 + peers.held)))
 
     def _share(self, now: float) -> None:
         """Tell the processes sharing the limit this one's use, and hear theirs (every ``SHARE_SECONDS``)."""
@@ -399,7 +399,7 @@ class Gate:
             self._adopt(name, pacer, reading.limit)
             # a refused request's own cost was never counted: its reading is of the moment before its admission
             sent = ticket.positions[index] - (1 if refused else 0) if ticket else None
-            evidence.observe(reading, now, sent, refused=refused, held=now - self.held_at < 1.0)
+            evidence.observe(reading, now, sent, refused=refused)
             if evidence.share < 0.95:
                 self._say(
                     f"other-{name}",
@@ -451,6 +451,14 @@ class Gate:
         self.pause(wait)
         if ticket.sent <= self.last_cut:  # sent before the last cut: an echo of the same overshoot
             return
+        self._cut(ticket, dimension, wait, used, now, before)
+        self._refill(now)  # what the 429 taught (a reading believed, a cut) paces from now on
+
+    def _cut(
+        self, ticket: Ticket, dimension: str | None, wait: float, used: int | None, now: float, before: dict[str, float]
+    ) -> None:
+        """Cut the rate of each dimension the 429 is about, unless the evidence explains it; halve the burst where
+        the 429 shows a window shorter than it."""
         for name, pacer in self.pacers.items():
             if pacer is None or dimension not in (None, name):
                 continue

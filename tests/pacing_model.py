@@ -16,6 +16,7 @@ import random
 import shutil
 import tempfile
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,7 @@ def simulate(
     clients: int = 1,
     stagger: float = 10.0,
     shared: bool = False,
+    check: Callable[[Gate], None] | None = None,
 ) -> Result:
     """One run; ``header_time``: when the server takes its header reading (``sent`` or ``answered``);
     ``counting``: what the server's TPM limit counts (``runner.sim.counting``), ``chars`` the characters of each
@@ -111,7 +113,8 @@ def simulate(
     or network: requests sent apart can arrive together); ``background_until``: the other client stops that many
     seconds into the run (and the share used is measured from then on); ``clients``: that many gates, each with
     ``requests`` of its own, started ``stagger`` seconds apart (the share is measured from the last one's start);
-    ``shared``: their gates share the limits through one gate file, as runner processes on one host do."""
+    ``shared``: their gates share the limits through one gate file, as runner processes on one host do;
+    ``check``: called with each gate after every event (e.g. to assert the gate's invariants all along)."""
     clock = VirtualClock()
     rule = counting_named(counting)
     text = "x" * chars
@@ -231,6 +234,9 @@ def simulate(
             client.gate.rejected(req.ticket, headers, refusal.dimension, refusal.retry_after, limit, refusal.used)
             heapq.heappush(client.retries, (t + refusal.retry_after * rng.uniform(1.0, 1.1), req.index, req))
             dispatch(client)
+        if check is not None:
+            for player in players:
+                check(player.gate)
     for file in files:
         file.close()
     if folder is not None:

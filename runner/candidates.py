@@ -1,0 +1,150 @@
+"""Every way the server might count a limit, each judged by how well it predicts the server's readings.
+
+A continuous reading (``x-ratelimit-remaining-*`` and ``reset`` of a bucket or per-minute units) says what the
+server still counts against the limit: its ``deficit``, in its own units. Between two readings the gate knows its
+own use event by event (admissions, and refunds of what answers did not use, from its ledger). A candidate is a
+way the server might count:
+
+- ``admit``: each unit the gate reserves counts as this many of the server's (OpenAI's limiter estimates a
+  request from its characters and maximum output, not with the tokenizer);
+- ``refund``: each unit the gate gets back at an answer is given back by the server as ``admit`` of its own
+  (it scales both alike), as one (it counts the answer's real output, as the gate does) or not at all;
+- ``other``: other clients use this share of the limit.
+
+Each candidate replays the gate's use from the earlier reading's deficit, refilling at what the others leave and
+never below zero (the server's bucket is full there), and is charged the squared difference between its
+prediction and the later reading, in seconds of the limit; the charges fade over ``JUDGE_SECONDS``. Every replay
+starts from what the server said, never from a prediction, so no candidate can confirm itself: a belief in other
+clients that refills the replay slowly is charged as soon as the server reads less than it predicts.
+
+Candidates whose charge is close to the least are as good as the best (``TOLERANCE``, ``NOISE``); of those, the
+nearest to "nobody else, counted as the gate counts" is believed. Where the readings cannot tell candidates apart
+(a server that is full between the gate's requests shows only the request it just counted), that is the most
+the readings allow: the gate sends more until they say otherwise.
+
+What the gate may use follows: over a while the server counts ``admit x A - refund x F`` of the gate's
+admissions ``A`` and refunds ``F``, while the gate's own bucket paces ``A - F``; with ``f = F / A`` (the share of
+a reservation answers give back, as the gate has seen it lately) the server counts ``scale = (admit - refund x
+f) / (1 - f)`` of each unit the gate paces, so the gate may pace ``(1 - other) / scale`` of the limit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["JUDGE_SECONDS", "MAX_SCALE", "MIN_SCALE", "OTHERS", "REFUNDS", "SCALES", "Candidates"]
+
+SCALES = tuple(i / 20 for i in range(10, 40)) + tuple(i / 10 for i in range(20, 31))  # 0.5, 0.55 ... 1.95, 2 ... 3
+OTHERS = tuple(i / 20 for i in range(19))  # of the limit: 0, 5% ... 90%
+REFUNDS = ("scaled", "one", "none")  # how the server gives back what an answer did not use (see above)
+MIN_SCALE, MAX_SCALE = 0.25, 50.0  # what one of the gate's units may be worth to the server, over a while
+JUDGE_SECONDS = 5.0  # how long a reading's charge lasts: the candidates follow a change within seconds
+NOISE = 0.003  # seconds of the limit: candidates this close to the best at each reading are as good
+TOLERANCE = 0.1  # and those within this share of the best's charge
+LESS = 3.0  # a server counting less than the gate is this much further from the prior than one counting more
+MOST_STEPS = 12  # a replay runs through at most this many steps (events in the same step are summed)
+GIVEN_BACK_SECONDS = 60.0  # how long the share of reservations given back (``f`` above) remembers
+
+
+class Candidates:
+    """The candidates of one dimension and their charges."""
+
+    def __init__(
+        self, scales: Sequence[float] = SCALES, others: Sequence[float] = OTHERS, refunds: Sequence[str] = REFUNDS
+    ) -> None:
+        rows = [(k, o, r) for r in refunds for k in scales for o in others if r == "scaled" or k != 1.0]
+        self.admit = np.array([k for k, _, _ in rows])
+        self.refund = np.array([k if r == "scaled" else 1.0 if r == "one" else 0.0 for k, _, r in rows])
+        self.other = np.array([o for _, o, _ in rows])
+        self.way = np.array([REFUNDS.index(r) for *_, r in rows])  # the way of refunds, as an index
+        self.charges = np.zeros(len(rows))
+        self.weight = 0.0  # the readings judged, faded as the charges are
+        self.readings = 0
+        self.until: float | None = None  # when the last reading judged was taken
+        self.chosen = int(np.argmin(np.abs(np.log(self.admit)) + self.other + self.way * 0.01))
+        self.admitted = 0.0  # exponentially weighted: what the gate reserved and what it got back
+        self.given_back = 0.0
+
+    @property
+    def spread(self) -> float:
+        """How far the best candidate's predictions were from the readings, in seconds of the limit (root mean
+        square, recent readings counting most)."""
+        return math.sqrt(float(self.charges.min()) / self.weight) if self.weight > 0 else 0.0
+
+    @property
+    def best(self) -> tuple[float, float]:
+        """``(scale, other)``: how many of the server's units each unit the gate paces is, over a while, and the
+        share of the limit others use, as the believed candidate says."""
+        return float(self.scales()[self.chosen]), float(self.other[self.chosen])
+
+    def scales(self) -> np.ndarray:
+        """Each candidate's scale: how many of the server's units each unit the gate paces is, over a while."""
+        f = min(0.9, self.given_back / self.admitted) if self.admitted > 0 else 0.0
+        return np.clip((self.admit - self.refund * f) / (1.0 - f), MIN_SCALE, MAX_SCALE)
+
+    def judge(
+        self,
+        deficit: float,
+        events: Sequence[tuple[float, float]],
+        since: float,
+        until: float,
+        rate: float,
+        peers: float,
+        counted: float,
+    ) -> None:
+        """The server counted ``deficit`` at ``since`` and ``counted`` at ``until``; in between the gate used
+        ``events`` (time, amount in its own units; refunds negative) and the runners sharing the limit ``peers``
+        per second; the limit refills at ``rate`` per second."""
+        # the charges fade with the time since the last reading judged (readings may be judged from one anchor)
+        elapsed = max(0.0, until - (since if self.until is None else max(since, self.until)))
+        self.until = until
+        fade = math.exp(-max(0.0, until - since) / GIVEN_BACK_SECONDS)
+        self.admitted = self.admitted * fade + sum(a for _, a in events if a > 0)
+        self.given_back = self.given_back * fade - sum(a for _, a in events if a < 0)
+        miss = (counted - self._replay(deficit, events, since, until, rate, peers)) / rate
+        keep = math.exp(-elapsed / JUDGE_SECONDS)
+        self.charges = self.charges * keep + miss * miss
+        self.weight = self.weight * keep + 1.0
+        self.readings += 1
+        bound = float(self.charges.min()) * (1.0 + TOLERANCE) + self.weight * NOISE * NOISE
+        # of those as good as the best, the nearest to "nobody else, counted as the gate counts"
+        # (more than the limit in the gate's count must be clearly better: being wrong there costs 429s)
+        ln = np.log(self.scales())
+        distance = np.where(ln < 0, -LESS * ln, ln) + self.other + self.way * 0.01
+        self.chosen = int(np.argmin(np.where(self.charges <= bound, distance, np.inf)))
+
+    def _replay(
+        self,
+        deficit: float,
+        events: Sequence[tuple[float, float]],
+        since: float,
+        until: float,
+        rate: float,
+        peers: float,
+    ) -> np.ndarray:
+        """Each candidate's deficit at ``until``: ``deficit`` at ``since`` carried through ``events``."""
+        refill = np.maximum(0.0, (1.0 - self.other) * rate - self.admit * peers)
+        d = np.full(len(self.charges), float(deficit))
+        t = since
+        for when, taken, back in _steps(events, since, until):
+            d = np.maximum(0.0, np.maximum(0.0, d - (when - t) * refill) + self.admit * taken - self.refund * back)
+            t = when
+        return np.maximum(0.0, d - (until - t) * refill)
+
+
+def _steps(events: Sequence[tuple[float, float]], since: float, until: float) -> list[tuple[float, float, float]]:
+    """``events`` as ``(time, taken, given back)`` steps, at most ``MOST_STEPS`` of them: many events between two
+    readings (a high rate) are summed within equal spans of time, which changes a replay by less than a step's
+    refill."""
+    if len(events) <= MOST_STEPS:
+        return [(when, max(0.0, a), max(0.0, -a)) for when, a in events]
+    span = max(1e-9, until - since) / MOST_STEPS
+    sums: dict[int, list[float]] = {}
+    for when, amount in events:
+        step = sums.setdefault(min(MOST_STEPS - 1, int((when - since) / span)), [when, 0.0, 0.0])
+        step[0] = when
+        step[1 if amount > 0 else 2] += abs(amount)
+    return [(when, taken, back) for _, (when, taken, back) in sorted(sums.items())]
