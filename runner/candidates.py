@@ -44,9 +44,8 @@ MIN_SCALE, MAX_SCALE = 0.25, 50.0  # what one of the gate's units may be worth t
 JUDGE_SECONDS = 5.0  # how long a reading's charge lasts: the candidates follow a change within seconds
 NOISE = 0.003  # seconds of the limit: candidates this close to the best at each reading are as good
 TOLERANCE = 0.1  # and those within this share of the best's charge
-LESS = 3.0  # a server counting less than the gate is this much further from the prior than one counting more
+LESS = 6.0  # a server counting less than the gate is this much further from the prior than one counting more
 MOST_STEPS = 12  # a replay runs through at most this many steps (events in the same step are summed)
-GIVEN_BACK_SECONDS = 60.0  # how long the share of reservations given back (``f`` above) remembers
 
 
 class Candidates:
@@ -65,8 +64,7 @@ class Candidates:
         self.readings = 0
         self.until: float | None = None  # when the last reading judged was taken
         self.chosen = int(np.argmin(np.abs(np.log(self.admit)) + self.other + self.way * 0.01))
-        self.admitted = 0.0  # exponentially weighted: what the gate reserved and what it got back
-        self.given_back = 0.0
+        self.given_back = 0.0  # the share of a reservation answers give back lately (``f`` above)
 
     @property
     def spread(self) -> float:
@@ -82,7 +80,7 @@ class Candidates:
 
     def scales(self) -> np.ndarray:
         """Each candidate's scale: how many of the server's units each unit the gate paces is, over a while."""
-        f = min(0.9, self.given_back / self.admitted) if self.admitted > 0 else 0.0
+        f = min(0.9, self.given_back)
         return np.clip((self.admit - self.refund * f) / (1.0 - f), MIN_SCALE, MAX_SCALE)
 
     def judge(
@@ -94,17 +92,18 @@ class Candidates:
         rate: float,
         peers: float,
         counted: float,
+        given_back: float,
     ) -> None:
         """The server counted ``deficit`` at ``since`` and ``counted`` at ``until``; in between the gate used
         ``events`` (time, amount in its own units; refunds negative) and the runners sharing the limit ``peers``
-        per second; the limit refills at ``rate`` per second."""
+        per second; the limit refills at ``rate`` per second; answers give back ``given_back`` of what their
+        requests reserved, lately."""
         # the charges fade with the time since the last reading judged (readings may be judged from one anchor)
         elapsed = max(0.0, until - (since if self.until is None else max(since, self.until)))
         self.until = until
-        fade = math.exp(-max(0.0, until - since) / GIVEN_BACK_SECONDS)
-        self.admitted = self.admitted * fade + sum(a for _, a in events if a > 0)
-        self.given_back = self.given_back * fade - sum(a for _, a in events if a < 0)
-        miss = (counted - self._replay(deficit, events, since, until, rate, peers)) / rate
+        self.given_back = given_back
+        refill = np.maximum(0.0, (1.0 - self.other) * rate - self.admit * peers)
+        miss = (counted - self._replay(deficit, events, since, until, refill)) / rate
         keep = math.exp(-elapsed / JUDGE_SECONDS)
         self.charges = self.charges * keep + miss * miss
         self.weight = self.weight * keep + 1.0
@@ -117,16 +116,10 @@ class Candidates:
         self.chosen = int(np.argmin(np.where(self.charges <= bound, distance, np.inf)))
 
     def _replay(
-        self,
-        deficit: float,
-        events: Sequence[tuple[float, float]],
-        since: float,
-        until: float,
-        rate: float,
-        peers: float,
+        self, deficit: float, events: Sequence[tuple[float, float]], since: float, until: float, refill: np.ndarray
     ) -> np.ndarray:
-        """Each candidate's deficit at ``until``: ``deficit`` at ``since`` carried through ``events``."""
-        refill = np.maximum(0.0, (1.0 - self.other) * rate - self.admit * peers)
+        """Each candidate's deficit at ``until``: ``deficit`` at ``since`` carried through ``events``, refilling at
+        ``refill`` a second (each candidate's own)."""
         d = np.full(len(self.charges), float(deficit))
         t = since
         for when, taken, back in _steps(events, since, until):

@@ -54,6 +54,7 @@ __all__ = [
 
 EVIDENCE_SECONDS = 3.0  # time constant of the other-use estimate
 LEDGER_SECONDS = 130.0  # how long the gate's own use is remembered
+GIVEN_BACK_ANSWERS = 50  # answers the share they give back is averaged over
 ANCHOR_SECONDS = 1.0  # a continuous reading is judged against the last one at least this much older
 MIN_SPAN = 0.05  # seconds between two readings compared: answers that arrive together are read as one
 MAX_SHARE = 4.0  # a server that counts a request as a quarter of the gate's estimate, at the least
@@ -285,6 +286,8 @@ class Evidence:
         self._share: float | None = None  # the share as last worked out (None: to be worked out again)
         self.stale = Ledger()  # refunds of uses admitted before that window began (it no longer counts them)
         self.peers = 0.0  # per second: what the runner processes sharing this limit use of it, as they say
+        self.given_back = 0.0  # the share of a reservation answers give back, lately
+        self.answers = 0
 
     @property
     def believed(self) -> _Hypothesis | None:
@@ -348,6 +351,12 @@ class Evidence:
         """The gate admitted a request of ``cost`` ``now``; returns its ledger position."""
         self.largest = max(cost, self.largest * 0.999)
         return self.ledger.add(now, cost)
+
+    def answered(self, reserved: float, back: float) -> None:
+        """An answer gave back ``back`` of the ``reserved`` its request took: the share answers give back, over the
+        last ``GIVEN_BACK_ANSWERS`` or so (the candidates need it to turn a server's count into a pace)."""
+        self.given_back += (back / reserved - self.given_back) / min(self.answers + 1, GIVEN_BACK_ANSWERS)
+        self.answers += 1
 
     def refunded(self, now: float, amount: float, sent: float) -> None:
         """A request sent at ``sent`` gave back ``amount`` ``now``: a fixed window that began after it was sent no
@@ -475,7 +484,7 @@ class Evidence:
         h.anchors = [a for a in h.anchors if at - a[1] < 4 * ANCHOR_SECONDS] + [(h.position, h.time, h.deficit)]
         start, since, deficit = next((a for a in reversed(h.anchors) if at - a[1] >= ANCHOR_SECONDS), h.anchors[0])
         events = self.ledger.events(start, position)
-        h.candidates.judge(deficit, events, since, at, rate, self.peers, counted)
+        h.candidates.judge(deficit, events, since, at, rate, self.peers, counted, self.given_back)
         h.spread, h.samples = h.candidates.spread, h.candidates.readings
 
     def _balance_sample(self, h: _Hypothesis, position: int, at: float, counted: float, rate: float) -> None:

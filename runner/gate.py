@@ -360,6 +360,11 @@ class Gate:
 
     def settle(self, ticket: Ticket, used: int) -> None:
         """Give back what a finished request reserved but did not use (or take what it used beyond that)."""
+        if ticket.reserved > 0:  # how much of a reservation answers give back (a refused request is not an answer)
+            self.evidence["tokens"].answered(ticket.reserved, ticket.reserved - used)
+        self._give_back(ticket, used)
+
+    def _give_back(self, ticket: Ticket, used: int) -> None:
         now = self.clock()
         for evidence in self.evidence.values():
             evidence.quiet(now)
@@ -439,7 +444,7 @@ class Gate:
         ``used`` are its message's "Limit N, Used M", read where no headers report the limit."""
         now = self.clock()
         before = {name: e.share for name, e in self.evidence.items()}
-        self.settle(ticket, 0)
+        self._give_back(ticket, 0)
         self.observe(headers, ticket, refused=True)
         if dimension in DIMENSIONS and limit and used is not None and used >= 0:
             evidence = self.evidence[dimension]

@@ -52,7 +52,7 @@ def test_requests_that_reach_the_server_later_than_sent_cost_little(reading: str
     """A busy machine or network delays each request by up to 0.2 s on its way: under a one-second window two
     sent apart can arrive together and be refused. Such a 429 is a moment's crowding, not another client: read
     as one, it held the gate at 87% for the rest of the run. Per-minute readings taken at the answer suffer most:
-    a request still on its way reads as a server that counts less (1.2% refused here, up to 4.5% over four
+    a request still on its way reads as a server that counts less (0.7% refused here, up to 4.1% over four
     seeds; the README's "Where it is weakest" says so)."""
     run = simulate(reading=reading, window=1.0, header_time=header_time, jitter=0.2, requests=400, seed=1)
     assert run.answered == 400
