@@ -63,8 +63,8 @@ class Candidates:
         self.weight = 0.0  # the readings judged, faded as the charges are
         self.readings = 0
         self.until: float | None = None  # when the last reading judged was taken
-        self.chosen = int(np.argmin(np.abs(np.log(self.admit)) + self.other + self.way * 0.01))
         self.given_back = 0.0  # the share of a reservation answers give back lately (``f`` above)
+        self.chosen = int(np.argmin(self._distance()))
 
     @property
     def spread(self) -> float:
@@ -109,11 +109,14 @@ class Candidates:
         self.weight = self.weight * keep + 1.0
         self.readings += 1
         bound = float(self.charges.min()) * (1.0 + TOLERANCE) + self.weight * NOISE * NOISE
-        # of those as good as the best, the nearest to "nobody else, counted as the gate counts"
-        # (more than the limit in the gate's count must be clearly better: being wrong there costs 429s)
+        self.chosen = int(np.argmin(np.where(self.charges <= bound, self._distance(), np.inf)))
+
+    def _distance(self) -> np.ndarray:
+        """Each candidate's distance from "nobody else, counted as the gate counts", the tie-break among those as
+        good (more than the limit in the gate's count must be clearly better: being wrong there costs 429s)."""
         ln = np.log(self.scales())
-        distance = np.where(ln < 0, -LESS * ln, ln) + self.other + self.way * 0.01
-        self.chosen = int(np.argmin(np.where(self.charges <= bound, distance, np.inf)))
+        distance: np.ndarray = np.where(ln < 0, -LESS * ln, ln) + self.other + self.way * 0.01
+        return distance
 
     def _replay(
         self, deficit: float, events: Sequence[tuple[float, float]], since: float, until: float, refill: np.ndarray
