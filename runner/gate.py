@@ -51,6 +51,8 @@ MIN_BURST = 0.05  # seconds
 FACTOR_FLOOR = 0.05
 FACTOR_CUT = 0.9
 FACTOR_REGAIN = 3.0  # seconds: the time constant of the way back to just below the factor before a run of 429s
+KEEP_SECONDS = 120.0  # after a 429 that refunds kept beyond the bucket's capacity caused, they are not kept for
+# this long (4x as long after each further one, up to 16x): the server's window is as short as the burst
 STORM_SECONDS = 10.0  # 429s closer than this to the previous cut belong to the same run of 429s
 FACTOR_PROBE = 0.001  # per second, beyond it
 START_SHARE = 0.5  # of the rate at the first moment: other clients may be using the rest
@@ -117,6 +119,11 @@ class Pacer:
         self.start_seconds = start_seconds
         self.start_share = start_share
         self.quiet_since = now
+        self.keep_from = now  # from when refunds may lift the level beyond the capacity (see ``refund``)
+        self.keep_seconds = KEEP_SECONDS
+        self.kept_at = -math.inf  # when a request was last admitted from a level beyond the capacity
+        self.largest = 0.0  # the largest cost admitted lately
+        self.beyond = 0.0  # what refunds have lifted the level beyond a bucket of the whole limit, still there
         self.level = self.capacity
 
     def __repr__(self) -> str:
@@ -148,11 +155,9 @@ class Pacer:
             self.factor_bad = max(self.factor_bad, self.factor)
         if self.burst < self.burst_max and now - self.quiet_since > 60.0:
             self.burst, self.quiet_since = min(self.burst_max, self.burst * 2), now
-        # refill up to the capacity; refunds may have lifted a part's bucket above it, to what a bucket of the whole
-        # limit holds (see ``Gate.settle``), and the refill does not take that back
-        self.level = max(
-            min(self.capacity, self.level + elapsed * self.rate), min(self.level, self.capacity / self.part)
-        )
+        # refill up to the capacity; refunds may have lifted the level above it (see ``refund``), and the refill
+        # does not take that back
+        self.level = max(min(self.capacity, self.level + elapsed * self.rate), min(self.level, self._ceiling(0.0)))
         self.stamp = now
 
     def wait(self, cost: float) -> float:
@@ -171,12 +176,41 @@ class Pacer:
         self.limit = limit
         self.level = min(self.level, self.capacity)
 
+    def take(self, cost: float, now: float) -> None:
+        """Admit a request of ``cost``."""
+        if self.level > self.capacity:
+            self.kept_at = now
+        self.largest = max(cost, self.largest * 0.999)
+        self.level -= cost
+        self.beyond = max(0.0, min(self.beyond, self.level - self.capacity / self.part))
+
     def refund(self, amount: float) -> None:
-        """``amount`` back (negative: taken), up to what a bucket of the whole limit would hold: a process pacing
-        a part of the limit (shared with others) keeps the refunds its smaller bucket has no room for, as the server
-        does, instead of pacing at a fraction of its part."""
-        whole = self.capacity / self.part
-        self.level = min(max(self.level, whole), self.level + amount)
+        """``amount`` back (negative: taken). A refund is what a request reserved and did not use, and the server
+        gives it back too: where reservations fit the bucket, it is kept even where it lifts the level beyond the
+        capacity (by up to itself), else a reservation nearly as large as the bucket (a server that counts more
+        than the gate paces it to a small share) loses the refunds that come while the level waits for the next
+        one, 7% of the limit. A server whose window is as short as the burst loses them too (its bucket is as
+        full): after a 429 that shows it (``kept_too_much``) refunds are kept only up to what a bucket of the
+        whole limit holds (a process pacing a part of the limit, shared with others, keeps what its smaller
+        bucket has no room for, as the server does, instead of pacing at a fraction of its part). Reservations
+        larger than the bucket go into debt at a full bucket; keeping refunds there too made bursts that cost
+        runners that cannot see each other twice the 429s (docs/pacing.md)."""
+        self.level = min(max(self.level, self._ceiling(amount)), self.level + amount)
+        self.beyond = max(0.0, self.level - self.capacity / self.part)
+
+    def _ceiling(self, amount: float) -> float:
+        """The most the level may hold after a refund of ``amount`` (0: after a refill): a bucket of the whole
+        limit, and what refunds lifted it beyond that where they are kept (see ``refund``)."""
+        keep = self.stamp >= self.keep_from and self.largest <= self.capacity
+        return self.capacity / self.part + (max(self.beyond, amount) if keep else 0.0)
+
+    def kept_too_much(self, sent: float, now: float) -> None:
+        """A 429 for a request sent at ``sent``: if it follows an admission from a level beyond the capacity (within
+        a burst of it, at its longest), refunds are not kept beyond the capacity for a while (see ``refund``)."""
+        if 0.0 <= sent - self.kept_at <= self.burst_max:
+            self.keep_from = now + self.keep_seconds
+            self.keep_seconds = min(16 * KEEP_SECONDS, 4 * self.keep_seconds)
+            self.level, self.beyond = min(self.level, self.capacity), 0.0
 
     def empty(self) -> None:
         """Nothing to admit now (a pause): the bucket fills again from empty."""
@@ -341,7 +375,7 @@ class Gate:
         for name, cost in zip(DIMENSIONS, (1.0, float(tokens)), strict=True):
             pacer = self.pacers[name]
             if pacer:
-                pacer.level -= cost
+                pacer.take(cost, now)
             positions.append(self.evidence[name].admitted(now, cost))
         self.admitted += 1
         self.admitted_tokens += tokens
@@ -453,6 +487,9 @@ class Gate:
                 reading = Reading(limit, limit - deficit, deficit / (limit / 60.0))
                 evidence.observe(reading, now, refused=True, headers=False)
         wait = retry_after if retry_after is not None else 1.0
+        for name, pacer in self.pacers.items():
+            if pacer and dimension in (None, name):
+                pacer.kept_too_much(ticket.sent, now)
         self.pause(wait)
         if ticket.sent <= self.last_cut:  # sent before the last cut: an echo of the same overshoot
             return

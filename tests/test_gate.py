@@ -84,6 +84,46 @@ async def test_a_refund_lets_a_waiting_request_through_before_its_computed_wait(
     assert clock.now - 1000.0 <= 0.15
 
 
+async def test_a_refund_that_comes_while_the_bucket_waits_for_a_large_reservation_is_not_lost() -> None:
+    """A reservation nearly as large as the bucket (90 of 100): a refund of 30 that comes when the level is at 80
+    lifts it to 110, and the 20 beyond the capacity still count for the next request. Clipped at the capacity,
+    such refunds cost 7% of the limit when the server counts twice the gate's estimate."""
+    gate, clock = make(None, 6_000, headroom=0.0, burst_seconds=1.0)  # 100 tokens/s, bucket of 100
+    first = await gate.acquire(90)
+    clock.now += 0.7  # the level is 80: the next 90 waits 0.1 s
+    gate.settle(first, used=60)  # 30 back: 110
+    await gate.acquire(90)
+    assert clock.now == pytest.approx(1000.7)
+    assert gate.delay(90) == pytest.approx(0.7)  # 20 kept: 70 more needed
+
+
+async def test_after_a_429_for_a_request_sent_from_kept_refunds_they_are_kept_no_more() -> None:
+    """A server whose window is as short as the gate's burst loses refunds that come while its bucket is full, as
+    the gate's own bucket would: a 429 for a request admitted from a level beyond the capacity shows it, and
+    refunds stop lifting the level beyond the capacity for two minutes."""
+    gate, clock = make(None, 6_000, headroom=0.0, burst_seconds=1.0)
+
+    async def refund_at_a_high_level() -> tuple[Ticket, float, float]:
+        """A refund of 30 while the level is at 80, then the next request; the level after the refund and the
+        bucket's capacity then."""
+        first = await gate.acquire(90)
+        clock.now += 0.7
+        gate.settle(first, used=60)
+        stats = gate.statistics()
+        assert stats.tokens_level is not None and stats.tokens_rate is not None
+        return await gate.acquire(90), stats.tokens_level, stats.tokens_rate * stats.burst
+
+    refused, level, capacity = await refund_at_a_high_level()
+    assert level > capacity
+    gate.rejected(refused, {}, "tokens", 0.5)
+    clock.now += 5.0
+    _, level, capacity = await refund_at_a_high_level()
+    assert level == pytest.approx(capacity)
+    clock.now += 120.0
+    _, level, capacity = await refund_at_a_high_level()
+    assert level > capacity
+
+
 async def test_request_larger_than_bucket_is_paced_not_stuck() -> None:
     gate, clock = make(None, 6_000, headroom=0.0, burst_seconds=1.0)  # bucket holds 100
     await gate.acquire(550)  # bigger than the bucket: admitted when full, into debt

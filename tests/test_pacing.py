@@ -162,7 +162,11 @@ def _holds_its_invariants(gate: Gate) -> None:
         assert MIN_SHARE <= evidence.share <= MAX_SHARE, (name, evidence.share)
         assert MIN_SHARE <= pacer.share <= evidence.share + 1e-9, (name, pacer.share, evidence.share)
         assert pacer.rate <= pacer.limit / 60.0 * MAX_SHARE, (name, pacer.rate)
-        assert pacer.level <= max(pacer.capacity, pacer.capacity / pacer.part) + 1e-6, (name, pacer.level)
+        assert 0.0 <= pacer.beyond <= pacer.largest, (name, pacer.beyond, pacer.largest)
+        assert pacer.level <= max(pacer.capacity, pacer.capacity / pacer.part) + pacer.beyond + 1e-6, (
+            name,
+            pacer.level,
+        )
         assert evidence.other >= 0.0, (name, evidence.other)
         for h in evidence.hypotheses:
             scale, _ = h.fit()
