@@ -448,7 +448,8 @@ class Evidence:
             if at is None or position <= h.position:  # no admission to refer to, or older than what was read
                 continue
             references.append((h, position, at))
-            # a window's end stays put while the gate uses the limit; a continuous reading's moves with the use
+            # a window's end stays put while the gate uses the limit; a continuous reading's moves with the use, by
+            # the use times the server's scale (whatever it is: a server counting 2x moves it twice as far)
             anchor_time, anchor_end, anchor_position = h.anchor
             if at - anchor_time >= 0.2:
                 used = (self.ledger.total_at(position) - self.ledger.total_at(anchor_position)) / rate
@@ -456,7 +457,7 @@ class Evidence:
                 if anchor_position >= 0 and used > 0.1 and not refused:  # a refused request was not counted
                     if abs(moved) < 0.2 * used:
                         h.ends.append((now, True))
-                    elif abs(moved - used) < 0.2 * used:
+                    elif moved > 0.2 * used:
                         h.ends.append((now, False))
                 h.anchor = (at, at + reading.reset, position)
         windowed = self.windowed(now)

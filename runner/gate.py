@@ -53,6 +53,7 @@ FACTOR_CUT = 0.9
 FACTOR_REGAIN = 3.0  # seconds: the time constant of the way back to just below the factor before a run of 429s
 KEEP_SECONDS = 120.0  # after a 429 that refunds kept beyond the bucket's capacity caused, they are not kept for
 # this long (4x as long after each further one, up to 16x): the server's window is as short as the burst
+OTHERS_KEEP = 0.1  # of the limit: where others use more, any 429 stops refunds being kept beyond the capacity
 STORM_SECONDS = 10.0  # 429s closer than this to the previous cut belong to the same run of 429s
 FACTOR_PROBE = 0.001  # per second, beyond it
 START_SHARE = 0.5  # of the rate at the first moment: other clients may be using the rest
@@ -201,16 +202,15 @@ class Pacer:
     def _ceiling(self, amount: float) -> float:
         """The most the level may hold after a refund of ``amount`` (0: after a refill): a bucket of the whole
         limit, and what refunds lifted it beyond that where they are kept (see ``refund``)."""
-        keep = self.stamp >= self.keep_from and self.largest <= self.capacity
+        keep = self.stamp >= self.keep_from
         return self.capacity / self.part + (max(self.beyond, amount) if keep else 0.0)
 
-    def kept_too_much(self, sent: float, now: float) -> None:
-        """A 429 for a request sent at ``sent``: if it follows an admission from a level beyond the capacity (within
-        a burst of it, at its longest), refunds are not kept beyond the capacity for a while (see ``refund``)."""
-        if 0.0 <= sent - self.kept_at <= self.burst_max:
+    def stop_keeping(self, now: float) -> None:
+        """A 429: refunds are not kept beyond the capacity for a while (see ``refund``)."""
+        if now >= self.keep_from:
             self.keep_from = now + self.keep_seconds
             self.keep_seconds = min(16 * KEEP_SECONDS, 4 * self.keep_seconds)
-            self.level, self.beyond = min(self.level, self.capacity), 0.0
+        self.level, self.beyond = min(self.level, self.capacity), 0.0
 
     def empty(self) -> None:
         """Nothing to admit now (a pause): the bucket fills again from empty."""
@@ -487,12 +487,15 @@ class Gate:
                 reading = Reading(limit, limit - deficit, deficit / (limit / 60.0))
                 evidence.observe(reading, now, refused=True, headers=False)
         wait = retry_after if retry_after is not None else 1.0
-        for name, pacer in self.pacers.items():
-            if pacer and dimension in (None, name):
-                pacer.kept_too_much(ticket.sent, now)
         self.pause(wait)
         if ticket.sent <= self.last_cut:  # sent before the last cut: an echo of the same overshoot
             return
+        for name, pacer in self.pacers.items():
+            if pacer and dimension in (None, name):
+                # the server's window is as short as the burst, or others take what the gate counted on
+                others = self.evidence[name].other > OTHERS_KEEP * pacer.limit / 60.0
+                if others or 0.0 <= ticket.sent - pacer.kept_at <= pacer.burst_max:
+                    pacer.stop_keeping(now)
         self._cut(ticket, dimension, wait, used, now, before)
         self._refill(now)  # what the 429 taught (a reading believed, a cut) paces from now on
 
