@@ -102,7 +102,8 @@ class Candidates:
         elapsed = max(0.0, until - (since if self.until is None else max(since, self.until)))
         self.until = until
         self.given_back = given_back
-        refill = np.maximum(0.0, (1.0 - self.other) * rate - self.admit * peers)
+        # the peers tell their net use (admissions less refunds) in their own count: the server counts it at scale
+        refill = np.maximum(0.0, (1.0 - self.other) * rate - self.scales() * peers)
         miss = (counted - self._replay(deficit, events, since, until, refill)) / rate
         keep = math.exp(-elapsed / JUDGE_SECONDS)
         self.charges = self.charges * keep + miss * miss
