@@ -331,7 +331,7 @@ class Gate:
         """This process's part of what the runners sharing the limit may use together (``runners``, of the limit):
         what those that get all they want leave, split evenly among those that want more (this one counted)."""
         peers = self.peers[name]
-        if not peers.rate:
+        if not peers.rate and not peers.held:  # alone (a peer that wants more is there even if it sent nothing lately)
             return runners
         free = peers.free / (pacer.limit / 60.0 * (1.0 - pacer.headroom))
         return max(MIN_SHARE, min(runners, (runners - free) / (1 + peers.held)))

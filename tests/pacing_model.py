@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runner.gate import Gate, Ticket
+from runner.gate import WAKE_SECONDS, Gate, Ticket
 from runner.gates import Scope
 from runner.sim.buckets import ModelBuckets
 from runner.sim.counting import counting as counting_named
@@ -170,7 +170,7 @@ def simulate(
             cost = head.prompt + head.max_tokens
             wait = client.gate.delay(cost)
             if wait > 0:
-                wake(client, clock.now + wait)
+                wake(client, clock.now + min(wait, WAKE_SECONDS))  # as Gate.acquire looks again
                 return
             client.queue.popleft()
             head.ticket = client.gate.take(cost)

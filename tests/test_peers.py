@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from runner.gate import Gate
+from runner.gates import Scope
 from runner.store.peers import KEEP_SECONDS, STALE_SECONDS, TELL_SECONDS, GateFile, gate_file_path
 
 from .conftest import FakeTime, runner_cli
@@ -41,6 +43,23 @@ def test_a_process_that_leaves_frees_its_part_at_once(tmp_path: Path) -> None:
     one.publish("m tokens", 900.0, held=True)
     one.leave()
     assert two.publish("m tokens", 10.0, held=True) == []
+
+
+def test_a_peer_that_wants_more_but_sent_nothing_lately_still_gets_its_part(tmp_path: Path) -> None:
+    """Under a server that counts 2x, a process's part is a request every few seconds: in the span its use is told
+    over it may have sent nothing. It is still there (it says it wants more): the other takes half the runners'
+    share, not all of it (which made both take all of it by turns: 40% of requests refused)."""
+    clock = FakeTime()
+    quiet = GateFile(tmp_path / "gate.db", "quiet", clock)
+    gate = Gate(None, 90_000, start_share=1.0, sharing=Scope(GateFile(tmp_path / "gate.db", "busy", clock), "m"),
+                clock=clock)  # fmt: skip
+    quiet.publish("m tokens", 0.0, held=True)
+    gate.delay(100)
+    assert gate.pacers["tokens"] is not None and gate.pacers["tokens"].share == pytest.approx(0.5)
+    quiet.leave()
+    clock.now += TELL_SECONDS
+    gate.delay(100)
+    assert gate.pacers["tokens"].share == pytest.approx(1.0)
 
 
 def test_the_gate_file_is_named_by_a_hash_of_server_and_key_never_the_key(
