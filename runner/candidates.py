@@ -78,6 +78,12 @@ class Candidates:
         share of the limit others use, as the believed candidate says."""
         return float(self.scales()[self.chosen]), float(self.other[self.chosen])
 
+    @property
+    def admission(self) -> float:
+        """How many of the server's units each unit the gate reserves is at admission, as the believed candidate
+        says."""
+        return float(self.admit[self.chosen])
+
     def scales(self) -> np.ndarray:
         """Each candidate's scale: how many of the server's units each unit the gate paces is, over a while."""
         f = min(0.9, self.given_back)

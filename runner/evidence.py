@@ -300,6 +300,14 @@ class Evidence:
                 return answered
         return self.preferred
 
+    @property
+    def admission(self) -> float:
+        """How many of the server's units each unit the gate reserves is at admission, as the candidates of the
+        believed reading say (of both, the more, where neither is believed; 1 before any judged a reading)."""
+        believed = self.believed
+        read = [believed] if believed is not None else self.hypotheses
+        return max((h.candidates.admission for h in read if h.judged), default=1.0)
+
     def explain(self) -> bool:
         """A 429 arrived while pacing to the larger share: if one hypothesis leaves the gate clearly less, the 429
         says it is the right one. Returns whether that explains the 429."""

@@ -516,7 +516,7 @@ class Gate:
             self.cuts += 1
             pacer.cut(now)
             if used is not None and dimension == name:  # the server could not hold what it counted and this one
-                cost = float(ticket.reserved) if name == "tokens" else 1.0
+                cost = float(ticket.reserved) * evidence.admission if name == "tokens" else 1.0  # as it counts
                 shorter = used + cost < pacer.limit / 60.0 * pacer.burst * 0.95
             else:  # a Retry-After no longer than the burst: the server's window is no longer either
                 shorter = wait <= pacer.burst + 0.05
