@@ -37,9 +37,8 @@ import numpy as np
 
 __all__ = ["JUDGE_SECONDS", "MAX_SCALE", "MIN_SCALE", "OTHERS", "REFUNDS", "SCALES", "Candidates"]
 
-SCALES = tuple(i / 40 for i in range(20, 80)) + tuple(
-    i / 10 for i in range(20, 31)
-)  # 0.5, 0.525 ... 1.975, 2, 2.1 ... 3
+# 0.5, 0.525 ... 1.975, 2, 2.1 ... 3 (docs/pacing.md: why these steps)
+SCALES = tuple(i / 40 for i in range(20, 80)) + tuple(i / 10 for i in range(20, 31))
 OTHERS = tuple(i / 20 for i in range(19))  # of the limit: 0, 5% ... 90%
 REFUNDS = ("scaled", "one", "none")  # how the server gives back what an answer did not use (see above)
 MIN_SCALE, MAX_SCALE = 0.25, 50.0  # what one of the gate's units may be worth to the server, over a while

@@ -123,7 +123,6 @@ class Pacer:
         self.keep_from = now  # from when refunds may lift the level beyond the capacity (see ``refund``)
         self.keep_seconds = KEEP_SECONDS
         self.kept_at = -math.inf  # when a request was last admitted from a level beyond the capacity
-        self.largest = 0.0  # the largest cost admitted lately
         self.beyond = 0.0  # what refunds have lifted the level beyond a bucket of the whole limit, still there
         self.level = self.capacity
 
@@ -181,21 +180,19 @@ class Pacer:
         """Admit a request of ``cost``."""
         if self.level > self.capacity:
             self.kept_at = now
-        self.largest = max(cost, self.largest * 0.999)
         self.level -= cost
         self.beyond = max(0.0, min(self.beyond, self.level - self.capacity / self.part))
 
     def refund(self, amount: float) -> None:
         """``amount`` back (negative: taken). A refund is what a request reserved and did not use, and the server
-        gives it back too: where reservations fit the bucket, it is kept even where it lifts the level beyond the
-        capacity (by up to itself), else a reservation nearly as large as the bucket (a server that counts more
-        than the gate paces it to a small share) loses the refunds that come while the level waits for the next
-        one, 7% of the limit. A server whose window is as short as the burst loses them too (its bucket is as
-        full): after a 429 that shows it (``kept_too_much``) refunds are kept only up to what a bucket of the
-        whole limit holds (a process pacing a part of the limit, shared with others, keeps what its smaller
-        bucket has no room for, as the server does, instead of pacing at a fraction of its part). Reservations
-        larger than the bucket go into debt at a full bucket; keeping refunds there too made bursts that cost
-        runners that cannot see each other twice the 429s (docs/pacing.md)."""
+        gives it back too: it is kept even where it lifts the level beyond the capacity (by up to itself), else a
+        reservation nearly as large as the bucket, or larger (a server that counts more than the gate paces it to a
+        small share), loses the refunds that come while the level waits for the next one: 7-11% of the limit. A
+        server whose window is as short as the burst loses them too (its bucket is as full), and others sharing
+        the limit may take them: after a 429 that shows either (``Gate.rejected``, ``stop_keeping``) refunds are
+        kept for a while only up to what a bucket of the whole limit holds (a process pacing a part of the limit,
+        shared with others, keeps what its smaller bucket has no room for, as the server does, instead of pacing
+        at a fraction of its part). docs/pacing.md has the equations."""
         self.level = min(max(self.level, self._ceiling(amount)), self.level + amount)
         self.beyond = max(0.0, self.level - self.capacity / self.part)
 

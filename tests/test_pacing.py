@@ -196,7 +196,7 @@ def _holds_its_invariants(gate: Gate) -> None:
         assert MIN_SHARE <= evidence.share <= MAX_SHARE, (name, evidence.share)
         assert MIN_SHARE <= pacer.share <= evidence.share + 1e-9, (name, pacer.share, evidence.share)
         assert pacer.rate <= pacer.limit / 60.0 * MAX_SHARE, (name, pacer.rate)
-        assert 0.0 <= pacer.beyond <= pacer.largest, (name, pacer.beyond, pacer.largest)
+        assert 0.0 <= pacer.beyond <= evidence.largest, (name, pacer.beyond, evidence.largest)
         assert pacer.level <= max(pacer.capacity, pacer.capacity / pacer.part) + pacer.beyond + 1e-6, (
             name,
             pacer.level,
