@@ -117,6 +117,16 @@ def test_a_server_that_counts_a_request_as_less_than_the_gates_estimate_is_used_
     assert run.rejected == 0, run
 
 
+def test_characters_counted_while_requests_take_a_little_longer_on_their_way() -> None:
+    """Requests that take 0-20 ms longer to reach the server (a loaded machine) blur how a characters / 4 server
+    gives refunds back (scaled like the prompt, or one for one), and the gate believes the way that counts more:
+    96% of the limit instead of 99%, what bench/pacing.py shows against the simulator in its own process. The
+    README's "Where it is weakest" says so; a change that makes it worse fails here."""
+    run = simulate(reading="minute", window=1.0, counting="chars", jitter=0.02, requests=400, seed=1)
+    assert run.counted_share >= 0.95, run
+    assert run.rejected == 0, run
+
+
 @pytest.mark.parametrize("window", WINDOWS)
 @pytest.mark.parametrize("reading", READINGS)
 def test_the_limit_comes_back_when_the_other_client_stops(reading: str, window: float) -> None:
