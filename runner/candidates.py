@@ -65,7 +65,7 @@ class Candidates:
         self.readings = 0
         self.until: float | None = None  # when the last reading judged was taken
         self.given_back = 0.0  # the share of a reservation answers give back lately (``f`` above)
-        self.chosen = int(np.argmin(self._distance()))
+        self.chosen = int(np.argmin(self._distance(self.scales())))
 
     @property
     def spread(self) -> float:
@@ -110,19 +110,20 @@ class Candidates:
         self.until = until
         self.given_back = given_back
         # the peers tell their net use (admissions less refunds) in their own count: the server counts it at scale
-        refill = np.maximum(0.0, (1.0 - self.other) * rate - self.scales() * peers)
+        scales = self.scales()  # with the share answers give back now
+        refill = np.maximum(0.0, (1.0 - self.other) * rate - scales * peers)
         miss = (counted - self._replay(deficit, events, since, until, refill)) / rate
         keep = math.exp(-elapsed / JUDGE_SECONDS)
         self.charges = self.charges * keep + miss * miss
         self.weight = self.weight * keep + 1.0
         self.readings += 1
         bound = float(self.charges.min()) * (1.0 + TOLERANCE) + self.weight * NOISE * NOISE
-        self.chosen = int(np.argmin(np.where(self.charges <= bound, self._distance(), np.inf)))
+        self.chosen = int(np.argmin(np.where(self.charges <= bound, self._distance(scales), np.inf)))
 
-    def _distance(self) -> np.ndarray:
+    def _distance(self, scales: np.ndarray) -> np.ndarray:
         """Each candidate's distance from "nobody else, counted as the gate counts", the tie-break among those as
         good (more than the limit in the gate's count must be clearly better: being wrong there costs 429s)."""
-        ln = np.log(self.scales())
+        ln = np.log(scales)
         distance: np.ndarray = np.where(ln < 0, -LESS * ln, ln) + self.other + self.way * 0.01
         return distance
 
