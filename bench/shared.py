@@ -2,10 +2,10 @@
 
 Each cell starts 1, 2 or 4 ``runner run`` processes, each with its own job and database, ``--stagger`` seconds
 apart, against one simulator in its own process (900 RPM / 90,000 TPM enforced over a ``--window`` of 5 s, minute
-headers, latency 0.3 s + 150 tokens/s; each request ~190 prompt tokens and ``max_tokens`` 300, so TPM binds). The
-gate: ``host`` (the default: the gate file in the user's cache directory), ``redis`` (``--gate redis://...`` on a
-redis-server this script starts) and ``none`` (each paces alone, reading the others as other clients: the
-baseline). Figures per cell:
+headers, counted as ``--counting`` says (tiktoken), latency 0.3 s + 150 tokens/s; each request ~190 prompt tokens
+and ``max_tokens`` 300, so TPM binds). The gate: ``host`` (the default: the gate file in the user's cache
+directory), ``redis`` (``--gate redis://...`` on a redis-server this script starts) and ``none`` (each paces
+alone, reading the others as other clients: the baseline). Figures per cell:
 
 - together: the share of TPM all processes used, as the server counts it, from the first request to the last;
 - refused: the share of requests the server answered 429;
@@ -18,7 +18,7 @@ settle as fast as they can for ``--seconds`` under limits too high to bind, alon
 exchange a Lua script round trip every 0.25 s); it prints admissions per second and Redis round trips per second.
 
     python bench/shared.py [--requests 150] [--processes 1,2,4] [--gates host,redis,none] [--window 5]
-                           [--stagger 5] [--parallel 3] [--sections play,admissions]
+                           [--stagger 5] [--counting tiktoken] [--parallel 3] [--sections play,admissions]
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ class Play:
     window: float
     gate: str = "host"  # host, none, or a redis:// URL
     stagger: float = 10.0
+    counting: str = "tiktoken"  # what the server's TPM limit counts (``runner sim --counting``)
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,8 @@ def sim_flags(window: float, reading: str = "minute", load: float = 0.0, countin
 def run_play(play: Play, requests: int, workdir: Path) -> PlayFigures:
     """``play.processes`` runner processes with their own jobs and databases on one simulator."""
     env = {**os.environ, "OPENAI_API_KEY": "sk-bench", "XDG_CACHE_HOME": str(workdir / "cache")}
-    with sim_process(*sim_flags(play.window), duration=1800) as base_url, Sampler(base_url) as sampler:
+    flags = sim_flags(play.window, counting=play.counting)
+    with sim_process(*flags, duration=1800) as base_url, Sampler(base_url) as sampler:
         children, dbs = [], []
         gate = "redis" if play.gate.startswith("redis") else play.gate
         for i in range(play.processes):
@@ -154,6 +156,7 @@ def main() -> None:
     parser.add_argument("--gates", default="host,redis,none")
     parser.add_argument("--window", type=float, default=5.0)
     parser.add_argument("--stagger", type=float, default=5.0)
+    parser.add_argument("--counting", default="tiktoken", help="what the server counts: runner sim --counting")
     parser.add_argument("--parallel", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0, help="the admissions section's length")
     parser.add_argument("--sections", default="play,admissions")
@@ -163,7 +166,7 @@ def main() -> None:
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         redis_url = stack.enter_context(redis_process()) if "redis" in args.gates.split(",") else ""
         plays = [
-            Play(int(n), args.window, redis_url if g == "redis" else g, args.stagger)
+            Play(int(n), args.window, redis_url if g == "redis" else g, args.stagger, args.counting)
             for n in args.processes.split(",")
             for g in args.gates.split(",")
             if "play" in sections
@@ -177,7 +180,7 @@ def main() -> None:
     if played:
         print(
             f"runner processes on one key, {args.requests} requests each, started {args.stagger:g} s apart; "
-            f"{RPM:,} RPM / {TPM:,} TPM over a {args.window:g} s window, minute headers"
+            f"{RPM:,} RPM / {TPM:,} TPM over a {args.window:g} s window, minute headers, counting {args.counting}"
         )
         print(f"{'processes':>9} {'gate':<5} | {'together':>8} {'refused':>8} | each (while all ran)  | walls")
         for play, f in played.items():
