@@ -39,6 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import Sampler, redis_process, sim_process, write_job
+from runner.sim.counting import COUNTINGS
 
 RPM, TPM = 900, 90_000
 
@@ -156,7 +157,7 @@ def main() -> None:
     parser.add_argument("--gates", default="host,redis,none")
     parser.add_argument("--window", type=float, default=5.0)
     parser.add_argument("--stagger", type=float, default=5.0)
-    parser.add_argument("--counting", default="tiktoken", help="what the server counts: runner sim --counting")
+    parser.add_argument("--counting", default="tiktoken", choices=COUNTINGS, help="what the server's TPM counts")
     parser.add_argument("--parallel", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0, help="the admissions section's length")
     parser.add_argument("--sections", default="play,admissions")
