@@ -100,19 +100,22 @@ class Candidates:
         peers: float,
         counted: float,
         given_back: float,
+        known: float | None = None,
     ) -> None:
         """The server counted ``deficit`` at ``since`` and ``counted`` at ``until``; in between the gate used
         ``events`` (time, amount in its own units; refunds negative) and the runners sharing the limit ``peers``
         per second; the limit refills at ``rate`` per second; answers give back ``given_back`` of what their
-        requests reserved, lately."""
+        requests reserved, lately. Up to ``known`` the runners' use is in ``events`` too (their words say when it
+        came), and their rate counts only after it."""
         # the charges fade with the time since the last reading judged (readings may be judged from one anchor)
         elapsed = max(0.0, until - (since if self.until is None else max(since, self.until)))
         self.until = until
         self.given_back = given_back
         # the peers tell their net use (admissions less refunds) in their own count: the server counts it at scale
         scales = self.scales()  # with the share answers give back now
-        refill = np.maximum(0.0, (1.0 - self.other) * rate - scales * peers)
-        miss = (counted - self._replay(deficit, events, since, until, refill)) / rate
+        left = (1.0 - self.other) * rate
+        refill = np.maximum(0.0, left - scales * peers)
+        miss = (counted - self._replay(deficit, events, since, until, left, refill, known)) / rate
         keep = math.exp(-elapsed / JUDGE_SECONDS)
         self.charges = self.charges * keep + miss * miss
         self.weight = self.weight * keep + 1.0
@@ -128,16 +131,34 @@ class Candidates:
         return distance
 
     def _replay(
-        self, deficit: float, events: Sequence[tuple[float, float]], since: float, until: float, refill: np.ndarray
+        self,
+        deficit: float,
+        events: Sequence[tuple[float, float]],
+        since: float,
+        until: float,
+        before: np.ndarray,
+        after: np.ndarray,
+        known: float | None = None,
     ) -> np.ndarray:
         """Each candidate's deficit at ``until``: ``deficit`` at ``since`` carried through ``events``, refilling at
-        ``refill`` a second (each candidate's own)."""
+        ``before`` a second (each candidate's own) up to ``known`` and at ``after`` from then on."""
+        switch = since if known is None else known
         d = np.full(len(self.charges), float(deficit))
         t = since
         for when, taken, back in _steps(events, since, until):
-            d = np.maximum(0.0, np.maximum(0.0, d - (when - t) * refill) + self.admit * taken - self.refund * back)
+            refilled = _refilled(t, when, switch, before, after)
+            d = np.maximum(0.0, np.maximum(0.0, d - refilled) + self.admit * taken - self.refund * back)
             t = when
-        return np.maximum(0.0, d - (until - t) * refill)
+        last: np.ndarray = np.maximum(0.0, d - _refilled(t, until, switch, before, after))
+        return last
+
+
+def _refilled(start: float, end: float, switch: float, before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """What refills from ``start`` to ``end`` at ``before`` a second up to ``switch`` and ``after`` from then on."""
+    early = max(0.0, min(end, switch) - min(start, switch))
+    late = max(0.0, max(end, switch) - max(start, switch))
+    result: np.ndarray = early * before + late * after
+    return result
 
 
 def _steps(events: Sequence[tuple[float, float]], since: float, until: float) -> list[tuple[float, float, float]]:

@@ -53,6 +53,7 @@ __all__ = [
 ]
 
 EVIDENCE_SECONDS = 3.0  # time constant of the other-use estimate
+STALE_WORDS = 2.0  # seconds: a reading waits no longer for a quiet peer's word (a word is fresh as long)
 LEDGER_SECONDS = 130.0  # how long the gate's own use is remembered
 GIVEN_BACK_ANSWERS = 50  # answers the share they give back is averaged over
 ANCHOR_SECONDS = 1.0  # a continuous reading is judged against the last one at least this much older
@@ -263,6 +264,20 @@ class _Hypothesis:
         self.sums[5] = wuu + (wvv - wuu) * keep
 
 
+@dataclass(frozen=True)
+class _Waiting:
+    """A continuous reading to judge, with the reading it is judged from (``start``, ``since``, ``deficit``)."""
+
+    hypothesis: _Hypothesis
+    start: int
+    since: float
+    deficit: float
+    position: int
+    at: float
+    counted: float
+    rate: float
+
+
 class Evidence:
     """What one dimension's headers say about other use of the same limit, cross-checked with the gate's own."""
 
@@ -286,6 +301,10 @@ class Evidence:
         self._share: float | None = None  # the share as last worked out (None: to be worked out again)
         self.stale = Ledger()  # refunds of uses admitted before that window began (it no longer counts them)
         self.peers = 0.0  # per second: what the runner processes sharing this limit use of it, as they say
+        self.peer_times: list[float] = []  # when their admissions (+) and refunds (-) came, as they wrote them
+        self.peer_amounts: list[float] = []
+        self.waiting: list[_Waiting] = []  # readings to judge once the peers have spoken past them
+        self.peers_cover = (math.inf, -math.inf)  # the span over which the events above are all of the peers' use
         self.given_back = 0.0  # the share of a reservation answers give back, lately
         self.answers = 0
 
@@ -350,10 +369,27 @@ class Evidence:
             return believed.other
         return min((h.other for h in self.hypotheses if h.position >= 0), default=0.0)
 
-    def hear_peers(self, rate: float) -> None:
+    def hear_peers(
+        self, rate: float, events: Sequence[tuple[float, float]] = (), cover: tuple[float, float] | None = None
+    ) -> None:
         """The runner processes sharing this limit say they use ``rate`` per second of it: known use, not another
-        client's."""
+        client's. ``events``: when their admissions and refunds came (as far as their words tell), and ``cover``
+        the span over which those are all of their use (None: not known)."""
         self.peers = rate
+        for when, amount in events:
+            i = bisect.bisect_right(self.peer_times, when)
+            self.peer_times.insert(i, when)
+            self.peer_amounts.insert(i, amount)
+        old = bisect.bisect_left(self.peer_times, self.peer_times[-1] - LEDGER_SECONDS) if self.peer_times else 0
+        del self.peer_times[:old], self.peer_amounts[:old]
+        self.peers_cover = cover if cover is not None else (math.inf, -math.inf)
+        # readings waiting for the peers' words: judged once every peer has spoken past them (or has gone quiet for
+        # as long as a word stays fresh: it is judged with what is known)
+        newest = max((w.at for w in self.waiting), default=-math.inf)
+        ready = [w for w in self.waiting if cover is None or w.at <= cover[1] or newest - w.at > STALE_WORDS]
+        self.waiting = [w for w in self.waiting if w not in ready]
+        for w in ready:
+            self._replay_judge(w)
 
     def admitted(self, now: float, cost: float) -> int:
         """The gate admitted a request of ``cost`` ``now``; returns its ledger position."""
@@ -488,13 +524,30 @@ class Evidence:
     def _judge(self, h: _Hypothesis, position: int, at: float, counted: float, rate: float) -> None:
         """A continuous reading from headers (the server still counts ``counted``): every way the server might count
         is judged by it (``runner.candidates``), from a reading at least ``ANCHOR_SECONDS`` older (a wrong estimate
-        of others' use misses by that much of it, which one request in transit does not drown)."""
+        of others' use misses by that much of it, which one request in transit does not drown). Where the peers
+        tell when their use came, the reading waits until every peer has spoken past it (``hear_peers``)."""
         h.limit_rate, h.judged = rate, True
         h.anchors = [a for a in h.anchors if at - a[1] < 4 * ANCHOR_SECONDS] + [(h.position, h.time, h.deficit)]
         start, since, deficit = next((a for a in reversed(h.anchors) if at - a[1] >= ANCHOR_SECONDS), h.anchors[0])
-        events = self.ledger.events(start, position)
-        h.candidates.judge(deficit, events, since, at, rate, self.peers, counted, self.given_back)
+        waiting = _Waiting(h, start, since, deficit, position, at, counted, rate)
+        first, last = self.peers_cover
+        if first <= since and last < at:
+            self.waiting.append(waiting)
+        else:
+            self._replay_judge(waiting)
+
+    def _replay_judge(self, w: _Waiting) -> None:
+        events = self.ledger.events(w.start, w.position)
+        known = w.since  # the peers' use is replayed as their rate from here on
+        first, last = self.peers_cover
+        if first <= w.since < last:  # and as the events they wrote up to ``last``
+            known = min(w.at, last)
+            lo, hi = bisect.bisect_right(self.peer_times, w.since), bisect.bisect_right(self.peer_times, known)
+            events = sorted(events + list(zip(self.peer_times[lo:hi], self.peer_amounts[lo:hi], strict=True)))
+        h = w.hypothesis
+        h.candidates.judge(w.deficit, events, w.since, w.at, w.rate, self.peers, w.counted, self.given_back, known)
         h.spread, h.samples = h.candidates.spread, h.candidates.readings
+        self._share = None
 
     def _balance_sample(self, h: _Hypothesis, position: int, at: float, counted: float, rate: float) -> None:
         """Where no headers come, the "Limit N, Used M" of 429s are the readings (the server is short at each), and

@@ -44,7 +44,7 @@ from typing import Protocol
 
 from runner.evidence import MIN_SHARE, Evidence, Reading, read_reading
 
-__all__ = ["Gate", "GateStats", "Pacer", "Sharing", "Ticket"]
+__all__ = ["Gate", "GateStats", "Pacer", "PeerWord", "Sharing", "Ticket"]
 
 DIMENSIONS = ("requests", "tokens")
 MIN_BURST = 0.05  # seconds
@@ -65,12 +65,33 @@ SHARE_SECONDS = 0.25  # how often a gate shared with other processes tells them 
 RATE_SECONDS = 2.0  # the span a gate's own use per second is told over
 
 
+class PeerWord(Protocol):
+    """What another process sharing the limit last said of one dimension (``runner.store.peers.Peer``)."""
+
+    @property
+    def member(self) -> str: ...
+    @property
+    def rate(self) -> float: ...
+    @property
+    def held(self) -> bool: ...
+    @property
+    def seen(self) -> float: ...
+    @property
+    def events(self) -> tuple[tuple[float, float], ...] | None: ...
+
+
 class Sharing(Protocol):
     """The other runner processes pacing the same limit (``runner.store.peers``)."""
 
-    def exchange(self, dimension: str, rate: float, held: bool) -> Sequence[tuple[float, bool]]:
-        """Tell this process's use of ``dimension`` per second and whether its gate holds requests back; hear the
-        others' ``(rate, held)``."""
+    def exchange(
+        self, dimension: str, rate: float, held: bool, events: Sequence[tuple[float, float]]
+    ) -> Sequence[PeerWord]:
+        """Tell this process's use of ``dimension`` per second, whether its gate holds requests back, and its
+        admissions and refunds since its last word (timed by ``now``); hear the others' words and events."""
+        ...
+
+    def now(self) -> float:
+        """The clock the words and events are stamped with."""
         ...
 
 
@@ -273,6 +294,8 @@ class Gate:
         self.explicit = explicit
         self.sharing = sharing
         self.peers = dict.fromkeys(DIMENSIONS, PeerUse())
+        self.peer_first: dict[str, dict[str, float]] = {d: {} for d in DIMENSIONS}  # when each peer was first heard
+        self.told = dict.fromkeys(DIMENSIONS, 0)  # the ledger position up to which the peers have been told
         self.shared_at = -math.inf
         now = clock()
         self.pacers: dict[str, Pacer | None] = {
@@ -342,15 +365,39 @@ class Gate:
         for name, pacer in self.pacers.items():
             if pacer is None:
                 continue
-            ledger = self.evidence[name].ledger
+            evidence = self.evidence[name]
+            ledger = evidence.ledger
             own = max(0.0, ledger.total_at(ledger.end) - ledger.total_until(now - RATE_SECONDS)) / RATE_SECONDS
-            heard = self.sharing.exchange(name, own, held)
+            offset = self.sharing.now() - now
+            told = [(at + offset, amount) for at, amount in ledger.events(self.told[name], ledger.end)]
+            self.told[name] = ledger.end
+            heard = self.sharing.exchange(name, own, held, told)
             self.peers[name] = PeerUse(
-                sum(rate for rate, _ in heard),
-                sum(rate for rate, wants in heard if not wants),
-                sum(1 for _, wants in heard if wants),
+                sum(p.rate for p in heard),
+                sum(p.rate for p in heard if not p.held),
+                sum(1 for p in heard if p.held),
             )
-            self.evidence[name].hear_peers(self.peers[name].rate)
+            events, cover = self._peer_events(name, heard, offset)
+            evidence.hear_peers(self.peers[name].rate, events, cover)
+
+    def _peer_events(
+        self, name: str, heard: Sequence[PeerWord], offset: float
+    ) -> tuple[list[tuple[float, float]], tuple[float, float] | None]:
+        """The peers' admissions and refunds since last heard, in the gate's clock (``offset``: theirs less the
+        gate's), and the span over which those are all of their use: from the latest first word to the earliest
+        last (None where a peer does not tell its events: it is heard by its rate alone)."""
+        first = self.peer_first[name]
+        events: list[tuple[float, float]] = []
+        for p in heard:
+            if p.events is None:
+                self.peer_first[name] = {}
+                return [], None
+            first.setdefault(p.member, p.seen - offset)
+            events += [(at - offset, amount) for at, amount in p.events]
+        self.peer_first[name] = {p.member: first[p.member] for p in heard}
+        if not heard:
+            return events, None
+        return events, (max(self.peer_first[name].values()), min(p.seen - offset for p in heard))
 
     # -- admission ----------------------------------------------------------------------------------------------
 

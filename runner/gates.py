@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Protocol
 
@@ -84,8 +84,15 @@ class SharedGate(Protocol):
 
     notices: list[str]
 
-    def publish(self, scope: str, rate: float, held: bool) -> list[Peer]:
-        """Say what this process admits of ``scope`` per second and whether it wants more; the others' words."""
+    def publish(
+        self, scope: str, rate: float, held: bool, events: Sequence[tuple[float, float]] | None = None
+    ) -> list[Peer]:
+        """Say what this process admits of ``scope`` per second, whether it wants more, and its admissions and
+        refunds since its last word; the others' words (and events, where they carry them)."""
+        ...
+
+    def now(self) -> float:
+        """The clock the words are stamped with."""
         ...
 
     def tell(self, what: str, source: str, amount: int) -> int:
@@ -120,8 +127,11 @@ class Scope:
     def __init__(self, shared: SharedGate, scope: str) -> None:
         self.shared, self.scope = shared, scope
 
-    def exchange(self, dimension: str, rate: float, held: bool) -> list[tuple[float, bool]]:
-        return [(p.rate, p.held) for p in self.shared.publish(f"{self.scope} {dimension}", rate, held)]
+    def exchange(self, dimension: str, rate: float, held: bool, events: Sequence[tuple[float, float]]) -> list[Peer]:
+        return self.shared.publish(f"{self.scope} {dimension}", rate, held, events)
+
+    def now(self) -> float:
+        return self.shared.now()
 
 
 class Gates:

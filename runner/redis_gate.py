@@ -4,7 +4,9 @@ It holds what the gate file (``runner.store.peers``) holds on one host, each pro
 (``scope``: model, long context, dimension): what it admits per second and whether it wants more than it gets.
 Every gate reads the others' words and takes its fair part of what the runners may use together, so a process
 admits on its own between readings: its share is a lease on part of the limit, renewed every ``SHARE_SECONDS``
-and void ``STALE_SECONDS`` after its last renewal. No admission waits for a round trip to Redis.
+and void ``STALE_SECONDS`` after its last renewal. No admission waits for a round trip to Redis. Unlike the gate
+file, it does not carry each process's totals (when its use came): the words are stamped with Redis's clock,
+not the processes', so peers here are replayed by their rates.
 
 - Keys: ``runner:{<hash of base URL, key and account>}:<scope>`` (a hash of member -> word) per model and
   dimension, a set of the scopes, and an epoch. The braces are a hash tag: all keys of one key-hash live in one
@@ -30,7 +32,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from urllib.parse import urlsplit, urlunsplit
@@ -186,13 +188,19 @@ class RedisGate:
 
     # -- the gate's side: no round trip -----------------------------------------------------------------------------
 
-    def publish(self, scope: str, rate: float, held: bool) -> list[Peer]:
-        """Record what this process admits of ``scope`` (said at the next exchange); the others' last words on it."""
+    def publish(
+        self, scope: str, rate: float, held: bool, events: Sequence[tuple[float, float]] | None = None
+    ) -> list[Peer]:
+        """Record what this process admits of ``scope`` (said at the next exchange); the others' last words on it.
+        The events are not carried through Redis (hosts' clocks differ): peers there are heard by their rates."""
         self.words[scope] = (rate, held)
         heard = self.heard.get(scope, {})
         if self.reachable is False and not heard:  # deaf from the start: assume one peer that wants as much
             return [Peer(UNKNOWN, 0, scope, 0.0, True, 0.0)]
         return [h.peer for h in heard.values()]
+
+    def now(self) -> float:
+        return self.clock() if self.clock is not None else time.time()
 
     def tell(self, what: str, source: str, amount: int) -> int:
         """Record that ``source`` (a database) holds ``amount`` of ``what`` (said at the next exchange); the other

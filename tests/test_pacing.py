@@ -184,14 +184,29 @@ def test_runners_on_one_host_share_the_limit_through_the_gate_file(clients: int,
     """The same runners, sharing the limit through one gate file (``runner.store.peers``) as processes on one host
     do by default: together they use the limit (the runners' share of it is split evenly among those that want
     more), nothing is refused, and none takes more than 1.2x the wall time of the quickest (each its own job of the
-    same size, started 10 s apart)."""
+    same size, started 10 s apart). Four held 92-95% while each replayed the others' use as their steady rate; with
+    the others' events, 97%."""
     each = 300 if clients == 2 else 200
     run = simulate(reading=reading, window=window, requests=each, clients=clients, stagger=10.0, seed=1, shared=True)
     assert run.answered == clients * each
-    assert run.counted_share >= (0.95 if clients == 2 else 0.9), run
+    assert run.counted_share >= 0.97, run
     assert run.rejected <= 0.005, run
     walls = [finished - 10.0 * i for i, finished in enumerate(run.finished)]
     assert max(walls) <= 1.2 * min(walls), walls
+
+
+@pytest.mark.parametrize("window", [60.0, 5.0, 1.0])
+def test_runners_on_one_host_learn_together_how_the_server_counts(window: float) -> None:
+    """Two processes on the gate file under a server counting characters / 4 of short words (0.78x at admission,
+    refunds one for one). Each replays the other's admissions and refunds at the times the other wrote them, and
+    judges a reading once the other has spoken past it: 96.7% of the limit. Replayed as a steady rate, the other's
+    requests blurred every reading and each believed a scale nearer the gate's own: 92-94%, and 90-91% with real
+    processes against the simulator."""
+    run = simulate(reading="minute", window=window, counting="chars", jitter=0.02, requests=300, clients=2,
+                   stagger=10.0, seed=1, shared=True)  # fmt: skip
+    assert run.answered == 600
+    assert run.counted_share >= 0.96, run
+    assert run.rejected <= 0.005, run
 
 
 def _holds_its_invariants(gate: Gate) -> None:

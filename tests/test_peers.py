@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -60,6 +61,68 @@ def test_a_peer_that_wants_more_but_sent_nothing_lately_still_gets_its_part(tmp_
     clock.now += TELL_SECONDS
     gate.delay(100)
     assert gate.pacers["tokens"].share == pytest.approx(1.0)
+
+
+def test_a_peers_admissions_and_refunds_reach_the_others_with_their_times(tmp_path: Path) -> None:
+    """Each word carries the process's admissions and refunds since its last, timed by the file's clock; another
+    process reads those written since it last read (not its own, not what was written before it first read), in
+    its gate's clock, and knows over which span they are all of the peers' use."""
+    clock = FakeTime()
+    peer = GateFile(tmp_path / "gate.db", "peer", clock)
+    peer.publish("m tokens", 0.0, held=True, events=[(clock.now - 5.0, 671.0)])  # before the other ever read
+    gate = Gate(None, 90_000, start_share=1.0, sharing=Scope(GateFile(tmp_path / "gate.db", "me", clock), "m"),
+                clock=clock)  # fmt: skip
+    first = clock.now
+    gate.delay(100)
+    evidence = gate.evidence["tokens"]
+    assert evidence.peer_times == []
+    clock.now += 1.0
+    peer.publish("m tokens", 600.0, held=True, events=[(first + 0.2, 671.0), (first + 0.7, -230.0)])
+    gate.delay(100)
+    assert list(zip(evidence.peer_times, evidence.peer_amounts, strict=True)) == [
+        (first + 0.2, 671.0),
+        (first + 0.7, -230.0),
+    ]
+    assert evidence.peers_cover == (first, first + 1.0)
+
+
+def test_a_reading_waits_until_every_peer_has_spoken_past_it(tmp_path: Path) -> None:
+    """A reading taken after a peer's last word is judged only once the peer has spoken again (its use in between
+    is then known), not with its told rate standing in."""
+    clock = FakeTime()
+    peer = GateFile(tmp_path / "gate.db", "peer", clock)
+    gate = Gate(None, 90_000, start_share=1.0, sharing=Scope(GateFile(tmp_path / "gate.db", "me", clock), "m"),
+                clock=clock)  # fmt: skip
+    evidence = gate.evidence["tokens"]
+    headers = {"x-ratelimit-limit-tokens": "90000", "x-ratelimit-remaining-tokens": "90000",
+               "x-ratelimit-reset-tokens": "0s"}  # fmt: skip
+    for _ in range(3):  # the peer speaks; the gate admits and reads
+        peer.publish("m tokens", 0.0, held=True, events=[])
+        ticket = gate.take(100) if gate.delay(100) == 0 else None
+        clock.now += 1.2
+        if ticket is not None:
+            gate.settle(ticket, 100)
+            gate.observe(headers, ticket)
+    assert evidence.waiting  # read after the peer's last word
+    peer.publish("m tokens", 0.0, held=True, events=[])
+    clock.now += 0.3
+    gate.delay(100)
+    assert evidence.waiting == []
+
+
+def test_a_peer_that_does_not_tell_its_events_is_heard_by_its_rate(tmp_path: Path) -> None:
+    """A process of an older runner (or heard through Redis) says only its rate: no events, no span, no reading
+    waits for it."""
+    clock = FakeTime()
+    gate = Gate(None, 90_000, start_share=1.0, sharing=Scope(GateFile(tmp_path / "gate.db", "me", clock), "m"),
+                clock=clock)  # fmt: skip
+    old = GateFile(tmp_path / "gate.db", "old", clock)
+    for _ in range(3):
+        old.publish("m tokens", 500.0, held=True)
+        gate.delay(100)
+        clock.now += 1.0
+    evidence = gate.evidence["tokens"]
+    assert (evidence.peer_times, evidence.peers_cover, evidence.peers) == ([], (math.inf, -math.inf), 500.0)
 
 
 def test_the_gate_file_is_named_by_a_hash_of_server_and_key_never_the_key(

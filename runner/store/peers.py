@@ -4,6 +4,8 @@ Runners on one key would otherwise know each other only as "other use" in the se
 limit by accident (72/28 on our simulator, one crawling for minutes on another server). So each process says here,
 a few times a second, what it admits of each limit (``scope``: model, long context, dimension) and whether it
 wants more than it gets; each reads the others' and takes its fair share of what the runners together may use.
+With it, each writes its admissions and refunds with their times (``uses``), and reads the others' since it last
+read: when their use came, which the server's readings show.
 
 One small SQLite file (WAL) per API base URL and key, in the user's cache directory, named by a hash of the two:
 the key itself is never written. A row older than ``STALE_SECONDS`` is not read, so a process killed with -9
@@ -27,7 +29,7 @@ import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -47,6 +49,7 @@ STALE_SECONDS = 2.0
 FORGET_SECONDS = 60.0
 KEEP_SECONDS = 25 * 3600.0
 TELL_SECONDS = 0.25
+USES_SECONDS = 30.0  # how long a process's events stay in the file: others read them within a second
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS peers (
@@ -58,6 +61,14 @@ CREATE TABLE IF NOT EXISTS peers (
     seen REAL NOT NULL,     -- wall clock of the last word
     PRIMARY KEY (member, scope)
 );
+CREATE TABLE IF NOT EXISTS uses (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    scope TEXT NOT NULL,
+    member TEXT NOT NULL,
+    at REAL NOT NULL,       -- when the process admitted (amount > 0) or had given back (amount < 0), file's clock
+    amount REAL NOT NULL    -- in its own count
+);
+CREATE INDEX IF NOT EXISTS uses_by_scope ON uses (scope, id);
 CREATE TABLE IF NOT EXISTS ledger (
     what TEXT NOT NULL,     -- e.g. "gpt-4.1-mini requests 2026-12-05", "gpt-4.1-mini batch queue tokens"
     source TEXT NOT NULL,   -- the database (a hash of host and path)
@@ -89,6 +100,7 @@ class Peer:
     rate: float
     held: bool
     seen: float
+    events: tuple[tuple[float, float], ...] | None = None  # its admissions (+) and refunds (-) since last heard
 
 
 def gate_digest(base_url: str, api_key: str, account: str = "") -> str:
@@ -120,8 +132,11 @@ class GateFile:
         self.conn.executescript(SCHEMA)
         with self.conn:  # what processes killed long ago left behind
             self.conn.execute("DELETE FROM peers WHERE seen<?", (self.clock() - FORGET_SECONDS,))
+            self.conn.execute("DELETE FROM uses WHERE at<?", (self.clock() - USES_SECONDS,))
             self.conn.execute("DELETE FROM ledger WHERE seen<?", (self.clock() - KEEP_SECONDS,))
         self.told: dict[str, _Told] = {}
+        self.read: dict[str, int] = {}  # per scope: the last of the others' events read
+        self.telling: dict[str, set[str]] = {}  # per scope: the others that write their events
 
     def __repr__(self) -> str:
         return f"<GateFile {self.path.name} member={self.member}>"
@@ -164,11 +179,14 @@ class GateFile:
             ).fetchone()
         told.written, told.others = told.amount, int(row[0])
 
-    def publish(self, scope: str, rate: float, held: bool) -> list[Peer]:
-        """Say what this process admits of ``scope`` now; returns the other processes' fresh words on it (none,
-        said once, when the file cannot be used)."""
+    def publish(
+        self, scope: str, rate: float, held: bool, events: Sequence[tuple[float, float]] | None = None
+    ) -> list[Peer]:
+        """Say what this process admits of ``scope`` now (and ``events``: its admissions and refunds since its last
+        word, timed by this file's clock); returns the other processes' fresh words on it, each with its events
+        written since this process last read (none, said once, when the file cannot be used)."""
         try:
-            return self._publish(scope, rate, held)
+            return self._publish(scope, rate, held, events)
         except sqlite3.Error as exc:
             self._trouble(exc)
             return []
@@ -178,7 +196,7 @@ class GateFile:
         if not self.notices:
             self.notices.append(f"could not use the gate file {self.path} ({exc}): pacing alone meanwhile")
 
-    def _publish(self, scope: str, rate: float, held: bool) -> list[Peer]:
+    def _publish(self, scope: str, rate: float, held: bool, events: Sequence[tuple[float, float]] | None) -> list[Peer]:
         now = self.clock()
         with self.conn:
             self.conn.execute(
@@ -186,11 +204,42 @@ class GateFile:
                 "ON CONFLICT (member, scope) DO UPDATE SET rate=excluded.rate, held=excluded.held, seen=excluded.seen",
                 (self.member, os.getpid(), scope, rate, int(held), now),
             )
+            if events is not None and scope not in self.read:  # a first word says: my events come with my words
+                events = [(now, 0.0), *events]
+            if events:
+                self.conn.executemany(
+                    "INSERT INTO uses (scope, member, at, amount) VALUES (?, ?, ?, ?)",
+                    [(scope, self.member, at, amount) for at, amount in events],
+                )
+                self.conn.execute("DELETE FROM uses WHERE member=? AND at<?", (self.member, now - USES_SECONDS))
             rows = self.conn.execute(
                 "SELECT member, pid, scope, rate, held, seen FROM peers WHERE scope=? AND member<>? AND seen>?",
                 (scope, self.member, now - STALE_SECONDS),
             ).fetchall()
-        return _peers(rows)
+            if scope not in self.read:  # from now on: what others wrote before is already in the server's count
+                self.read[scope] = self.conn.execute("SELECT coalesce(max(id), 0) FROM uses").fetchone()[0]
+                told = self.conn.execute("SELECT DISTINCT member FROM uses WHERE scope=?", (scope,)).fetchall()
+                self.telling[scope] = {member for (member,) in told}
+            new = self.conn.execute(
+                "SELECT id, member, at, amount FROM uses WHERE scope=? AND id>? AND member<>? ORDER BY id",
+                (scope, self.read[scope], self.member),
+            ).fetchall()
+        if new:
+            self.read[scope] = max(i for i, *_ in new)
+        telling = self.telling.setdefault(scope, set())
+        theirs: dict[str, list[tuple[float, float]]] = {}
+        for _, member, at, amount in new:
+            telling.add(member)
+            if amount:
+                theirs.setdefault(member, []).append((at, amount))
+        return [  # a process that never wrote an event (an older runner) is heard by its rate alone
+            Peer(m, pid, sc, r, bool(h), seen, tuple(theirs.get(m, ())) if m in telling else None)
+            for m, pid, sc, r, h, seen in rows
+        ]
+
+    def now(self) -> float:
+        """The clock the words are stamped with."""
+        return self.clock()
 
     def members(self) -> list[Peer]:
         """Every process's fresh word on every scope (this one's included)."""
