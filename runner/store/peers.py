@@ -69,6 +69,7 @@ CREATE TABLE IF NOT EXISTS uses (
     amount REAL NOT NULL    -- in its own count
 );
 CREATE INDEX IF NOT EXISTS uses_by_scope ON uses (scope, id);
+CREATE INDEX IF NOT EXISTS uses_by_member ON uses (member, at);
 CREATE TABLE IF NOT EXISTS ledger (
     what TEXT NOT NULL,     -- e.g. "gpt-4.1-mini requests 2026-12-05", "gpt-4.1-mini batch queue tokens"
     source TEXT NOT NULL,   -- the database (a hash of host and path)
