@@ -369,7 +369,10 @@ class Gate:
             ledger = evidence.ledger
             own = max(0.0, ledger.total_at(ledger.end) - ledger.total_until(now - RATE_SECONDS)) / RATE_SECONDS
             offset = self.sharing.now() - now
-            told = [(at + offset, amount) for at, amount in ledger.events(self.told[name], ledger.end)]
+            # the events since the last word, written only while someone listens (alone, a process writes none)
+            alone = not self.peer_first[name] and not self.peers[name].rate and not self.peers[name].held
+            events = [] if alone else ledger.events(self.told[name], ledger.end)
+            told = [(at + offset, amount) for at, amount in events]
             self.told[name] = ledger.end
             heard = self.sharing.exchange(name, own, held, told)
             self.peers[name] = PeerUse(
