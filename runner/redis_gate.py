@@ -5,7 +5,7 @@ It holds what the gate file (``runner.store.peers``) holds on one host, each pro
 Every gate reads the others' words and takes its fair part of what the runners may use together, so a process
 admits on its own between readings: its share is a lease on part of the limit, renewed every ``SHARE_SECONDS``
 and void ``STALE_SECONDS`` after its last renewal. No admission waits for a round trip to Redis. Unlike the gate
-file, it does not carry each process's totals (when its use came): the words are stamped with Redis's clock,
+file, it does not carry each process's events (when its use came): the words are stamped with Redis's clock,
 not the processes', so peers here are replayed by their rates.
 
 - Keys: ``runner:{<hash of base URL, key and account>}:<scope>`` (a hash of member -> word) per model and
