@@ -94,6 +94,19 @@ class Sharing(Protocol):
         """The clock the words and events are stamped with."""
         ...
 
+    def admit(self, costs: Sequence[tuple[str, float, float, float]], force: bool = False) -> float:
+        """Take each ``(dimension, cost, rate, burst)`` from the runners' bucket of that dimension, all or none:
+        0 when taken, else the seconds until they would be (``force``: taken whatever the levels)."""
+        ...
+
+    def give_back(self, dimension: str, amount: float) -> None:
+        """``amount`` back to the runners' bucket of ``dimension``."""
+        ...
+
+    def empty(self, dimensions: Sequence[str]) -> None:
+        """The runners' buckets of ``dimensions`` fill again from empty (the server refused a request)."""
+        ...
+
 
 @dataclass(frozen=True)
 class PeerUse:
@@ -134,7 +147,8 @@ class Pacer:
         self.last_cut = -math.inf
         self.share_at_cut = 1.0  # the share the gate knew of then
         self.share = 1.0
-        self.part = 1.0  # of what the runners sharing the limit may use, this process's
+        self.runners = 1.0  # of the limit: what the runners sharing it may use together, in the gate's own count
+        self.part = 1.0  # of that, this process's (``share / runners``)
         self.stamp = now
         self.started = now
         self.start_from = start_share
@@ -158,6 +172,12 @@ class Pacer:
     @property
     def capacity(self) -> float:
         return self.rate * self.burst
+
+    @property
+    def runners_rate(self) -> float:
+        """Per second: what the runners sharing the limit may use together, without this process's start ramp
+        or 429 factor (the rate of their shared bucket, which keeps their admissions' timing apart)."""
+        return self.limit / 60.0 * self.runners * (1.0 - self.headroom)
 
     def refill(self, now: float) -> None:
         elapsed = max(0.0, now - self.stamp)
@@ -190,7 +210,7 @@ class Pacer:
 
     def set_share(self, share: float, runners: float) -> None:
         """Pace ``share`` of the limit, of which the runners sharing it may use ``runners`` together."""
-        self.share, self.part = share, share / runners
+        self.share, self.runners, self.part = share, runners, share / runners
 
     def set_limit(self, limit: int) -> None:
         """The limit per minute is ``limit`` from now (the server says so): the bucket holds no more than it may."""
@@ -296,6 +316,7 @@ class Gate:
         self.peers = dict.fromkeys(DIMENSIONS, PeerUse())
         self.peer_first: dict[str, dict[str, float]] = {d: {} for d in DIMENSIONS}  # when each peer was first heard
         self.told = dict.fromkeys(DIMENSIONS, 0)  # the ledger position up to which the peers have been told
+        self.granted: int | None = None  # a request's tokens the runners' buckets let through, not yet taken
         self.shared_at = -math.inf
         now = clock()
         self.pacers: dict[str, Pacer | None] = {
@@ -370,8 +391,7 @@ class Gate:
             own = max(0.0, ledger.total_at(ledger.end) - ledger.total_until(now - RATE_SECONDS)) / RATE_SECONDS
             offset = self.sharing.now() - now
             # the events since the last word, written only while someone listens (alone, a process writes none)
-            alone = not self.peer_first[name] and not self.peers[name].rate and not self.peers[name].held
-            events = [] if alone else ledger.events(self.told[name], ledger.end)
+            events = ledger.events(self.told[name], ledger.end) if self._with_peers(name) else []
             told = [(at + offset, amount) for at, amount in events]
             self.told[name] = ledger.end
             heard = self.sharing.exchange(name, own, held, told)
@@ -402,22 +422,47 @@ class Gate:
             return events, None
         return events, (max(self.peer_first[name].values()), min(p.seen - offset for p in heard))
 
+    def _with_peers(self, name: str) -> bool:
+        """Whether other processes share this dimension's limit now (alone, a process paces it on its own)."""
+        peers = self.peers[name]
+        return bool(self.peer_first[name] or peers.rate or peers.held)
+
+    def _runners_costs(self, tokens: int) -> list[tuple[str, float, float, float]]:
+        """What a request of ``tokens`` takes from the runners' buckets, ``(dimension, cost, rate, burst)`` for
+        each dimension shared with other processes: their admissions together never come faster than the
+        server's shortest window holds (``runner.store.peers``; each process paces its part on its own)."""
+        if self.sharing is None:
+            return []
+        return [
+            (name, cost, pacer.runners_rate, pacer.burst)
+            for (name, pacer), cost in zip(self.pacers.items(), (1.0, float(tokens)), strict=True)
+            if pacer and self._with_peers(name)
+        ]
+
     # -- admission ----------------------------------------------------------------------------------------------
 
     def delay(self, tokens: int) -> float:
-        """Seconds until a request of ``tokens`` would be admitted now (0 if at once)."""
+        """Seconds until a request of ``tokens`` would be admitted now (0 if at once: then call ``take``)."""
         now = self.clock()
         self._share(now)
         self._refill(now)
         requests, reserved = self.pacers["requests"], self.pacers["tokens"]
         waits = [requests.wait(1) if requests else 0.0, reserved.wait(tokens) if reserved else 0.0]
+        wait = max(0.0, self.paused_until - now, *waits)
+        if wait == 0 and self.granted is None and self.sharing and (costs := self._runners_costs(tokens)):
+            waits.append(self.sharing.admit(costs))  # the runners' buckets: taken at once when they hold it
+            wait = waits[-1]
+            self.granted = tokens if wait == 0 else None
         if max(waits) > 0:
             self.held_at = now  # the gate's pace, not the run's demand, holds a request back
-        return max(0.0, self.paused_until - now, *waits)
+        return wait
 
     def take(self, tokens: int) -> Ticket:
         """Charge a request of ``tokens`` now (call when ``delay`` is 0)."""
         now = self.clock()
+        if self.granted is None and self.sharing and (costs := self._runners_costs(tokens)):
+            self.sharing.admit(costs, force=True)  # not through ``delay``: the runners' buckets go into debt
+        self.granted = None
         positions = []
         for name, cost in zip(DIMENSIONS, (1.0, float(tokens)), strict=True):
             pacer = self.pacers[name]
@@ -454,6 +499,8 @@ class Gate:
         pacer = self.pacers["tokens"]
         if pacer:
             pacer.refund(back)
+            if back and self.sharing and self._with_peers("tokens"):
+                self.sharing.give_back("tokens", back)
         if back:
             self.evidence["tokens"].refunded(now, back, ticket.sent)
         self.admitted_tokens -= back
@@ -583,6 +630,9 @@ class Gate:
         for pacer in self.pacers.values():
             if pacer:
                 pacer.empty()
+        shared = [name for name, pacer in self.pacers.items() if pacer and self._with_peers(name)]
+        if self.sharing and shared:  # the server is full: the other processes' requests wait for room too
+            self.sharing.empty(shared)
 
     def slow_down(self) -> None:
         """A ``slow_down`` 429: cut the rate to 80%; it recovers as after any cut."""

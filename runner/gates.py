@@ -95,6 +95,19 @@ class SharedGate(Protocol):
         """The clock the words are stamped with."""
         ...
 
+    def admit(self, costs: Sequence[tuple[str, float, float, float]], force: bool = False) -> float:
+        """Take each ``(scope, cost, rate, burst)`` from the runners' bucket of that scope, all or none: 0 when
+        taken, else the seconds until they would be."""
+        ...
+
+    def give_back(self, scope: str, amount: float) -> None:
+        """``amount`` back to the runners' bucket of ``scope``."""
+        ...
+
+    def empty(self, scopes: Sequence[str]) -> None:
+        """The runners' buckets of ``scopes`` fill again from empty."""
+        ...
+
     def tell(self, what: str, source: str, amount: int) -> int:
         """Say database ``source`` holds ``amount`` of ``what`` (a day's requests, batch queue tokens); the other
         databases' sum."""
@@ -132,6 +145,15 @@ class Scope:
 
     def now(self) -> float:
         return self.shared.now()
+
+    def admit(self, costs: Sequence[tuple[str, float, float, float]], force: bool = False) -> float:
+        return self.shared.admit([(f"{self.scope} {d}", cost, rate, burst) for d, cost, rate, burst in costs], force)
+
+    def give_back(self, dimension: str, amount: float) -> None:
+        self.shared.give_back(f"{self.scope} {dimension}", amount)
+
+    def empty(self, dimensions: Sequence[str]) -> None:
+        self.shared.empty([f"{self.scope} {d}" for d in dimensions])
 
 
 class Gates:

@@ -202,6 +202,17 @@ class RedisGate:
     def now(self) -> float:
         return self.clock() if self.clock is not None else time.time()
 
+    def admit(self, costs: Sequence[tuple[str, float, float, float]], force: bool = False) -> float:
+        """Always at once: the runners' bucket (``runner.store.peers``) would cost a round trip per admission, so
+        processes on Redis time their admissions each on its own."""
+        return 0.0
+
+    def give_back(self, scope: str, amount: float) -> None:
+        """Nothing: no runners' bucket here (see ``admit``)."""
+
+    def empty(self, scopes: Sequence[str]) -> None:
+        """Nothing: no runners' bucket here (see ``admit``)."""
+
     def tell(self, what: str, source: str, amount: int) -> int:
         """Record that ``source`` (a database) holds ``amount`` of ``what`` (said at the next exchange); the other
         databases' sum, as last heard."""

@@ -49,6 +49,8 @@ STALE_SECONDS = 2.0
 FORGET_SECONDS = 60.0
 KEEP_SECONDS = 25 * 3600.0
 TELL_SECONDS = 0.25
+ARM_SECONDS = 120.0  # a refusal holds the runners' admissions to their bucket for this long (see ``admit``)
+TRANSIT_SECONDS = 0.05  # a request may take this long to reach the server after its admission
 USES_SECONDS = 30.0  # how long a process's events stay in the file: others read them within a second
 
 SCHEMA = """
@@ -70,6 +72,24 @@ CREATE TABLE IF NOT EXISTS uses (
 );
 CREATE INDEX IF NOT EXISTS uses_by_scope ON uses (scope, id);
 CREATE INDEX IF NOT EXISTS uses_by_member ON uses (member, at);
+CREATE TABLE IF NOT EXISTS buckets (
+    scope TEXT PRIMARY KEY,
+    level REAL NOT NULL,    -- what the runners may still admit together now, in their own count (negative: debt)
+    stamp REAL NOT NULL,    -- file's clock of the last refill
+    rate REAL NOT NULL,     -- per second: what they may use together (the least of the fresh views)
+    capacity REAL NOT NULL, -- what it holds: that rate times the longest of the fresh views' bursts
+    armed REAL NOT NULL,    -- file's clock: until when it holds admissions back (a refusal arms it)
+    sent REAL NOT NULL,     -- file's clock: the last admission
+    transit REAL NOT NULL   -- what was admitted within TRANSIT_SECONDS before it (perhaps not yet counted)
+);
+CREATE TABLE IF NOT EXISTS views (
+    scope TEXT NOT NULL,
+    member TEXT NOT NULL,
+    rate REAL NOT NULL,     -- per second: what the runners may use together, as this process believes
+    burst REAL NOT NULL,    -- seconds of it the server's shortest window holds, as this process believes
+    seen REAL NOT NULL,
+    PRIMARY KEY (scope, member)
+);
 CREATE TABLE IF NOT EXISTS ledger (
     what TEXT NOT NULL,     -- e.g. "gpt-4.1-mini requests 2026-12-05", "gpt-4.1-mini batch queue tokens"
     source TEXT NOT NULL,   -- the database (a hash of host and path)
@@ -133,6 +153,7 @@ class GateFile:
         self.conn.executescript(SCHEMA)
         with self.conn:  # what processes killed long ago left behind
             self.conn.execute("DELETE FROM peers WHERE seen<?", (self.clock() - FORGET_SECONDS,))
+            self.conn.execute("DELETE FROM views WHERE seen<?", (self.clock() - FORGET_SECONDS,))
             self.conn.execute("DELETE FROM uses WHERE at<?", (self.clock() - USES_SECONDS,))
             self.conn.execute("DELETE FROM ledger WHERE seen<?", (self.clock() - KEEP_SECONDS,))
         self.told: dict[str, _Told] = {}
@@ -242,6 +263,85 @@ class GateFile:
         """The clock the words are stamped with."""
         return self.clock()
 
+    # -- the runners' bucket: when their admissions go ----------------------------------------------------------
+
+    def admit(self, costs: Sequence[tuple[str, float, float, float]], force: bool = False) -> float:
+        """Take each ``(scope, cost, rate, burst)`` from the runners' bucket of that scope, all or none: 0 when
+        every bucket held its cost (a cost above the capacity needs a full bucket, then goes into debt), else the
+        seconds until all would. ``rate`` and ``burst`` are this process's view of what the runners may use
+        together per second and of how many seconds of it the server's shortest window holds; each bucket
+        refills at the least rate of the fresh views and holds it for the longest burst (one process's passing
+        belief in more room does not let the others burst into it; a longer burst only makes a request that
+        needs a full bucket wait longer). ``force`` takes the costs whatever the levels."""
+        views = {scope: (rate, burst) for scope, _, rate, burst in costs}
+        try:
+            return self._in_buckets(list(views), lambda bs: _admit(bs, [c for _, c, *_ in costs], force), views)
+        except sqlite3.Error as exc:
+            self._trouble(exc)
+            return 0.0
+
+    def give_back(self, scope: str, amount: float) -> None:
+        """``amount`` back to the runners' bucket of ``scope`` (an answer used less than its request reserved;
+        negative: more), up to its capacity (an armed bucket's server refused a request: its bucket is as full)."""
+        try:
+            self._in_buckets([scope], lambda bs: _give_back(bs[0], amount))
+        except sqlite3.Error as exc:
+            self._trouble(exc)
+
+    def empty(self, scopes: Sequence[str]) -> None:
+        """The server refused a request: the runners' buckets of ``scopes`` fill again from empty."""
+        try:
+            self._in_buckets(list(scopes), _empty)
+        except sqlite3.Error as exc:
+            self._trouble(exc)
+
+    def _in_buckets(
+        self,
+        scopes: list[str],
+        change: Callable[[list[_Bucket]], float],
+        views: dict[str, tuple[float, float]] | None = None,
+    ) -> float:
+        """Refill the buckets of ``scopes`` to now, apply ``change``, write them back: one write transaction, so
+        no other process sees or changes them half-way. ``views``: this process's ``(rate, burst)`` per scope,
+        written first; the buckets then pace at the fresh views' least rate and longest burst."""
+        now = self.clock()
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            buckets = []
+            for scope in scopes:
+                row = self.conn.execute(
+                    "SELECT level, stamp, rate, capacity, armed, sent, transit FROM buckets WHERE scope=?", (scope,)
+                ).fetchone()
+                bucket = _Bucket(scope, *row) if row else _Bucket(scope, math.nan, now, 0.0, 0.0, -math.inf)
+                bucket.refill(now)
+                if views is not None:
+                    self.conn.execute(
+                        "INSERT OR REPLACE INTO views (scope, member, rate, burst, seen) VALUES (?, ?, ?, ?, ?)",
+                        (scope, self.member, *views[scope], now),
+                    )
+                    rate, burst = self.conn.execute(
+                        "SELECT min(rate), max(burst) FROM views WHERE scope=? AND seen>?",
+                        (scope, now - STALE_SECONDS),
+                    ).fetchone()
+                    bucket.rate, bucket.capacity = rate, rate * burst
+                buckets.append(bucket)
+            result = change(buckets)
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO buckets (scope, level, stamp, rate, capacity, armed, sent, transit) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (b.scope, b.level, b.stamp, b.rate, b.capacity, b.armed, b.sent, b.transit)
+                    for b in buckets
+                    if not math.isnan(b.level)
+                ],
+            )
+            self.conn.execute("COMMIT")
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+        return result
+
     def members(self) -> list[Peer]:
         """Every process's fresh word on every scope (this one's included)."""
         now = self.clock()
@@ -259,6 +359,64 @@ class GateFile:
 
     def close(self) -> None:
         self.conn.close()
+
+
+@dataclass
+class _Bucket:
+    """The runners' bucket of one scope: a token bucket all the processes sharing the limit admit from, so their
+    requests together never come faster than the server's shortest window holds (each paces its part on its own;
+    this keeps their timing apart). A new bucket's level is NaN until its first admission fills it."""
+
+    scope: str
+    level: float
+    stamp: float
+    rate: float
+    capacity: float
+    armed: float  # until when it holds admissions back (before: it lets every admission through)
+    sent: float = -math.inf  # the last admission
+    transit: float = 0.0  # what was admitted within TRANSIT_SECONDS before it, perhaps not at the server yet
+
+    def refill(self, now: float) -> None:
+        """Up to the capacity at ``rate``; refunds kept beyond it stay."""
+        if self.level < self.capacity:
+            self.level = min(self.capacity, self.level + max(0.0, now - self.stamp) * self.rate)
+        self.stamp = max(self.stamp, now)
+
+
+def _admit(buckets: list[_Bucket], costs: list[float], force: bool) -> float:
+    wait = 0.0
+    for bucket, cost in zip(buckets, costs, strict=True):
+        if math.isnan(bucket.level):
+            bucket.level = bucket.capacity
+        if bucket.stamp >= bucket.armed:  # not armed: nothing to hold back, nothing to count
+            bucket.level = bucket.capacity
+            continue
+        need = min(cost, bucket.capacity)
+        if bucket.level < need - 1e-6:
+            wait = max(wait, (need - bucket.level) / bucket.rate if bucket.rate > 0 else math.inf)
+    if wait > 0 and not force:
+        return wait
+    for bucket, cost in zip(buckets, costs, strict=True):
+        bucket.level -= cost
+        bucket.transit = cost + (bucket.transit if bucket.stamp - bucket.sent < TRANSIT_SECONDS else 0.0)
+        bucket.sent = bucket.stamp
+    return 0.0
+
+
+def _give_back(bucket: _Bucket, amount: float) -> float:
+    if not math.isnan(bucket.level) and bucket.stamp < bucket.armed:
+        # the server may count a refund before a request admitted just before it (a full bucket loses it there)
+        transit = bucket.transit if bucket.stamp - bucket.sent < TRANSIT_SECONDS else 0.0
+        ceiling = bucket.capacity - transit
+        bucket.level = min(max(bucket.level, ceiling), bucket.level + amount)
+    return 0.0
+
+
+def _empty(buckets: list[_Bucket]) -> float:
+    for bucket in buckets:
+        bucket.level = 0.0 if math.isnan(bucket.level) else min(bucket.level, 0.0)
+        bucket.armed = bucket.stamp + ARM_SECONDS
+    return 0.0
 
 
 def _peers(rows: list[tuple[str, int, str, float, int, float]]) -> list[Peer]:
