@@ -449,6 +449,10 @@ class Gate:
         requests, reserved = self.pacers["requests"], self.pacers["tokens"]
         waits = [requests.wait(1) if requests else 0.0, reserved.wait(tokens) if reserved else 0.0]
         wait = max(0.0, self.paused_until - now, *waits)
+        if self.sharing and self.granted is not None and self.granted != tokens:  # let through, never taken
+            for name, cost, *_ in self._runners_costs(self.granted):
+                self.sharing.give_back(name, cost)
+            self.granted = None
         if wait == 0 and self.granted is None and self.sharing and (costs := self._runners_costs(tokens)):
             waits.append(self.sharing.admit(costs))  # the runners' buckets: taken at once when they hold it
             wait = waits[-1]

@@ -7,6 +7,15 @@ wants more than it gets; each reads the others' and takes its fair share of what
 With it, each writes its admissions and refunds with their times (``uses``), and reads the others' since it last
 read: when their use came, which the server's readings show.
 
+Each paces its part on its own, so their requests may still come at the same moment: under a server whose window
+is as short as the burst (a second) and that counts a request as more than the gate does, two requests sent
+together overflow it. Once the server refuses one of them (``empty``), the runners admit through a shared token
+bucket (``buckets``, one row per scope, read and written in one ``BEGIN IMMEDIATE`` transaction per admission and
+per refund, ~20 us) for ``ARM_SECONDS``: it refills at the least of the processes' views of what they may use
+together (``views``) and holds the longest of their bursts, so their admissions together never come faster than
+the server's window holds. Until a refusal it lets everything through: where the server's window is longer, a
+second bucket as small as each process's only loses its idle moments (2-4% of the limit in the pacing model).
+
 One small SQLite file (WAL) per API base URL and key, in the user's cache directory, named by a hash of the two:
 the key itself is never written. A row older than ``STALE_SECONDS`` is not read, so a process killed with -9
 holds nothing for longer than that; a process that opens the file deletes rows older than ``FORGET_SECONDS``.
@@ -324,6 +333,7 @@ class GateFile:
                         (scope, now - STALE_SECONDS),
                     ).fetchone()
                     bucket.rate, bucket.capacity = rate, rate * burst
+                    bucket.level = bucket.level if math.isnan(bucket.level) else min(bucket.level, bucket.capacity)
                 buckets.append(bucket)
             result = change(buckets)
             self.conn.executemany(
@@ -377,8 +387,8 @@ class _Bucket:
     transit: float = 0.0  # what was admitted within TRANSIT_SECONDS before it, perhaps not at the server yet
 
     def refill(self, now: float) -> None:
-        """Up to the capacity at ``rate``; refunds kept beyond it stay."""
-        if self.level < self.capacity:
+        """Up to the capacity at ``rate`` (a new bucket stays NaN)."""
+        if not math.isnan(self.level):
             self.level = min(self.capacity, self.level + max(0.0, now - self.stamp) * self.rate)
         self.stamp = max(self.stamp, now)
 
@@ -392,8 +402,9 @@ def _admit(buckets: list[_Bucket], costs: list[float], force: bool) -> float:
             bucket.level = bucket.capacity
             continue
         need = min(cost, bucket.capacity)
-        if bucket.level < need - 1e-6:
-            wait = max(wait, (need - bucket.level) / bucket.rate if bucket.rate > 0 else math.inf)
+        if bucket.level < need:  # (a wait shorter than the clock's resolution is none)
+            short = (need - bucket.level) / bucket.rate if bucket.rate > 0 else math.inf
+            wait = max(wait, short if short > 1e-6 else 0.0)
     if wait > 0 and not force:
         return wait
     for bucket, cost in zip(buckets, costs, strict=True):
