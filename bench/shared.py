@@ -14,8 +14,10 @@ alone, reading the others as other clients: the baseline). Figures per cell:
 - walls: the slowest process's wall time over the quickest's.
 
 The ``admissions`` section measures what sharing costs a gate's admissions: 4 gates in one process acquire and
-settle as fast as they can for ``--seconds`` under limits too high to bind, alone and sharing through Redis (each
-exchange a Lua script round trip every 0.25 s); it prints admissions per second and Redis round trips per second.
+settle as fast as they can for ``--seconds`` under limits too high to bind, alone, sharing through Redis (each
+exchange a Lua script round trip every 0.25 s), and through the gate file, with its runners' bucket unarmed and
+armed (a transaction per admission and per refund); it prints admissions per second and Redis round trips per
+second.
 
     python bench/shared.py [--requests 150] [--processes 1,2,4] [--gates host,redis,none] [--window 5]
                            [--stagger 5] [--counting tiktoken] [--parallel 3] [--sections play,admissions]
@@ -116,19 +118,29 @@ def _answered_between(db: Path, start: float, end: float) -> int:
     return int(row[0])
 
 
-async def admissions(seconds: float, url: str | None, gates: int = 4) -> tuple[float, float]:
-    """Admissions per second of ``gates`` gates acquiring and settling flat out, sharing through Redis at ``url``
-    (or not at all); and Redis round trips per second."""
+async def admissions(
+    seconds: float, url: str | None, gates: int = 4, gate_file: Path | None = None, armed: bool = False
+) -> tuple[float, float]:
+    """Admissions per second of ``gates`` gates acquiring and settling flat out, sharing through Redis at ``url``,
+    or the gate file at ``gate_file`` (``armed``: their runners' bucket armed, as after a refusal), or not at all;
+    and Redis round trips per second."""
     from runner.gate import Gate
     from runner.gates import Scope
     from runner.redis_gate import RedisGate
-    from runner.store.peers import gate_digest
+    from runner.store.peers import GateFile, gate_digest
 
-    shared = [RedisGate(url, gate_digest("bench", "sk-bench"), f"bench-{i}") for i in range(gates)] if url else []
+    shared: list[RedisGate] = []
+    files: list[GateFile] = []
+    if url:
+        shared = [RedisGate(url, gate_digest("bench", "sk-bench"), f"bench-{i}") for i in range(gates)]
+    elif gate_file:
+        files = [GateFile(gate_file, f"bench-{i}") for i in range(gates)]
+        if armed:
+            files[0].empty(["gpt-4.1-mini requests", "gpt-4.1-mini tokens"])
     counts = [0] * gates
 
     async def work(i: int) -> None:
-        scope = Scope(shared[i], "gpt-4.1-mini") if shared else None
+        scope = Scope(shared[i], "gpt-4.1-mini") if shared else Scope(files[i], "gpt-4.1-mini") if files else None
         gate = Gate(10_000_000, 10_000_000_000, sharing=scope, start_share=1.0)
         end = time.monotonic() + seconds
         while time.monotonic() < end:
@@ -147,6 +159,8 @@ async def admissions(seconds: float, url: str | None, gates: int = 4) -> tuple[f
     trips = sum(s.exchanges for s in shared)
     for s in shared:
         await s.__aexit__(None, None, None)
+    for f in files:
+        f.close()
     return sum(counts) / took, trips / took
 
 
@@ -178,6 +192,8 @@ def main() -> None:
             url = redis_url or stack.enter_context(redis_process())
             alone, _ = asyncio.run(admissions(args.seconds, None))
             through, trips = asyncio.run(admissions(args.seconds, url))
+            on_file, _ = asyncio.run(admissions(args.seconds, None, gate_file=Path(tmp) / "gate.db"))
+            armed, _ = asyncio.run(admissions(args.seconds, None, gate_file=Path(tmp) / "armed.db", armed=True))
     if played:
         print(
             f"runner processes on one key, {args.requests} requests each, started {args.stagger:g} s apart; "
@@ -195,7 +211,9 @@ def main() -> None:
     if "admissions" in sections:
         print(
             f"\nadmissions of 4 gates in one process, flat out for {args.seconds:g} s: alone {alone:,.0f}/s; "
-            f"sharing through Redis {through:,.0f}/s ({through / alone:.2f}x), {trips:,.1f} Redis round trips/s"
+            f"sharing through Redis {through:,.0f}/s ({through / alone:.2f}x), {trips:,.1f} Redis round trips/s; "
+            f"through the gate file {on_file:,.0f}/s ({on_file / alone:.2f}x), its runners' bucket armed "
+            f"{armed:,.0f}/s ({armed / alone:.2f}x)"
         )
     print(f"total {time.monotonic() - started:.0f} s")
 

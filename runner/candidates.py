@@ -35,7 +35,17 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["JUDGE_SECONDS", "MAX_SCALE", "MIN_SCALE", "OTHERS", "REFUNDS", "SCALES", "Candidates"]
+__all__ = [
+    "JUDGE_SECONDS",
+    "MAX_SCALE",
+    "MIN_SCALE",
+    "OTHERS",
+    "REFUNDS",
+    "ROOM_SECONDS",
+    "SCALES",
+    "UNTESTED_FADE",
+    "Candidates",
+]
 
 # 0.5, 0.525 ... 1.975, 2, 2.1 ... 3 (docs/pacing.md: why these steps)
 SCALES = tuple(i / 40 for i in range(20, 80)) + tuple(i / 10 for i in range(20, 31))
@@ -43,6 +53,8 @@ OTHERS = tuple(i / 20 for i in range(19))  # of the limit: 0, 5% ... 90%
 REFUNDS = ("scaled", "one", "none")  # how the server gives back what an answer did not use (see above)
 MIN_SCALE, MAX_SCALE = 0.25, 50.0  # what one of the gate's units may be worth to the server, over a while
 JUDGE_SECONDS = 5.0  # how long a reading's charge lasts: the candidates follow a change within seconds
+ROOM_SECONDS = 0.5  # of the limit: a server counting less than this has room (its bucket nearly full)
+UNTESTED_FADE = 0.5  # there, while others are believed to use some, the charges fade this much faster
 NOISE = 0.003  # seconds of the limit: candidates this close to the best at each reading are as good
 TOLERANCE = 0.1  # and those within this share of the best's charge
 LESS = 6.0  # a server counting less than the gate is this much further from the prior than one counting more
@@ -116,7 +128,10 @@ class Candidates:
         left = (1.0 - self.other) * rate
         refill = np.maximum(0.0, left - scales * peers)
         miss = (counted - self._replay(deficit, events, since, until, left, refill, known)) / rate
-        keep = math.exp(-elapsed / JUDGE_SECONDS)
+        # a server with room cannot confirm a belief in others' use (its bucket is full under every candidate that
+        # leaves room): that belief rests on older readings, which then count for half as long
+        untested = counted / rate < ROOM_SECONDS and self.other[self.chosen] > 0
+        keep = math.exp(-elapsed / (JUDGE_SECONDS * (UNTESTED_FADE if untested else 1.0)))
         self.charges = self.charges * keep + miss * miss
         self.weight = self.weight * keep + 1.0
         self.readings += 1

