@@ -4,7 +4,8 @@ It holds what the gate file (``runner.store.peers``) holds on one host, each pro
 (``scope``: model, long context, dimension): what it admits per second and whether it wants more than it gets.
 Every gate reads the others' words and takes its fair part of what the runners may use together, so a process
 admits on its own between readings: its share is a lease on part of the limit, renewed every ``SHARE_SECONDS``
-and void ``STALE_SECONDS`` after its last renewal. No admission waits for a round trip to Redis. Unlike the gate
+and void ``STALE_SECONDS`` after its last renewal. No admission waits for a round trip to Redis unless a refusal
+armed the runners' bucket (below). Unlike the gate
 file, it does not carry each process's events (when its use came): the words are stamped with Redis's clock,
 not the processes', so peers here are replayed by their rates.
 
@@ -17,6 +18,12 @@ not the processes', so peers here are replayed by their rates.
   the others' last heard, at once.
 - The ledger (use that outlives a process: a day's requests, the batch queue's tokens) is told and heard in the
   same period, one hash per ``what`` with each database's figure (see ``runner.store.peers``).
+- The runners' bucket (``runner.store.peers`` has the rules): once the server refuses a request of one of them,
+  their admissions go through one token bucket per scope for ``ARM_SECONDS``, so together they never come faster
+  than the server's window holds. The exchange tells whether it is armed; armed, each admission and each refund is
+  one round trip (the ``BUCKET`` script, on a synchronous client: the gate asks from its own path, and a round
+  trip on a LAN is a fraction of a millisecond), bounded by ``BUCKET_SECONDS``; a Redis that does not answer in
+  time leaves the bucket alone for ``BUCKET_REST`` (said once). Unarmed, no admission waits for Redis.
 - Faults: when Redis cannot be reached (at the start or mid-run), one notice says so and the process keeps the
   peers it last heard (at the start, one unknown peer: half of what the runners may use), so it never takes the
   whole limit because it went deaf; it retries each period and says so when Redis answers again. A Redis that
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import socket
 import time
@@ -37,32 +45,41 @@ from dataclasses import dataclass
 from types import TracebackType
 from urllib.parse import urlsplit, urlunsplit
 
+import redis
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from runner.errors import ConfigError
-from runner.store.peers import FORGET_SECONDS, KEEP_SECONDS, STALE_SECONDS, Peer
+from runner.store.peers import ARM_SECONDS, FORGET_SECONDS, KEEP_SECONDS, STALE_SECONDS, TRANSIT_SECONDS, Peer
 
 __all__ = ["SHARE_SECONDS", "RedisGate", "is_redis_url", "redis_location", "redis_url_problem"]
 
 SHARE_SECONDS = 0.25  # how often the process speaks and listens
 SOCKET_SECONDS = 2.0  # the most a connection or a reply may take before Redis counts as lost
+BUCKET_SECONDS = 0.5  # the most a runners' bucket round trip may take (it holds the admission up)
+BUCKET_REST = 5.0  # after a failed one, the runners' bucket is left alone this long (admissions go on their own)
 UNKNOWN = "unknown"  # the member that stands for the peers a process could not hear at the start
 
-# KEYS: epoch, scopes set, one hash per scope spoken of. ARGV: member, pid, now ('' for Redis TIME), stale seconds,
-# forget seconds, proposed epoch, then (scope, rate, held) per scope key. Returns epoch, now, then for each fresh
-# word of another member: scope, member, pid, rate, held, seen.
+# KEYS: epoch, scopes set, one hash per scope spoken of, then the runners' bucket of each of those scopes. ARGV:
+# member, pid, now ('' for Redis TIME), stale seconds, forget seconds, proposed epoch, then (scope, rate, held) per
+# scope key. Returns epoch, now, the seconds each bucket stays armed, then for each fresh word of another member:
+# scope, member, pid, rate, held, seen.
 EXCHANGE = """
 local now
 if ARGV[3] ~= '' then now = tonumber(ARGV[3]) else
   local t = redis.call('TIME'); now = tonumber(t[1]) + tonumber(t[2]) / 1000000 end
 local stale, forget = tonumber(ARGV[4]), tonumber(ARGV[5])
 local keep = math.ceil(forget * 1000)
+local n = (#KEYS - 2) / 2
 local epoch = redis.call('GET', KEYS[1])
 if not epoch then epoch = ARGV[6]; redis.call('SET', KEYS[1], epoch) end
 redis.call('PEXPIRE', KEYS[1], keep)
 local out = {epoch, string.format('%.6f', now)}
-for i = 3, #KEYS do
+for i = 1, n do
+  local armed = tonumber(redis.call('HGET', KEYS[2 + n + i], 'armed'))
+  table.insert(out, string.format('%.6f', armed and math.max(0, armed - now) or 0))
+end
+for i = 3, 2 + n do
   local at = 7 + (i - 3) * 3
   local scope = ARGV[at]
   redis.call('SADD', KEYS[2], scope)
@@ -106,6 +123,91 @@ for i = 1, #KEYS do
   table.insert(out, tostring(sum))
 end
 return out
+"""
+
+# The runners' bucket of each scope (``runner.store.peers`` has the rules). KEYS: one bucket hash per scope, then one
+# hash of views (member -> "rate burst seen") per scope. ARGV: op (admit, give or empty), member, now ('' for Redis
+# TIME), stale seconds, arm seconds, transit seconds, force (1 or 0), then per scope: cost, rate, burst (admit) or
+# amount (give). Returns the seconds to wait (admit: 0 when taken), else 0.
+BUCKET = """
+local now
+if ARGV[3] ~= '' then now = tonumber(ARGV[3]) else
+  local t = redis.call('TIME'); now = tonumber(t[1]) + tonumber(t[2]) / 1000000 end
+local op, member = ARGV[1], ARGV[2]
+local stale, arm, transit, force = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7] == '1'
+local n = #KEYS / 2
+local buckets = {}
+for i = 1, n do
+  local f = redis.call('HMGET', KEYS[i], 'level', 'stamp', 'rate', 'capacity', 'armed', 'sent', 'transit')
+  local b = {level = tonumber(f[1]), stamp = tonumber(f[2]) or now, rate = tonumber(f[3]) or 0,
+    capacity = tonumber(f[4]) or 0, armed = tonumber(f[5]) or 0, sent = tonumber(f[6]) or 0,
+    transit = tonumber(f[7]) or 0}
+  if b.level then b.level = math.min(b.capacity, b.level + math.max(0, now - b.stamp) * b.rate) end
+  b.stamp = math.max(b.stamp, now)
+  buckets[i] = b
+end
+local wait = 0
+if op == 'admit' then
+  for i = 1, n do
+    local b, at = buckets[i], 8 + (i - 1) * 3
+    local cost, rate, burst = tonumber(ARGV[at]), tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
+    redis.call('HSET', KEYS[n + i], member, ARGV[at + 1] .. ' ' .. ARGV[at + 2] .. ' ' .. string.format('%.6f', now))
+    local views = redis.call('HGETALL', KEYS[n + i])
+    for j = 1, #views, 2 do
+      local r, u, seen = string.match(views[j + 1], '^(%S+) (%S+) (%S+)$')
+      if tonumber(seen) <= now - stale then redis.call('HDEL', KEYS[n + i], views[j])
+      else rate = math.min(rate, tonumber(r)); burst = math.max(burst, tonumber(u)) end
+    end
+    redis.call('PEXPIRE', KEYS[n + i], math.ceil(arm * 1000))
+    b.rate, b.capacity, b.cost = rate, rate * burst, cost
+    if not b.level then b.level = b.capacity end
+    b.level = math.min(b.level, b.capacity)
+    if now >= b.armed then b.level = b.capacity
+    else
+      local need = math.min(cost, b.capacity)
+      if b.level < need then
+        local short = 1e9
+        if b.rate > 0 then short = (need - b.level) / b.rate end
+        if short > 1e-6 then wait = math.max(wait, short) end
+      end
+    end
+  end
+  if wait == 0 or force then
+    for i = 1, n do
+      local b = buckets[i]
+      b.level = b.level - b.cost
+      if now - b.sent < transit then b.transit = b.cost + b.transit else b.transit = b.cost end
+      b.sent = now
+    end
+    wait = 0
+  end
+elseif op == 'give' then
+  for i = 1, n do
+    local b = buckets[i]
+    if b.level and now < b.armed then
+      local on_its_way = 0
+      if now - b.sent < transit then on_its_way = b.transit end
+      b.level = math.min(math.max(b.level, b.capacity - on_its_way), b.level + tonumber(ARGV[7 + i]))
+    end
+  end
+elseif op == 'empty' then
+  for i = 1, n do
+    local b = buckets[i]
+    b.level = math.min(b.level or 0, 0)
+    b.armed = now + arm
+  end
+end
+for i = 1, n do
+  local b = buckets[i]
+  if b.level then
+    redis.call('HSET', KEYS[i], 'level', string.format('%.17g', b.level), 'stamp', string.format('%.6f', b.stamp),
+      'rate', string.format('%.17g', b.rate), 'capacity', string.format('%.17g', b.capacity),
+      'armed', string.format('%.6f', b.armed), 'sent', string.format('%.6f', b.sent),
+      'transit', string.format('%.17g', b.transit))
+    redis.call('PEXPIRE', KEYS[i], math.ceil((math.max(0, b.armed - now) + stale) * 1000))
+  end
+end
+return string.format('%.9f', wait)
 """
 
 # KEYS: scopes set, then one hash per scope. ARGV: member. Deletes the member's words.
@@ -167,6 +269,12 @@ class RedisGate:
         self.clock, self.monotonic, self.period = clock, monotonic, period
         self.client = aioredis.from_url(url, socket_connect_timeout=SOCKET_SECONDS, socket_timeout=SOCKET_SECONDS)
         self.exchange_script = self.client.register_script(EXCHANGE)
+        self.bucket_client = redis.Redis.from_url(
+            url, socket_connect_timeout=BUCKET_SECONDS, socket_timeout=BUCKET_SECONDS
+        )  # the runners' bucket is asked from the gate's own (synchronous) path, and only while armed
+        self.bucket_script = self.bucket_client.register_script(BUCKET)
+        self.bucket_rest_until = -math.inf
+        self.armed_for: dict[str, tuple[float, float]] = {}  # scope -> (seconds armed, monotonic when heard)
         self.leave_script = self.client.register_script(LEAVE)
         self.ledger_script = self.client.register_script(LEDGER)
         self.words: dict[str, tuple[float, bool]] = {}  # scope -> this process's last word
@@ -203,19 +311,51 @@ class RedisGate:
         return self.clock() if self.clock is not None else time.time()
 
     def admit(self, costs: Sequence[tuple[str, float, float, float]], force: bool = False) -> float:
-        """Always at once: the runners' bucket (``runner.store.peers``) would cost a round trip per admission, so
-        processes on Redis time their admissions each on its own."""
-        return 0.0
+        """Take each ``(scope, cost, rate, burst)`` from the runners' bucket of that scope, all or none
+        (``runner.store.peers.GateFile.admit``): one round trip, asked only while a refusal has armed the bucket."""
+        values = [v for _, cost, rate, burst in costs for v in (f"{cost:.17g}", f"{rate:.17g}", f"{burst:.17g}")]
+        return self._bucket("admit", [scope for scope, *_ in costs], values, force)
 
     def give_back(self, scope: str, amount: float) -> None:
-        """Nothing: no runners' bucket here (see ``admit``)."""
+        """``amount`` back to the runners' bucket of ``scope``."""
+        self._bucket("give", [scope], [f"{amount:.17g}"])
 
     def empty(self, scopes: Sequence[str]) -> None:
-        """Nothing: no runners' bucket here (see ``admit``)."""
+        """The server refused a request: the runners' buckets of ``scopes`` fill again from empty, and hold
+        admissions back for ``ARM_SECONDS``."""
+        self._bucket("empty", list(scopes), [])
+        for scope in scopes:
+            self.armed_for[scope] = (ARM_SECONDS, self.monotonic())
 
     def armed(self, scope: str) -> float:
-        """Never: no runners' bucket here (see ``admit``)."""
-        return 0.0
+        """For how many seconds more the runners' bucket of ``scope`` holds admissions back, as last heard (the
+        exchange reads it: no round trip)."""
+        seconds, heard = self.armed_for.get(scope, (0.0, 0.0))
+        return max(0.0, seconds - (self.monotonic() - heard))
+
+    def _bucket(self, op: str, scopes: list[str], values: list[str], force: bool = False) -> float:
+        """One round trip to the runners' buckets of ``scopes``; where Redis does not answer within
+        ``BUCKET_SECONDS``, said once, and the buckets are left alone for ``BUCKET_REST`` (0: admitted)."""
+        if self.monotonic() < self.bucket_rest_until:
+            return 0.0
+        keys = [self.key(f"bucket:{s}") for s in scopes] + [self.key(f"views:{s}") for s in scopes]
+        now = "" if self.clock is None else f"{self.clock():.6f}"
+        args: list[str | float] = [op, self.member, now, STALE_SECONDS, ARM_SECONDS, TRANSIT_SECONDS, int(force)]
+        args += values
+        try:
+            wait = self.bucket_script(keys=keys, args=args)
+        except (RedisError, OSError) as exc:
+            self.bucket_rest_until = self.monotonic() + BUCKET_REST
+            self._say_once(
+                f"the runners' bucket at the Redis gate {self.where} did not answer ({type(exc).__name__}: {exc}): "
+                f"admitting on this process's own pace for {BUCKET_REST:g} s at a time"
+            )
+            return 0.0
+        return float(_text(wait))
+
+    def _say_once(self, text: str) -> None:
+        if text.split(" (", 1)[0] not in (n.split(" (", 1)[0] for n in self.notices):
+            self.notices.append(text)
 
     def tell(self, what: str, source: str, amount: int) -> int:
         """Record that ``source`` (a database) holds ``amount`` of ``what`` (said at the next exchange); the other
@@ -239,16 +379,19 @@ class RedisGate:
         for scope in scopes:
             rate, held = self.words[scope]
             args += [scope, f"{rate:.6g}", int(held)]
-        keys = [self.key("epoch"), self.key("scopes"), *(self.key(s) for s in scopes)]
+        buckets = [self.key(f"bucket:{s}") for s in scopes]
+        keys = [self.key("epoch"), self.key("scopes"), *(self.key(s) for s in scopes), *buckets]
         raw = await self.exchange_script(keys=keys, args=args)
         self.exchanges += 1
         await self._exchange_ledger()
         answer = [_text(x) for x in raw]
         epoch, now = answer[0], self.monotonic()
+        for scope, armed in zip(scopes, answer[2 : 2 + len(scopes)], strict=True):
+            self.armed_for[scope] = (float(armed), now)
         restarted = self.epoch is not None and epoch != self.epoch
         self.epoch = epoch
         fresh: dict[str, dict[str, _Heard]] = {scope: {} for scope in scopes}
-        for i in range(2, len(answer), 6):
+        for i in range(2 + len(scopes), len(answer), 6):
             scope, member, pid, their_rate, wants, seen = answer[i : i + 6]
             peer = Peer(member, int(pid), scope, float(their_rate), wants == "1", float(seen))
             fresh[scope][member] = _Heard(peer, now)
@@ -308,6 +451,7 @@ class RedisGate:
             await self.leave_script(keys=[self.key("scopes"), *(self.key(s) for s in self.words)], args=[self.member])
         with contextlib.suppress(RedisError, OSError):
             await self.client.aclose()
+        self.bucket_client.close()
 
     # -- who is there -----------------------------------------------------------------------------------------------
 

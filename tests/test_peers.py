@@ -11,15 +11,7 @@ import pytest
 
 from runner.gate import Gate
 from runner.gates import Scope
-from runner.store.peers import (
-    ARM_SECONDS,
-    KEEP_SECONDS,
-    STALE_SECONDS,
-    TELL_SECONDS,
-    TRANSIT_SECONDS,
-    GateFile,
-    gate_file_path,
-)
+from runner.store.peers import KEEP_SECONDS, STALE_SECONDS, TELL_SECONDS, GateFile, gate_file_path
 
 from .conftest import FakeTime, runner_cli
 from .processes import run_side_by_side, sim_stats
@@ -131,77 +123,6 @@ def test_a_peer_that_does_not_tell_its_events_is_heard_by_its_rate(tmp_path: Pat
         clock.now += 1.0
     evidence = gate.evidence["tokens"]
     assert (evidence.peer_times, evidence.peers_cover, evidence.peers) == ([], (math.inf, -math.inf), 500.0)
-
-
-def test_the_runners_bucket_holds_nothing_back_until_the_server_refuses_one_of_them(tmp_path: Path) -> None:
-    """Each process paces its part on its own; the runners' bucket keeps their admissions apart in time once a
-    refusal shows the server's window is as short as the burst (or others take what they counted on): until then
-    it lets everything through, from then on for ``ARM_SECONDS`` it holds what the runners admit together to what
-    a bucket of their whole share holds."""
-    clock = FakeTime()
-    one, two = GateFile(tmp_path / "gate.db", "one", clock), GateFile(tmp_path / "gate.db", "two", clock)
-    cost = [("m tokens", 600.0, 1000.0, 1.0)]  # 600 of a bucket of 1,000 a second, holding one second
-    assert [one.admit(cost), two.admit(cost), one.admit(cost)] == [0.0, 0.0, 0.0]
-    two.empty(["m tokens"])  # a 429 to one of them: the server is full now
-    assert one.admit(cost) == pytest.approx(0.6)  # from empty, at 1,000 a second
-    clock.now += 0.6
-    assert one.admit(cost) == 0.0
-    assert two.admit(cost) == pytest.approx(0.6)  # the other's came just before: this one waits
-    clock.now += ARM_SECONDS
-    assert [two.admit(cost), one.admit(cost), two.admit(cost)] == [0.0, 0.0, 0.0]  # no refusal since: free again
-
-
-def test_the_runners_bucket_takes_all_of_a_request_or_none_of_it(tmp_path: Path) -> None:
-    clock = FakeTime()
-    gate = GateFile(tmp_path / "gate.db", "one", clock)
-    both = [("m requests", 1.0, 15.0, 1.0), ("m tokens", 600.0, 1000.0, 1.0)]
-    gate.admit(both)
-    gate.empty(["m requests", "m tokens"])
-    clock.now += 0.5  # requests hold 7.5 (room), tokens 500 (not enough)
-    assert gate.admit(both) == pytest.approx(0.1)
-    clock.now += 0.1
-    assert gate.admit(both) == 0.0
-    assert gate.admit([("m requests", 1.0, 15.0, 1.0)]) == 0.0  # 9 - 1 - 1 requests left: nothing taken twice
-    for _ in range(7):
-        gate.admit([("m requests", 1.0, 15.0, 1.0)])
-    assert gate.admit([("m requests", 1.0, 15.0, 1.0)]) > 0
-
-
-def test_the_runners_bucket_paces_at_the_least_rate_and_the_longest_burst_of_the_fresh_views(tmp_path: Path) -> None:
-    """Processes may briefly disagree about what the runners may use (one gives the server the benefit of the
-    doubt until a 429 says otherwise): the others must not burst into the room it believes in. A process that
-    stopped speaking has no say after ``STALE_SECONDS``."""
-    clock = FakeTime()
-    careful, bold = GateFile(tmp_path / "gate.db", "careful", clock), GateFile(tmp_path / "gate.db", "bold", clock)
-    careful.admit([("m tokens", 600.0, 1000.0, 1.0)])
-    bold.empty(["m tokens"])
-    assert bold.admit([("m tokens", 600.0, 1500.0, 0.5)]) == pytest.approx(0.6)  # at 1,000 a second
-    clock.now += 0.6
-    assert bold.admit([("m tokens", 600.0, 1500.0, 0.5)]) == 0.0  # 600 fitted: the bucket holds a whole second
-    clock.now += STALE_SECONDS + 0.1
-    bold.admit([("m tokens", 0.0, 1500.0, 0.5)])  # only its own view now: 1,500 a second, 750 at most
-    assert bold.admit([("m tokens", 750.0, 1500.0, 0.5)]) == 0.0
-    assert bold.admit([("m tokens", 750.0, 1500.0, 0.5)]) == pytest.approx(0.5)
-
-
-def test_a_refund_fills_the_runners_bucket_up_to_its_capacity_less_what_may_still_be_on_its_way(
-    tmp_path: Path,
-) -> None:
-    """An answer's refund reaches the server's bucket when the answer is made; a request admitted just before
-    may reach it after, and a full bucket there lost the refund. Within ``TRANSIT_SECONDS`` of an admission the
-    runners' bucket counts that request as perhaps not yet there."""
-    clock = FakeTime()
-    one, two = GateFile(tmp_path / "gate.db", "one", clock), GateFile(tmp_path / "gate.db", "two", clock)
-    cost = [("m tokens", 600.0, 1000.0, 1.0)]
-    one.admit(cost)
-    one.empty(["m tokens"])
-    clock.now += 1.0
-    assert one.admit(cost) == 0.0  # 400 left
-    two.give_back("m tokens", 500.0)  # at most 1,000 - 600 on its way
-    assert two.admit(cost) == pytest.approx(0.2)
-    clock.now += TRANSIT_SECONDS + 0.01
-    two.give_back("m tokens", 300.0)  # the request has arrived: up to the capacity
-    assert two.admit(cost) == 0.0  # 410 + 300, less 600
 
 
 def test_a_refusal_to_one_runner_holds_the_others_requests_until_the_server_has_room(tmp_path: Path) -> None:

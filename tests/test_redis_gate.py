@@ -15,8 +15,10 @@ import anyio
 import pytest
 import redis.asyncio as aioredis
 
+from runner.gate import Gate
+from runner.gates import Scope
 from runner.redis_gate import UNKNOWN, RedisGate, redis_location
-from runner.store.peers import STALE_SECONDS, gate_digest
+from runner.store.peers import STALE_SECONDS, TELL_SECONDS, gate_digest
 
 from .conftest import ROOT, FakeTime, runner_cli
 from .processes import run_side_by_side, sim_stats
@@ -112,6 +114,36 @@ async def test_a_process_that_leaves_frees_its_part_at_once(redis_server: RedisS
     await two.exchange()
     assert two.publish("m tokens", 10.0, held=True) == []
     await two.client.aclose()
+
+
+async def test_a_refusal_to_one_runner_holds_the_others_requests_through_redis(redis_server: RedisServer) -> None:
+    """As on the gate file (``tests/test_peers.py``): two gates each pacing half of the limit; after a 429 to one,
+    the other hears at its next exchange that the runners' bucket is armed, and its request waits for room there
+    though its own pacer has room. Unarmed, no admission costs a round trip."""
+    clock = FakeTime()
+    places = [_gate(redis_server, name, clock=clock, monotonic=clock) for name in ("a", "b")]
+    a, b = (Gate(None, 90_000, start_share=1.0, sharing=Scope(place, "m"), clock=clock) for place in places)
+    for _ in range(3):  # they hear each other (each says it wants more), an exchange after each word
+        a.held_at = b.held_at = clock.now
+        a.delay(100)
+        b.delay(100)
+        for place in places:
+            await place.exchange()
+        clock.now += TELL_SECONDS
+    assert a.pacers["tokens"] is not None and a.pacers["tokens"].share == pytest.approx(0.5)
+    assert b.delay(671) == 0 and b.granted is None  # unarmed: the bucket was not asked
+    clock.now += 1.0
+    ticket = a.take(671)
+    a.rejected(ticket, {}, "tokens", 0.25)
+    await places[1].exchange()
+    clock.now += TELL_SECONDS
+    assert b.pacers["tokens"] is not None and b.pacers["tokens"].wait(671) == 0.0
+    assert b.delay(671) > 0
+    clock.now += 1.0
+    assert b.delay(671) == 0
+    for place in places:
+        await place.client.aclose()
+        place.bucket_client.close()
 
 
 async def test_a_redis_restart_that_forgets_every_word_keeps_those_heard_for_a_lease(

@@ -14,6 +14,7 @@ bucket (``buckets``, one row per scope) for ``ARM_SECONDS``: it refills at the l
 what they may use together (``views``) and holds the longest of their bursts, so their admissions together never
 come faster than the server's window holds. Armed, each admission and each refund is one ``BEGIN IMMEDIATE``
 transaction (~20 us); unarmed, none: a process hears that a peer armed it with the peers' words (``armed``).
+``runner.redis_gate`` keeps the same bucket in Redis, by the same rules.
 Armed from the start, a second bucket as small as each process's cost 2-4% of the limit where the server's window
 is longer (it loses its idle moments).
 
