@@ -647,6 +647,11 @@ class Gate:
             self.sharing.empty(shared)
             for name in shared:
                 self.armed_until[name] = now + self.sharing.armed(name)
+            self._say(
+                "runners-bucket",
+                "the server refused a request while other runner processes share this limit: their requests "
+                "together go through one bucket for a while, kept to what the server's window holds",
+            )
 
     def slow_down(self) -> None:
         """A ``slow_down`` 429: cut the rate to 80%; it recovers as after any cut."""

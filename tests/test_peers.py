@@ -146,6 +146,7 @@ def test_a_refusal_to_one_runner_holds_the_others_requests_until_the_server_has_
     assert b.delay(671) > 0  # the runners' bucket has not
     clock.now += 1.0
     assert b.delay(671) == 0
+    assert any("one bucket" in n for n in a.notices)  # said once, to the user of the refused process
 
 
 def test_the_gate_file_is_named_by_a_hash_of_server_and_key_never_the_key(

@@ -300,7 +300,8 @@ class GateFile:
             self._trouble(exc)
 
     def empty(self, scopes: Sequence[str]) -> None:
-        """The server refused a request: the runners' buckets of ``scopes`` fill again from empty."""
+        """The server refused a request: the runners' buckets of ``scopes`` fill again from empty, and hold
+        admissions back for ``ARM_SECONDS``."""
         try:
             self._in_buckets(list(scopes), _empty)
         except sqlite3.Error as exc:
