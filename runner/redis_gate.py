@@ -5,17 +5,19 @@ It holds what the gate file (``runner.store.peers``) holds on one host, each pro
 Every gate reads the others' words and takes its fair part of what the runners may use together, so a process
 admits on its own between readings: its share is a lease on part of the limit, renewed every ``SHARE_SECONDS``
 and void ``STALE_SECONDS`` after its last renewal. No admission waits for a round trip to Redis unless a refusal
-armed the runners' bucket (below). Unlike the gate
-file, it does not carry each process's events (when its use came): the words are stamped with Redis's clock,
-not the processes', so peers here are replayed by their rates.
+armed the runners' bucket (below). As through the gate file, each process also says its admissions and refunds
+since its last word, each with its time, and up to when they are complete (a stream of uses per scope, read
+since the last entry read): the others judge the server's readings with them instead of a steady rate. Times are
+Redis's clock as each host reads it: its own clock plus the offset to Redis's ``TIME``, measured at every
+exchange (the midpoint of the round trip).
 
 - Keys: ``runner:{<hash of base URL, key and account>}:<scope>`` (a hash of member -> word) per model and
   dimension, a set of the scopes, and an epoch. The braces are a hash tag: all keys of one key-hash live in one
   slot, so the Lua script that reads and writes them runs on Redis Cluster too. The API key is never written.
 - One clock: the script stamps words with Redis's ``TIME`` and judges freshness by it (hosts' clocks differ).
-- One round trip per ``SHARE_SECONDS`` per process (two while it has ledger figures to tell), whatever its rate,
-  by a background task on redis-py's asyncio client: ``publish`` only records this process's word and returns
-  the others' last heard, at once.
+- Two round trips per ``SHARE_SECONDS`` per process (the words, then the uses; three while it has ledger
+  figures to tell), whatever its rate, by a background task on redis-py's asyncio client: ``publish`` only
+  records this process's word and returns the others' last heard, at once.
 - The ledger (use that outlives a process: a day's requests, the batch queue's tokens) is told and heard in the
   same period, one hash per ``what`` with each database's figure (see ``runner.store.peers``).
 - The runners' bucket (``runner.store.peers`` has the rules): once the server refuses a request of one of them,
@@ -348,8 +350,8 @@ class RedisGate:
     def publish(
         self, scope: str, rate: float, held: bool, events: Sequence[tuple[float, float]] | None = None
     ) -> list[Peer]:
-        """Record what this process admits of ``scope`` (said at the next exchange); the others' last words on it.
-        The events are not carried through Redis (hosts' clocks differ): peers there are heard by their rates."""
+        """Record what this process admits of ``scope`` and its admissions and refunds since its last word (timed
+        by ``now``; said at the next exchange); the others' last words on it, with their uses heard since."""
         self.words[scope] = (rate, held)
         if events is not None:
             self.outbox.setdefault(scope, []).extend(events)
