@@ -5,17 +5,19 @@ It holds what the gate file (``runner.store.peers``) holds on one host, each pro
 Every gate reads the others' words and takes its fair part of what the runners may use together, so a process
 admits on its own between readings: its share is a lease on part of the limit, renewed every ``SHARE_SECONDS``
 and void ``STALE_SECONDS`` after its last renewal. No admission waits for a round trip to Redis unless a refusal
-armed the runners' bucket (below). Unlike the gate
-file, it does not carry each process's events (when its use came): the words are stamped with Redis's clock,
-not the processes', so peers here are replayed by their rates.
+armed the runners' bucket (below). As through the gate file, each process also says its admissions and refunds
+since its last word, each with its time, and up to when they are complete (a stream of uses per scope, read
+since the last entry read): the others judge the server's readings with them instead of a steady rate. Times are
+Redis's clock as each host reads it: its own clock plus the offset to Redis's ``TIME``, measured at every
+exchange (the midpoint of the round trip).
 
 - Keys: ``runner:{<hash of base URL, key and account>}:<scope>`` (a hash of member -> word) per model and
   dimension, a set of the scopes, and an epoch. The braces are a hash tag: all keys of one key-hash live in one
   slot, so the Lua script that reads and writes them runs on Redis Cluster too. The API key is never written.
 - One clock: the script stamps words with Redis's ``TIME`` and judges freshness by it (hosts' clocks differ).
-- One round trip per ``SHARE_SECONDS`` per process (two while it has ledger figures to tell), whatever its rate,
-  by a background task on redis-py's asyncio client: ``publish`` only records this process's word and returns
-  the others' last heard, at once.
+- Two round trips per ``SHARE_SECONDS`` per process (the words, then the uses; three while it has ledger
+  figures to tell), whatever its rate, by a background task on redis-py's asyncio client: ``publish`` only
+  records this process's word and returns the others' last heard, at once.
 - The ledger (use that outlives a process: a day's requests, the batch queue's tokens) is told and heard in the
   same period, one hash per ``what`` with each database's figure (see ``runner.store.peers``).
 - The runners' bucket (``runner.store.peers`` has the rules): once the server refuses a request of one of them,
@@ -41,7 +43,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
 from urllib.parse import urlsplit, urlunsplit
 
@@ -50,7 +52,15 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from runner.errors import ConfigError
-from runner.store.peers import ARM_SECONDS, FORGET_SECONDS, KEEP_SECONDS, STALE_SECONDS, TRANSIT_SECONDS, Peer
+from runner.store.peers import (
+    ARM_SECONDS,
+    FORGET_SECONDS,
+    KEEP_SECONDS,
+    STALE_SECONDS,
+    TRANSIT_SECONDS,
+    USES_SECONDS,
+    Peer,
+)
 
 __all__ = ["SHARE_SECONDS", "RedisGate", "is_redis_url", "redis_location", "redis_url_problem"]
 
@@ -210,6 +220,39 @@ end
 return string.format('%.9f', wait)
 """
 
+# KEYS: one stream of uses per scope. ARGV: member, then per scope: this process's word of uses ('' for none:
+# "told|at:amount,at:amount..." where told is when its uses are complete up to, Redis's clock) and the last entry
+# read ('' before the first read: then only who tells and up to when is returned, not what they told, which the
+# server already counts). Returns per scope: the last entry read, the number of the others' entries, then
+# (member, word) each.
+USES = """
+local member = ARGV[1]
+local out = {}
+for i = 1, #KEYS do
+  local word, last = ARGV[2 * i], ARGV[2 * i + 1]
+  if word ~= '' then
+    redis.call('XADD', KEYS[i], 'MAXLEN', '~', 2000, '*', 'm', member, 'w', word)
+    redis.call('PEXPIRE', KEYS[i], math.ceil(tonumber(ARGV[#ARGV]) * 1000))
+  end
+  local entries
+  if last == '' then entries = redis.call('XRANGE', KEYS[i], '-', '+')
+  else entries = redis.call('XRANGE', KEYS[i], '(' .. last, '+') end
+  local newest, found = last, {}
+  for _, entry in ipairs(entries) do
+    newest = entry[1]
+    local who, said = entry[2][2], entry[2][4]
+    if who ~= member then
+      table.insert(found, who)
+      if last == '' then table.insert(found, string.match(said, '^[^|]*|') or '') else table.insert(found, said) end
+    end
+  end
+  if newest == '' then newest = '0-0' end
+  table.insert(out, newest); table.insert(out, tostring(#found / 2))
+  for _, x in ipairs(found) do table.insert(out, x) end
+end
+return out
+"""
+
 # KEYS: scopes set, then one hash per scope. ARGV: member. Deletes the member's words.
 LEAVE = """
 for i = 2, #KEYS do redis.call('HDEL', KEYS[i], ARGV[1]) end
@@ -269,6 +312,14 @@ class RedisGate:
         self.clock, self.monotonic, self.period = clock, monotonic, period
         self.client = aioredis.from_url(url, socket_connect_timeout=SOCKET_SECONDS, socket_timeout=SOCKET_SECONDS)
         self.exchange_script = self.client.register_script(EXCHANGE)
+        self.uses_script = self.client.register_script(USES)
+        self.offset = 0.0  # Redis's clock less this host's (``time.time``), measured at each exchange
+        self.outbox: dict[str, list[tuple[float, float]]] = {}  # scope -> this process's uses not yet said
+        self.told_at: dict[str, float] = {}  # scope -> when they are complete up to (Redis's clock)
+        self.read: dict[str, str] = {}  # scope -> the last entry of the others' uses read
+        self.telling: dict[str, set[str]] = {}  # scope -> the others that say their uses
+        self.inbox: dict[str, dict[str, list[tuple[float, float]]]] = {}  # scope -> member -> uses not yet heard
+        self.complete: dict[str, dict[str, float]] = {}  # scope -> member -> when its uses are complete up to
         self.bucket_client = redis.Redis.from_url(
             url, socket_connect_timeout=BUCKET_SECONDS, socket_timeout=BUCKET_SECONDS
         )  # the runners' bucket is asked from the gate's own (synchronous) path, and only while armed
@@ -299,16 +350,30 @@ class RedisGate:
     def publish(
         self, scope: str, rate: float, held: bool, events: Sequence[tuple[float, float]] | None = None
     ) -> list[Peer]:
-        """Record what this process admits of ``scope`` (said at the next exchange); the others' last words on it.
-        The events are not carried through Redis (hosts' clocks differ): peers there are heard by their rates."""
+        """Record what this process admits of ``scope`` and its admissions and refunds since its last word (timed
+        by ``now``; said at the next exchange); the others' last words on it, with their uses heard since."""
         self.words[scope] = (rate, held)
+        if events is not None:
+            self.outbox.setdefault(scope, []).extend(events)
+            self.told_at[scope] = self.now()
         heard = self.heard.get(scope, {})
         if self.reachable is False and not heard:  # deaf from the start: assume one peer that wants as much
             return [Peer(UNKNOWN, 0, scope, 0.0, True, 0.0)]
-        return [h.peer for h in heard.values()]
+        telling, inbox, complete = (
+            self.telling.get(scope, set()),
+            self.inbox.get(scope, {}),
+            self.complete.get(scope, {}),
+        )
+        return [  # a peer that says its uses is complete up to its last word of them, not up to Redis's stamp
+            replace(h.peer, seen=complete[m], events=tuple(inbox.pop(m, ())))
+            if m in telling and m in complete
+            else h.peer
+            for m, h in heard.items()
+        ]
 
     def now(self) -> float:
-        return self.clock() if self.clock is not None else time.time()
+        """Redis's clock, as this host reads it (its own clock and the offset measured at the last exchange)."""
+        return self.clock() if self.clock is not None else time.time() + self.offset
 
     def admit(self, costs: Sequence[tuple[str, float, float, float]], force: bool = False) -> float:
         """Take each ``(scope, cost, rate, burst)`` from the runners' bucket of that scope, all or none
@@ -381,10 +446,14 @@ class RedisGate:
             args += [scope, f"{rate:.6g}", int(held)]
         buckets = [self.key(f"bucket:{s}") for s in scopes]
         keys = [self.key("epoch"), self.key("scopes"), *(self.key(s) for s in scopes), *buckets]
+        before = time.time()
         raw = await self.exchange_script(keys=keys, args=args)
         self.exchanges += 1
-        await self._exchange_ledger()
         answer = [_text(x) for x in raw]
+        if self.clock is None:
+            self.offset = float(answer[1]) - (before + time.time()) / 2
+        await self._exchange_uses(scopes)
+        await self._exchange_ledger()
         epoch, now = answer[0], self.monotonic()
         for scope, armed in zip(scopes, answer[2 : 2 + len(scopes)], strict=True):
             self.armed_for[scope] = (float(armed), now)
@@ -403,6 +472,29 @@ class RedisGate:
                 if member not in members and member != UNKNOWN and lease:
                     members[member] = _Heard(old.peer, old.at, kept=True)
         self.heard = fresh
+
+    async def _exchange_uses(self, scopes: list[str]) -> None:
+        """Say this process's uses since its last word (each timed by Redis's clock) and hear the others'."""
+        args: list[str | float] = [self.member]
+        for scope in scopes:
+            told = self.told_at.get(scope)
+            events = self.outbox.pop(scope, [])
+            word = "" if told is None else f"{told:.6f}|" + ",".join(f"{at:.6f}:{amount:.6g}" for at, amount in events)
+            args += [word, self.read.get(scope, "")]
+        args.append(USES_SECONDS)
+        raw = [_text(x) for x in await self.uses_script(keys=[self.key(f"uses:{s}") for s in scopes], args=args)]
+        i = 0
+        for scope in scopes:
+            self.read[scope], count = raw[i], int(raw[i + 1])
+            i += 2
+            for member, word in zip(raw[i : i + 2 * count : 2], raw[i + 1 : i + 2 * count : 2], strict=True):
+                self.telling.setdefault(scope, set()).add(member)
+                if word:
+                    until, _, said = word.partition("|")
+                    self.complete.setdefault(scope, {})[member] = float(until)
+                    uses = [(float(at), float(amount)) for at, amount in (e.split(":") for e in said.split(",") if e)]
+                    self.inbox.setdefault(scope, {}).setdefault(member, []).extend(uses)
+            i += 2 * count
 
     async def _exchange_ledger(self) -> None:
         for source in {source for source, _ in self.ledger.values()}:

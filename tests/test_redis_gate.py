@@ -146,6 +146,39 @@ async def test_a_refusal_to_one_runner_holds_the_others_requests_through_redis(r
         place.bucket_client.close()
 
 
+async def test_a_peers_uses_reach_the_others_through_redis_with_their_times(redis_server: RedisServer) -> None:
+    """As through the gate file (``tests/test_peers.py``): each exchange carries the process's admissions and
+    refunds since its last, timed by Redis's clock (each host's offset to it measured at every exchange), and up
+    to when they are complete; another process hears those said since it first read, in its gate's clock, and
+    judges the readings with them instead of the peer's steady rate."""
+    clock = FakeTime()
+    peer, mine = (_gate(redis_server, name, clock=clock, monotonic=clock) for name in ("peer", "me"))
+    peer.publish("m tokens", 0.0, held=True, events=[(clock.now - 5.0, 671.0)])  # before the other ever read
+    await peer.exchange()
+    gate = Gate(None, 90_000, start_share=1.0, sharing=Scope(mine, "m"), clock=clock)
+    first = clock.now
+    gate.delay(100)
+    await mine.exchange()
+    clock.now += TELL_SECONDS
+    gate.delay(100)
+    evidence = gate.evidence["tokens"]
+    assert evidence.peer_times == []
+    clock.now = first + 1.0
+    peer.publish("m tokens", 600.0, held=True, events=[(first + 0.2, 671.0), (first + 0.7, -230.0)])
+    await peer.exchange()
+    await mine.exchange()
+    clock.now += TELL_SECONDS
+    gate.delay(100)
+    assert [(round(t - first, 6), a) for t, a in zip(evidence.peer_times, evidence.peer_amounts, strict=True)] == [
+        (0.2, 671.0),
+        (0.7, -230.0),
+    ]
+    assert evidence.peers_cover == pytest.approx((first, first + 1.0))
+    for place in (peer, mine):
+        await place.client.aclose()
+        place.bucket_client.close()
+
+
 async def test_a_redis_restart_that_forgets_every_word_keeps_those_heard_for_a_lease(
     redis_server: RedisServer,
 ) -> None:
