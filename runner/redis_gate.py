@@ -354,8 +354,11 @@ class RedisGate:
         by ``now``; said at the next exchange); the others' last words on it, with their uses heard since."""
         self.words[scope] = (rate, held)
         if events is not None:
-            self.outbox.setdefault(scope, []).extend(events)
-            self.told_at[scope] = self.now()
+            box = self.outbox.setdefault(scope, [])
+            box.extend(events)
+            self.told_at[scope] = now = self.now()
+            if self.reachable is False:  # not said while Redis is away: only what the others could still use
+                box[:] = [event for event in box if event[0] >= now - USES_SECONDS]
         heard = self.heard.get(scope, {})
         if self.reachable is False and not heard:  # deaf from the start: assume one peer that wants as much
             return [Peer(UNKNOWN, 0, scope, 0.0, True, 0.0)]

@@ -236,6 +236,11 @@ async def test_redis_lost_mid_run_keeps_the_peers_last_heard(redis_server: Redis
     await one.speak()
     assert one.reachable is False and "could not reach" in one.notices[-1]
     assert [p.member for p in one.publish("m tokens", 400.0, held=True)] == ["two"]
+    # its uses wait for Redis, but only those the others could still use: a long outage holds no more
+    now = one.now()
+    one.publish("m tokens", 400.0, held=True, events=[(now - 40.0 + i / 100, 671.0) for i in range(2000)])
+    kept = one.outbox["m tokens"]
+    assert 990 <= len(kept) <= 1000 and kept[-1][0] == now - 40.0 + 19.99  # the last 30 s of them (USES_SECONDS)
     for gate in (one, two):
         await gate.client.aclose()
 
