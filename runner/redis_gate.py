@@ -325,6 +325,7 @@ class RedisGate:
         )  # the runners' bucket is asked from the gate's own (synchronous) path, and only while armed
         self.bucket_script = self.bucket_client.register_script(BUCKET)
         self.bucket_rest_until = -math.inf
+        self.bucket_failed = False  # a round trip to the runners' bucket failed (said once)
         self.armed_for: dict[str, tuple[float, float]] = {}  # scope -> (seconds armed, monotonic when heard)
         self.leave_script = self.client.register_script(LEAVE)
         self.ledger_script = self.client.register_script(LEDGER)
@@ -414,16 +415,14 @@ class RedisGate:
             wait = self.bucket_script(keys=keys, args=args)
         except (RedisError, OSError) as exc:
             self.bucket_rest_until = self.monotonic() + BUCKET_REST
-            self._say_once(
-                f"the runners' bucket at the Redis gate {self.where} did not answer ({type(exc).__name__}: {exc}): "
-                f"admitting on this process's own pace for {BUCKET_REST:g} s at a time"
-            )
+            if not self.bucket_failed:  # said once
+                self.notices.append(
+                    f"the runners' bucket at the Redis gate {self.where} did not answer ({type(exc).__name__}: "
+                    f"{exc}): admitting on this process's own pace for {BUCKET_REST:g} s at a time"
+                )
+            self.bucket_failed = True
             return 0.0
         return float(_text(wait))
-
-    def _say_once(self, text: str) -> None:
-        if text.split(" (", 1)[0] not in (n.split(" (", 1)[0] for n in self.notices):
-            self.notices.append(text)
 
     def tell(self, what: str, source: str, amount: int) -> int:
         """Record that ``source`` (a database) holds ``amount`` of ``what`` (said at the next exchange); the other

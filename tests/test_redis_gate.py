@@ -245,6 +245,23 @@ async def test_redis_lost_mid_run_keeps_the_peers_last_heard(redis_server: Redis
         await gate.client.aclose()
 
 
+async def test_a_runners_bucket_that_does_not_answer_lets_admissions_go_on_their_own(
+    redis_server: RedisServer,
+) -> None:
+    """A Redis lost while the runners' bucket is armed never holds an admission up: it is said once, and the
+    bucket is left alone for a while (each process paces its own part meanwhile)."""
+    clock = FakeTime()
+    place = _gate(redis_server, "one", clock=clock, monotonic=clock)
+    place.empty(["m tokens"])
+    assert place.admit([("m tokens", 600.0, 1000.0, 1.0)]) > 0  # armed and empty
+    redis_server.stop()
+    assert place.admit([("m tokens", 600.0, 1000.0, 1.0)]) == 0.0
+    clock.now += 10.0
+    assert place.admit([("m tokens", 600.0, 1000.0, 1.0)]) == 0.0
+    assert sum("runners' bucket" in n for n in place.notices) == 1
+    place.bucket_client.close()
+
+
 async def test_the_ledger_through_redis_sums_the_other_databases(redis_server: RedisServer) -> None:
     one, two = _gate(redis_server, "one"), _gate(redis_server, "two")
     what = "gpt-4.1-mini requests 2026-12-05"
