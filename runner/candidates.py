@@ -31,7 +31,7 @@ f) / (1 - f)`` of each unit the gate paces, so the gate may pace ``(1 - other) /
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -78,10 +78,9 @@ class Candidates:
         self.until: float | None = None  # when the last reading judged was taken
         self.given_back = 0.0  # the share of a reservation answers give back lately (``f`` above)
         self.chosen = int(np.argmin(self._distance(self.scales())))
-        # each candidate's neighbours (lower, upper; -1 if none) along the admission scale and along others' use
-        self.along_admit = _neighbours(rows, lambda k, o, r: ((o, r), k))
-        self.along_other = _neighbours(rows, lambda k, o, r: ((k, r), o))
-        self.refined = (float(self.admit[self.chosen]), float(self.other[self.chosen]))
+        # each candidate's neighbours along the admission scale (lower, upper; -1 if none)
+        self.along = _neighbours(rows)
+        self.refined = float(self.admit[self.chosen])  # the believed admission scale, between the grid's steps
 
     @property
     def spread(self) -> float:
@@ -92,17 +91,18 @@ class Candidates:
     @property
     def best(self) -> tuple[float, float]:
         """``(scale, other)``: how many of the server's units each unit the gate paces is, over a while, and the
-        share of the limit others use, as the believed candidate says (refined between the grid's steps)."""
-        admit, other = self.refined
+        share of the limit others use, as the believed candidate says (its admission scale refined between the grid's
+        steps)."""
+        admit = self.refined
         refund = admit if REFUNDS[self.way[self.chosen]] == "scaled" else float(self.refund[self.chosen])
         f = min(0.9, self.given_back)
-        return min(MAX_SCALE, max(MIN_SCALE, (admit - refund * f) / (1.0 - f))), other
+        return min(MAX_SCALE, max(MIN_SCALE, (admit - refund * f) / (1.0 - f))), float(self.other[self.chosen])
 
     @property
     def admission(self) -> float:
         """How many of the server's units each unit the gate reserves is at admission, as the believed candidate
         says (refined between the grid's steps)."""
-        return self.refined[0]
+        return self.refined
 
     def scales(self) -> np.ndarray:
         """Each candidate's scale: how many of the server's units each unit the gate paces is, over a while."""
@@ -144,10 +144,10 @@ class Candidates:
         self.readings += 1
         bound = float(self.charges.min()) * (1.0 + TOLERANCE) + self.weight * NOISE * NOISE
         self.chosen = int(np.argmin(np.where(self.charges <= bound, self._distance(scales), np.inf)))
-        self.refined = (
-            _vertex(self.admit, self.charges, self.chosen, self.along_admit[self.chosen]),
-            _vertex(self.other, self.charges, self.chosen, self.along_other[self.chosen]),
-        )
+        # below 1 the tie-break leans to the scale that counts more, a step's error costs pace: refined between the
+        # steps; at 1 and above it leans to the one that counts less and a 429 corrects it: the grid's scale stays
+        admit = float(self.admit[self.chosen])
+        self.refined = _vertex(self.admit, self.charges, self.chosen, self.along) if admit < 1 else admit
 
     def _distance(self, scales: np.ndarray) -> np.ndarray:
         """Each candidate's distance from "nobody else, counted as the gate counts", the tie-break among those as
@@ -179,15 +179,12 @@ class Candidates:
         return last
 
 
-def _neighbours(
-    rows: Sequence[tuple[float, float, str]], key: Callable[[float, float, str], tuple[tuple[float, str], float]]
-) -> np.ndarray:
-    """For each row, the positions of the rows of the same line (``key``'s first part) just below and just above
-    it along the line's axis (its second part); -1 where there is none."""
+def _neighbours(rows: Sequence[tuple[float, float, str]]) -> np.ndarray:
+    """For each row ``(admit, other, refunds)``, the positions of the rows with the same others' share and way of
+    refunds just below and just above it in admission scale; -1 where there is none."""
     lines: dict[tuple[float, str], list[tuple[float, int]]] = {}
-    for i, row in enumerate(rows):
-        line, x = key(*row)
-        lines.setdefault(line, []).append((x, i))
+    for i, (k, o, r) in enumerate(rows):
+        lines.setdefault((o, r), []).append((k, i))
     result = np.full((len(rows), 2), -1, dtype=int)
     for points in lines.values():
         points.sort()
@@ -196,24 +193,24 @@ def _neighbours(
     return result
 
 
-def _vertex(values: np.ndarray, charges: np.ndarray, i: int, around: np.ndarray) -> float:
-    """Candidate ``i``'s value refined between the grid's steps: the least of the parabola through its charge and
-    its two neighbours' (``around``) on one axis, where its charge is the least of the three; else its own value
-    (the tie-break chose it, or the grid ends there). The charge of a replay's miss is nearly quadratic in the
-    scale and in others' share, so the vertex falls within half a step of the truth's nearest candidate."""
-    lo, hi = int(around[0]), int(around[1])
+def _vertex(values: np.ndarray, charges: np.ndarray, i: int, along: np.ndarray) -> float:
+    """Candidate ``i``'s value refined between the grid's steps: the least of the parabola fitted (least squares)
+    to its charge and those of up to two neighbours on each side (``along``: each candidate's lower and upper
+    neighbour on one axis), where its charge is the least of it and its nearest two; else its own value (the
+    tie-break chose it, or the grid ends there). A replay's miss is nearly linear in the admission scale, its charge
+    nearly quadratic; readings that show one side less than the other (taken at admission, before the refunds)
+    bend the nearest steps, which five points outweigh better than three. Kept within half a step of the
+    candidate."""
+    lo, hi = int(along[i][0]), int(along[i][1])
     x1 = float(values[i])
-    if lo < 0 or hi < 0:
+    if lo < 0 or hi < 0 or charges[i] > min(charges[lo], charges[hi]):
         return x1
-    y0, y1, y2 = float(charges[lo]), float(charges[i]), float(charges[hi])
-    if y1 > y0 or y1 > y2:
+    points = [lo, i, hi] + [j for j in (int(along[lo][0]), int(along[hi][1])) if j >= 0]
+    a, b, _ = np.polyfit(values[points] - x1, charges[points], 2)
+    if a <= 0:
         return x1
-    d0, d2 = float(values[lo]) - x1, float(values[hi]) - x1
-    den = d0 * (y2 - y1) - d2 * (y0 - y1)
-    if den == 0.0:
-        return x1
-    x = x1 + 0.5 * (d0 * d0 * (y2 - y1) - d2 * d2 * (y0 - y1)) / den
-    return min(x1 + d2 / 2, max(x1 + d0 / 2, x))
+    down, up = (float(values[lo]) - x1) / 2, (float(values[hi]) - x1) / 2
+    return x1 + min(up, max(down, -float(b) / (2 * float(a))))
 
 
 def _refilled(start: float, end: float, switch: float, before: np.ndarray, after: np.ndarray) -> np.ndarray:

@@ -14,8 +14,10 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+import numpy as np
 import pytest
 
+from runner.candidates import SCALES
 from runner.evidence import MAX_SCALE, MAX_SHARE, MIN_SCALE, MIN_SHARE
 from runner.gate import FACTOR_FLOOR, MIN_BURST, START_SHARE, Gate
 
@@ -248,6 +250,11 @@ def _holds_its_invariants(gate: Gate) -> None:
         for h in evidence.hypotheses:
             scale, _ = h.fit()
             assert MIN_SCALE <= scale <= MAX_SCALE, (name, h.name, scale)
+            # the believed candidate refined between the grid's steps stays within half a step of it
+            c = h.candidates
+            grid = float(c.admit[c.chosen])
+            assert abs(c.refined - grid) <= max(np.diff(SCALES)) / 2 + 1e-9, (name, c.refined, grid)
+            assert grid < 1.0 or c.refined == grid, (name, c.refined, grid)
 
 
 @pytest.mark.parametrize(
