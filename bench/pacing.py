@@ -15,7 +15,8 @@ Each cell shows the steady-state share of the binding limit (TPM) as the server 
 answered. Further sections (``--sections``):
 
 - ``counting``: how the server's TPM limit counts a request (``runner sim --counting``: tiktoken, characters/4
-  refunded at the answer or never, K x tiktoken) x window, headers per minute, no other client;
+  refunded at the answer or never, the larger of characters/4 and the maximum output, K x tiktoken) x window,
+  headers per minute, no other client;
 - ``selfplay``: 2 and 4 ``runner run`` processes with their own jobs and databases on one key, started 10 s apart,
   sharing the host's gate file (``--gate host``, the default) or pacing alone (``--gate none``): the share of the
   limit all of them used together from the first request to the last, refused, and each process's wall time (the
@@ -47,7 +48,7 @@ from bench.common import Sampler, sim_process, write_job
 from bench.shared import RPM, TPM, Play, run_play, sim_flags
 
 READINGS = ("minute", "bucket", "window", "none")
-COUNTINGS = ("tiktoken", "chars", "chars-no-refund", "x0.6", "x1.5", "x2")
+COUNTINGS = ("tiktoken", "chars", "chars-no-refund", "chars-max", "x0.6", "x1.5", "x2")
 STOP_AFTER = 60.0  # seconds: when the other client of the ``stop`` section stops
 WINDOWS = (60.0, 5.0, 1.0)
 LOADS = (0.0, 0.4)

@@ -453,7 +453,8 @@ def plan(
     default="tiktoken",
     show_default=True,
     help="What the TPM limit counts of a request: tiktoken (prompt + max output, corrected at the answer), chars "
-    "(characters/4 + max output, corrected), chars-no-refund (never corrected), xK (K x tiktoken, e.g. x1.5).",
+    "(characters/4 + max output, corrected), chars-no-refund (never corrected), chars-max (the larger of "
+    "characters/4 and max output, never corrected), xK (K x tiktoken, e.g. x1.5).",
 )
 @click.option("--latency-scale", type=float, default=1.0, show_default=True, help="0 answers at once.")
 @click.option("--first-token", type=float, default=None, help="Seconds to the first token (default: the model's).")

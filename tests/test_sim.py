@@ -243,6 +243,7 @@ def test_prompt_caching_counts_a_repeated_long_prefix(start_sim: Any) -> None:
         ("tiktoken", lambda prompt, chars, output, cap: prompt + output),
         ("chars", lambda prompt, chars, output, cap: -(-chars // 4) + output),
         ("chars-no-refund", lambda prompt, chars, output, cap: -(-chars // 4) + cap),
+        ("chars-max", lambda prompt, chars, output, cap: max(-(-chars // 4), cap)),
         ("x1.5", lambda prompt, chars, output, cap: -(-3 * (prompt + output) // 2)),
     ],
 )

@@ -29,7 +29,7 @@ class SimConfig:
     background: float = 0.0  # share of every limit another client of the organisation uses
     background_seconds: float | None = None  # it stops this long after the simulator starts (None: never)
     counting: str = "tiktoken"  # what the TPM limit counts of a request (runner.sim.counting: tiktoken, chars,
-    # chars-no-refund, xK)
+    # chars-no-refund, chars-max, xK)
     latency_scale: float = 1.0  # 0: answer at once
     first_token_seconds: float | None = None  # instead of the model's typical time to first token
     tokens_per_second: float | None = None  # instead of the model's typical output speed (0: instant)

@@ -18,9 +18,12 @@ construction); ``tests/test_layout.py`` keeps that boundary. Everything here is 
 | tiktoken          | prompt + output cap x n                  | prompt + output                |
 | chars             | characters of the request / 4 + cap x n  | characters / 4 + output        |
 | chars-no-refund   | characters of the request / 4 + cap x n  | never corrected                |
+| chars-max         | the larger of characters / 4 and cap x n | never corrected                |
 | xK (x0.6, x1.5..) | K x (prompt + cap x n)                   | K x (prompt + output)          |
 
 ``prompt`` is the tokenizer's count above; "characters of the request" are those of its JSON body as sent.
+``chars-max`` is the guide's wording read literally ("the maximum of max_tokens and the estimated number of tokens
+based on the character count"): a short prompt with a large maximum output counts as the maximum alone.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import tiktoken
 
 __all__ = ["COUNTINGS", "Counting", "choices_of", "counting", "inputs_of", "output_cap", "prompt_tokens", "schema_of"]
 
-COUNTINGS = ("tiktoken", "chars", "chars-no-refund", "x0.6", "x1.5", "x2")
+COUNTINGS = ("tiktoken", "chars", "chars-no-refund", "chars-max", "x0.6", "x1.5", "x2")
 
 OUTPUT_KEYS = {
     "/v1/chat/completions": ("max_completion_tokens", "max_tokens"),
@@ -133,7 +136,7 @@ class Counting:
 
     @property
     def refunds(self) -> bool:
-        return self.name != "chars-no-refund"
+        return self.name not in ("chars-no-refund", "chars-max")
 
     @property
     def scale(self) -> float:
@@ -144,6 +147,8 @@ class Counting:
 
     def admitted(self, prompt: int, text: str, cap: int, n: int) -> int:
         """Tokens counted when the request is admitted."""
+        if self.name == "chars-max":
+            return max(math.ceil(len(text) / 4), cap * n)
         return math.ceil(self._input(prompt, text) + cap * n * self.scale)
 
     def answered(self, prompt: int, text: str, output: int) -> int:
@@ -153,7 +158,7 @@ class Counting:
 
 def counting(name: str) -> Counting:
     """The counting called ``name``: one of ``COUNTINGS`` or any ``xK`` with K > 0; ValueError otherwise."""
-    if name in COUNTINGS[:3]:
+    if not name.startswith("x") and name in COUNTINGS:
         return Counting(name)
     try:
         scale = float(name[1:]) if name.startswith("x") else math.nan
