@@ -47,9 +47,10 @@ __all__ = [
     "Candidates",
 ]
 
-# 0.5, 0.525 ... 1.975, 2, 2.1 ... 3 (docs/pacing.md: why these steps)
-SCALES = tuple(i / 40 for i in range(20, 80)) + tuple(i / 10 for i in range(20, 31))
+# 0.25, 0.275 ... 1.975, 2, 2.1 ... 3 (docs/pacing.md: why these steps)
+SCALES = tuple(i / 40 for i in range(10, 80)) + tuple(i / 10 for i in range(20, 31))
 OTHERS = tuple(i / 20 for i in range(19))  # of the limit: 0, 5% ... 90%
+ALONE_BELOW = 0.5  # scales below this are candidates only with nobody else using the limit (see ``Candidates``)
 REFUNDS = ("scaled", "one", "none")  # how the server gives back what an answer did not use (see above)
 MIN_SCALE, MAX_SCALE = 0.25, 50.0  # what one of the gate's units may be worth to the server, over a while
 JUDGE_SECONDS = 5.0  # how long a reading's charge lasts: the candidates follow a change within seconds
@@ -67,7 +68,15 @@ class Candidates:
     def __init__(
         self, scales: Sequence[float] = SCALES, others: Sequence[float] = OTHERS, refunds: Sequence[str] = REFUNDS
     ) -> None:
-        rows = [(k, o, r) for r in refunds for k in scales for o in others if r == "scaled" or k != 1.0]
+        # below ALONE_BELOW only "nobody else": a wrong hypothesis would otherwise fit its readings with a scale far
+        # too low and others using much of the limit, as well as the right one does
+        rows = [
+            (k, o, r)
+            for r in refunds
+            for k in scales
+            for o in others
+            if (r == "scaled" or k != 1.0) and (k >= ALONE_BELOW or o == 0.0)
+        ]
         self.admit = np.array([k for k, _, _ in rows])
         self.refund = np.array([k if r == "scaled" else 1.0 if r == "one" else 0.0 for k, _, r in rows])
         self.other = np.array([o for _, o, _ in rows])
@@ -147,7 +156,7 @@ class Candidates:
         # below 1 the tie-break leans to the scale that counts more, a step's error costs pace: refined between the
         # steps; at 1 and above it leans to the one that counts less and a 429 corrects it: the grid's scale stays
         admit = float(self.admit[self.chosen])
-        self.refined = _vertex(self.admit, self.charges, self.chosen, self.along) if admit < 1 else admit
+        self.refined = _vertex(self.admit, self.charges, self.chosen, self.along, bound) if admit < 1 else admit
 
     def _distance(self, scales: np.ndarray) -> np.ndarray:
         """Each candidate's distance from "nobody else, counted as the gate counts", the tie-break among those as
@@ -193,7 +202,7 @@ def _neighbours(rows: Sequence[tuple[float, float, str]]) -> np.ndarray:
     return result
 
 
-def _vertex(values: np.ndarray, charges: np.ndarray, i: int, along: np.ndarray) -> float:
+def _vertex(values: np.ndarray, charges: np.ndarray, i: int, along: np.ndarray, bound: float) -> float:
     """Candidate ``i``'s value refined between the grid's steps: the least of the parabola fitted (least squares)
     to its charge and those of up to two neighbours on each side (``along``: each candidate's lower and upper
     neighbour on one axis), where its charge is the least of it and its nearest two; else its own value (the
@@ -203,7 +212,7 @@ def _vertex(values: np.ndarray, charges: np.ndarray, i: int, along: np.ndarray) 
     candidate."""
     lo, hi = int(along[i][0]), int(along[i][1])
     x1 = float(values[i])
-    if lo < 0 or hi < 0 or charges[i] > min(charges[lo], charges[hi]):
+    if lo < 0 or hi < 0 or min(charges[lo], charges[hi]) <= bound:
         return x1
     points = [lo, i, hi] + [j for j in (int(along[lo][0]), int(along[hi][1])) if j >= 0]
     a, b, _ = np.polyfit(values[points] - x1, charges[points], 2)

@@ -54,12 +54,12 @@ def test_requests_that_reach_the_server_later_than_sent_cost_little(reading: str
     """A busy machine or network delays each request by up to 0.2 s on its way: under a one-second window two
     sent apart can arrive together and be refused. Such a 429 is a moment's crowding, not another client: read
     as one, it held the gate at 87% for the rest of the run. Per-minute readings taken at the answer suffer most:
-    a request still on its way reads as a server that counts less (0.7% refused here, up to 4.1% over four
-    seeds; the README's "Where it is weakest" says so)."""
+    a request still on its way reads as a server that counts less (1.7% refused here, 0.5-1.7% over six seeds,
+    1.2% on average; the README's "Where it is weakest" says so)."""
     run = simulate(reading=reading, window=1.0, header_time=header_time, jitter=0.2, requests=400, seed=1)
     assert run.answered == 400
     assert run.utilisation >= 0.95, run
-    assert run.rejected <= (0.015 if reading in ("minute", "bucket") and header_time == "answered" else 0.005), run
+    assert run.rejected <= (0.02 if reading in ("minute", "bucket") and header_time == "answered" else 0.005), run
 
 
 @pytest.mark.parametrize("reading", ["minute", "bucket", "window"])
@@ -118,6 +118,18 @@ def test_a_server_that_counts_a_request_as_less_than_the_gates_estimate_is_used_
     run = simulate(reading="minute", window=window, counting=counting, header_time=header_time, requests=400, seed=1)
     assert run.answered == 400
     assert run.counted_share >= (0.97 if header_time == "answered" else 0.96), run
+    assert run.rejected == 0, run
+
+
+@pytest.mark.parametrize("counting", ["chars", "chars-no-refund", "chars-max"])
+def test_a_server_that_counts_less_than_half_the_gates_estimate_is_used_to_its_limit(counting: str) -> None:
+    """Text the tokenizer splits finely (Chinese: about a token a character) counted as characters / 4: 2,000
+    tokens in 2,000 characters with 300 of output is 0.35x the gate's reservation (0.22x as the larger of the two,
+    beyond what ``MAX_SHARE`` lets the gate pace: 94%). With candidates from 0.5 only, 61% / 85% / 53%."""
+    run = simulate(reading="minute", window=5.0, counting=counting, prompt=(1800, 2200), chars=2000, requests=300,
+                   seed=1)  # fmt: skip
+    assert run.answered == 300
+    assert run.counted_share >= (0.93 if counting == "chars-max" else 0.97), run
     assert run.rejected == 0, run
 
 
