@@ -18,9 +18,10 @@ starts from what the server said, never from a prediction, so no candidate can c
 clients that refills the replay slowly is charged as soon as the server reads less than it predicts.
 
 Candidates whose charge is close to the least are as good as the best (``TOLERANCE``, ``NOISE``); of those, the
-nearest to "nobody else, counted as the gate counts" is believed. Where the readings cannot tell candidates apart
-(a server that is full between the gate's requests shows only the request it just counted), that is the most
-the readings allow: the gate sends more until they say otherwise.
+nearest to "nobody else, counted as the gate counts" is believed. Below 1, where its neighbours in admission scale
+are clearly worse, its scale is refined between the grid's steps (``_vertex``). Where the readings cannot tell
+candidates apart (a server that is full between the gate's requests shows only the request it just counted), that
+is the most the readings allow: the gate sends more until they say otherwise.
 
 What the gate may use follows: over a while the server counts ``admit x A - refund x F`` of the gate's
 admissions ``A`` and refunds ``F``, while the gate's own bucket paces ``A - F``; with ``f = F / A`` (the share of
@@ -205,11 +206,11 @@ def _neighbours(rows: Sequence[tuple[float, float, str]]) -> np.ndarray:
 def _vertex(values: np.ndarray, charges: np.ndarray, i: int, along: np.ndarray, bound: float) -> float:
     """Candidate ``i``'s value refined between the grid's steps: the least of the parabola fitted (least squares)
     to its charge and those of up to two neighbours on each side (``along``: each candidate's lower and upper
-    neighbour on one axis), where its charge is the least of it and its nearest two; else its own value (the
-    tie-break chose it, or the grid ends there). A replay's miss is nearly linear in the admission scale, its charge
-    nearly quadratic; readings that show one side less than the other (taken at admission, before the refunds)
-    bend the nearest steps, which five points outweigh better than three. Kept within half a step of the
-    candidate."""
+    neighbour on one axis), where both its nearest neighbours' charges are beyond ``bound`` (the grid has found the
+    least to within a step); else its own value (the readings cannot place the least more finely, or the grid ends
+    there). A replay's miss is nearly linear in the admission scale, its charge nearly quadratic; readings that
+    show one side less than the other (taken at admission, before the refunds) bend the nearest steps, which five
+    points outweigh better than three. Kept within half a step of the candidate."""
     lo, hi = int(along[i][0]), int(along[i][1])
     x1 = float(values[i])
     if lo < 0 or hi < 0 or min(charges[lo], charges[hi]) <= bound:
