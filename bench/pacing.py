@@ -46,9 +46,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import Sampler, sim_process, write_job
 from bench.shared import RPM, TPM, Play, run_play, sim_flags
+from runner.sim.counting import COUNTINGS
 
 READINGS = ("minute", "bucket", "window", "none")
-COUNTINGS = ("tiktoken", "chars", "chars-no-refund", "chars-max", "x0.6", "x1.5", "x2")
 STOP_AFTER = 60.0  # seconds: when the other client of the ``stop`` section stops
 WINDOWS = (60.0, 5.0, 1.0)
 LOADS = (0.0, 0.4)
