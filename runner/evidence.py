@@ -24,10 +24,10 @@ the tokenizer), so ``Evidence`` tells the plausible readings apart by their arit
   and makes the next probe wait longer).
 
 Whether a header describes the server at the request's admission (``sent``) or at its answer (``answered``) is
-judged both ways; the way that explains the readings clearly better is believed, and until then the larger
-estimate, but no more than the limit unless both say so (the benefit of the doubt: a 429 will say if it was wrong,
-see ``explain``, for ``PREFER_SECONDS`` unless another 429 backs it up: a wrong reading can starve the right one
-of samples). docs/pacing.md has the model as equations, its invariants and the reason for each constant.
+judged both ways; the way that explains the readings clearly better is believed (while it stays the better), and
+until then the larger estimate, but no more than the limit unless both say so (the benefit of the doubt: a 429
+will say if it was wrong, see ``explain``, for ``PREFER_SECONDS`` unless another 429 backs it up or the readings
+lean its way: a wrong reading can starve the right one of samples). docs/pacing.md has the model as equations, its invariants and the reason for each constant.
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ MIN_SPAN = 0.05  # seconds between two readings compared: answers that arrive to
 MAX_SHARE = 4.0  # a server that counts a request as a quarter of the gate's estimate, at the least
 MIN_SHARE = 0.02  # of the limit, whatever others seem to use: the gate keeps sending, so it keeps learning
 FIT_SECONDS = 10.0  # time constant of the fit of the server's scale and others' use
+BELIEVE = 0.5  # a hypothesis is believed once its spread is under this share of the other's (then while it leads)
 PREFER_SECONDS = 10.0  # a 429's word on which reading is right holds this long unless another 429 backs it up
 QUIET_SECONDS = 60.0  # without headers: this long without a 429 (twice that after each probe that found the
 PROBE_SECONDS = 60.0  # estimate right, up to 4 times) and the estimate starts to fade by exp(-(seconds / this) ** 2)
@@ -293,8 +294,9 @@ class Evidence:
         self.probed: list[tuple[float, float]] | None = None  # (mine, counted) of each hypothesis before probing
         self.quiet_seconds = QUIET_SECONDS
         self.was_windowed = False
+        self.held: _Hypothesis | None = None  # believed on the spreads (see ``_reconsider``)
         self.preferred: _Hypothesis | None = None  # believed on the word of a 429, until the spreads decide or
-        self.preferred_at = -math.inf  # ``PREFER_SECONDS`` pass without another 429
+        self.preferred_at = -math.inf  # ``PREFER_SECONDS`` pass without another 429 while the other leads
         self.seen = -math.inf  # when the last reading was weighed
         self.largest = 1.0  # the largest single use seen lately
         self.window: tuple[float, float] | None = None  # (start, period) of the fixed window last read
@@ -310,14 +312,29 @@ class Evidence:
 
     @property
     def believed(self) -> _Hypothesis | None:
-        """The hypothesis that explains the readings clearly better than the other, once both have some."""
+        """The hypothesis the spreads hold (see ``_reconsider``), else the one a 429 pointed at (``explain``)."""
+        return self.held if self.held is not None else self.preferred
+
+    def _leads(self, h: _Hypothesis) -> bool:
+        """Whether ``h`` explains the readings better than the other, if only a little."""
+        other = self.hypotheses[1] if h is self.hypotheses[0] else self.hypotheses[0]
+        return min(h.samples, other.samples) >= 3 and h.spread < other.spread
+
+    def _reconsider(self) -> None:
+        """After the spreads moved: a hypothesis whose spread is under ``BELIEVE`` of the other's (once both have a
+        few readings) is believed, and stays so while it leads. Under a short window both explain a server that is
+        full between the gate's requests about as badly; a belief dropped as soon as its lead fell below 2x gave the
+        gate the other's larger share at once, a 429 each time. A 429's word against the spreads is void."""
         sent, answered = self.hypotheses
-        if min(sent.samples, answered.samples) >= 3:
-            if sent.spread < 0.5 * answered.spread:
-                return sent
-            if answered.spread < 0.5 * sent.spread:
-                return answered
-        return self.preferred
+        if min(sent.samples, answered.samples) < 3:
+            return
+        for h, other in ((sent, answered), (answered, sent)):
+            if h.spread < BELIEVE * other.spread:
+                self.held = h
+                if self.preferred is not h:  # the spreads decide: an older 429's word against them is void
+                    self.preferred = None
+            elif h is self.held and not self._leads(h):
+                self.held = None
 
     @property
     def admission(self) -> float:
@@ -476,7 +493,11 @@ class Evidence:
                     h.mine, h.counted = mine, counted
                 self.quiet_seconds = min(4 * QUIET_SECONDS, 2 * self.quiet_seconds)
             self.probed = None
-        elif self.preferred is not None and now - max(self.preferred_at, self.refused_at) > PREFER_SECONDS:
+        elif (
+            self.preferred is not None
+            and now - max(self.preferred_at, self.refused_at) > PREFER_SECONDS
+            and not self._leads(self.preferred)
+        ):
             self.preferred = None  # the word of a 429 that no other 429 backed up: the benefit of the doubt again
         rate = reading.limit / 60.0
         counted = reading.reset * rate
@@ -547,6 +568,7 @@ class Evidence:
         h = w.hypothesis
         h.candidates.judge(w.deficit, events, w.since, w.at, w.rate, self.peers, w.counted, self.given_back, known)
         h.spread, h.samples = h.candidates.spread, h.candidates.readings
+        self._reconsider()
         self._share = None
 
     def _balance_sample(self, h: _Hypothesis, position: int, at: float, counted: float, rate: float) -> None:
@@ -596,6 +618,7 @@ class Evidence:
         h.spread += (abs(residual - other * elapsed - (k - 1.0) * mine) - h.spread) * 0.05
         h.learn(mine / elapsed, (mine + residual) / elapsed, elapsed, rate)  # net: refunds can outweigh admissions
         h.samples += 1
+        self._reconsider()
 
     def _window_sample(self, h: _Hypothesis, reading: Reading, position: int, at: float) -> None:
         period = 60.0  # a reading about a minute (longer resets are refused before this)
@@ -619,3 +642,4 @@ class Evidence:
         step = (at - h.time if h.position >= 0 else elapsed) * min(1.0, elapsed / 20.0) ** 2
         h.learn(mine / elapsed, (mine + beyond) / elapsed, step, rate)
         h.samples += 1
+        self._reconsider()
