@@ -115,10 +115,30 @@ class Sampler:
         )
 
 
-def write_job(path: Path, n: int, words: int = 8, max_tokens: int = 16, prefix: str = "r") -> Path:
+# common English words: prose whose characters / 4 is more than the tokenizer counts (about 1.4 tokens a word)
+PROSE = tuple(
+    " ".join(
+        (
+            "the people of this country have always wanted their government to listen before making decisions",
+            "about schools roads and hospitals which everyone uses every single day although nobody agrees on how",
+            "much should be spent or where the money should come from when the economy slows and families struggle",
+        )
+    ).split(" ")
+)
+
+
+def write_job(
+    path: Path, n: int, words: int = 8, max_tokens: int = 16, prefix: str = "r", style: str = "words"
+) -> Path:
+    """``n`` chat requests of ``words`` words each: short made-up words (``style="words"``: characters / 4 count
+    less than the tokenizer) or English prose (``"prose"``: more)."""
     with path.open("w") as f:
         for i in range(n):
-            text = f"Item {i}: " + " ".join(f"w{(i * 7 + k) % 997}" for k in range(words))
+            if style == "prose":
+                body = " ".join(PROSE[(i * 7 + k) % len(PROSE)] for k in range(words))
+            else:
+                body = " ".join(f"w{(i * 7 + k) % 997}" for k in range(words))
+            text = f"Item {i}: {body}"
             f.write(
                 json.dumps(
                     {
