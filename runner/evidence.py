@@ -27,7 +27,8 @@ Whether a header describes the server at the request's admission (``sent``) or a
 judged both ways; the way that explains the readings clearly better is believed (while it stays the better), and
 until then the larger estimate, but no more than the limit unless both say so (the benefit of the doubt: a 429
 will say if it was wrong, see ``explain``, for ``PREFER_SECONDS`` unless another 429 backs it up or the readings
-lean its way: a wrong reading can starve the right one of samples). docs/pacing.md has the model as equations, its invariants and the reason for each constant.
+lean its way: a wrong reading can starve the right one of samples). docs/pacing.md has the model as equations,
+its invariants and the reason for each constant.
 """
 
 from __future__ import annotations

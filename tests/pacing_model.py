@@ -12,6 +12,7 @@ of requests refused, and when each client finished.
 from __future__ import annotations
 
 import heapq
+import math
 import random
 import shutil
 import tempfile
@@ -24,6 +25,7 @@ from typing import Any
 from runner.gate import WAKE_SECONDS, Gate, Ticket
 from runner.gates import Scope
 from runner.sim.buckets import ModelBuckets
+from runner.sim.counting import Counting
 from runner.sim.counting import counting as counting_named
 from runner.store.peers import GateFile
 
@@ -272,3 +274,63 @@ class _Client:
     wake_at: float = float("inf")
     answered: int = 0
     finished: float = 0.0
+
+
+def ceiling(
+    *,
+    window: float,
+    counting: str = "tiktoken",
+    rpm: int = 900,
+    tpm: int = 90_000,
+    requests: int = 400,
+    prompt: tuple[int, int] = (371, 371),
+    max_tokens: int = 300,
+    output: tuple[int, int] = (20, 120),
+    first_token: float = 0.3,
+    speed: float = 150.0,
+    chars: int = 900,
+    seed: int = 1,
+) -> float:
+    """What the server's own rules let any client use: the share of the binding limit a client that sees the
+    server's buckets gets, sending each request the moment it would be admitted (nothing refused), measured as
+    ``simulate`` measures. Under a window not much larger than a request the server loses refunds that come back
+    while its bucket is full, whoever sends: a server counting 2x the gate's estimate under a 1 s window gives at
+    most 93-94% of its limit."""
+    clock = VirtualClock()
+    rule = counting_named(counting)
+    text = "x" * chars
+    rng = random.Random(seed)
+    server = ModelBuckets(rpm, tpm, None, window, clock, "none")
+    start = clock.now
+    draws = [(rng.randint(*prompt), min(max_tokens, rng.randint(*output))) for _ in range(requests)]
+    answers: list[tuple[float, int, int, int, float]] = []  # (when, prompt, output, charge, admitted) by time
+    counted: list[tuple[float, int]] = []
+    last_sent = start
+    for tokens, out in draws:
+        charge = rule.admitted(tokens, text, max_tokens, 1)
+        while True:
+            assert server.tokens is not None and server.requests is not None
+            wait = max(server.tokens.wait_for(charge), server.requests.wait_for(1))
+            due = answers[0][0] if answers else math.inf
+            if wait <= 0:
+                break
+            clock.now = min(clock.now + max(wait, 1e-6), due)  # an answer's refund may make room sooner
+            while answers and answers[0][0] <= clock.now:
+                _settle(server, rule, text, heapq.heappop(answers), counted)
+        assert server.admit(charge).ok
+        last_sent = clock.now
+        heapq.heappush(answers, (clock.now + first_token + out / speed, tokens, out, charge, clock.now))
+    while answers:
+        clock.now = answers[0][0]
+        _settle(server, rule, text, heapq.heappop(answers), counted)
+    warm = start + 5.0
+    return sum(n for t, n in counted if warm <= t <= last_sent) / max(1e-9, last_sent - warm) * 60 / tpm
+
+
+def _settle(server: ModelBuckets, rule: Counting, text: str, answer: tuple[float, int, int, int, float],
+            counted: list[tuple[float, int]]) -> None:  # fmt: skip
+    _, tokens, out, charge, admitted = answer
+    final = rule.answered(tokens, text, out) if rule.refunds else charge
+    if rule.refunds:
+        server.settle(charge, final, admitted)
+    counted.append((admitted, final))

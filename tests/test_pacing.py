@@ -21,7 +21,7 @@ from runner.candidates import SCALES
 from runner.evidence import MAX_SCALE, MAX_SHARE, MIN_SCALE, MIN_SHARE
 from runner.gate import FACTOR_FLOOR, MIN_BURST, START_SHARE, Gate
 
-from .pacing_model import simulate
+from .pacing_model import ceiling, simulate
 
 READINGS = ("minute", "bucket", "window", "none")
 WINDOWS = (60.0, 5.0, 1.0)
@@ -141,6 +141,17 @@ def test_characters_counted_while_requests_take_a_little_longer_on_their_way() -
     run = simulate(reading="minute", window=1.0, counting="chars", jitter=0.02, requests=400, seed=1)
     assert run.counted_share >= 0.95, run
     assert run.rejected == 0, run
+
+
+def test_what_the_servers_own_rules_let_any_client_use() -> None:
+    """The share of the limit a client that sees the server's buckets gets, sending each request the moment it
+    would be admitted: the ceiling the bench's cells are measured against. A server whose bucket holds little more
+    than one request (2x the gate's estimate of 671 tokens under a 1 s window: 1,342 of 1,500) loses the refunds
+    that come back while it is full, whoever sends: no client reaches 97% of its limit there, as the README says."""
+    assert ceiling(window=1.0, counting="x2") < 0.95
+    assert ceiling(window=5.0, counting="x2") >= 0.99
+    assert ceiling(window=1.0, counting="x1.5") >= 0.99
+    assert ceiling(window=1.0, counting="chars", chars=1930) >= 0.99
 
 
 @pytest.mark.parametrize("seed", [1, 2])
