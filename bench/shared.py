@@ -53,6 +53,7 @@ class Play:
     gate: str = "host"  # host, none, or a redis:// URL
     stagger: float = 10.0
     counting: str = "tiktoken"  # what the server's TPM limit counts (``runner sim --counting``)
+    text: str = "words"  # the jobs' prompts (``bench.common.write_job``)
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ def run_play(play: Play, requests: int, workdir: Path) -> PlayFigures:
             if i:
                 time.sleep(play.stagger)
             name = f"play-{play.processes}-{play.window:g}-{gate}-{play.stagger:g}-{i}"
-            job = write_job(workdir / f"{name}.jsonl", requests, words=180, max_tokens=300, prefix=f"p{i}-")
+            job = write_job(workdir / f"{name}.jsonl", requests, 180, 300, prefix=f"p{i}-", style=play.text)
             dbs.append(workdir / f"{name}.db")
             args = [sys.executable, "-m", "runner", "run", str(job), "--db", str(dbs[-1])]
             args += ["--base-url", base_url, "--rpm", str(RPM), "--tpm", str(TPM), "--no-progress"]
@@ -172,6 +173,7 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=5.0)
     parser.add_argument("--stagger", type=float, default=5.0)
     parser.add_argument("--counting", default="tiktoken", choices=COUNTINGS, help="what the server's TPM counts")
+    parser.add_argument("--text", choices=("words", "prose"), default="words", help="the jobs' prompts")
     parser.add_argument("--parallel", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0, help="the admissions section's length")
     parser.add_argument("--sections", default="play,admissions")
@@ -181,7 +183,7 @@ def main() -> None:
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         redis_url = stack.enter_context(redis_process()) if "redis" in args.gates.split(",") else ""
         plays = [
-            Play(int(n), args.window, redis_url if g == "redis" else g, args.stagger, args.counting)
+            Play(int(n), args.window, redis_url if g == "redis" else g, args.stagger, args.counting, args.text)
             for n in args.processes.split(",")
             for g in args.gates.split(",")
             if "play" in sections
@@ -197,7 +199,8 @@ def main() -> None:
     if played:
         print(
             f"runner processes on one key, {args.requests} requests each, started {args.stagger:g} s apart; "
-            f"{RPM:,} RPM / {TPM:,} TPM over a {args.window:g} s window, minute headers, counting {args.counting}"
+            f"{RPM:,} RPM / {TPM:,} TPM over a {args.window:g} s window, minute headers, counting {args.counting} "
+            f"of {args.text}"
         )
         print(f"{'processes':>9} {'gate':<5} | {'together':>8} {'refused':>8} | each (while all ran)  | walls")
         for play, f in played.items():
