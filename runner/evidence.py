@@ -64,8 +64,8 @@ MIN_SHARE = 0.02  # of the limit, whatever others seem to use: the gate keeps se
 FIT_SECONDS = 10.0  # time constant of the fit of the server's scale and others' use
 BELIEVE = 0.5  # a hypothesis is believed once its spread is under this share of the other's (then while it leads)
 PREFER_SECONDS = 10.0  # a 429's word on which reading is right holds this long unless another 429 backs it up
-QUIET_SECONDS = 60.0  # without headers: this long without a 429 (twice that after each probe that found the
-PROBE_SECONDS = 60.0  # estimate right, up to 4 times) and the estimate starts to fade by exp(-(seconds / this) ** 2)
+QUIET_SECONDS = 30.0  # without headers: this long without a 429 (twice that after each probe that found the
+PROBE_SECONDS = 20.0  # estimate right, up to 4 times) and the estimate starts to fade by exp(-(seconds / this) ** 2)
 
 
 @dataclass(frozen=True)
@@ -433,7 +433,7 @@ class Evidence:
         estimate says: after ``QUIET_SECONDS`` without a 429 the estimate fades, slowly at first and faster the
         longer no 429 comes (``PROBE_SECONDS``), so the gate probes: where others still use the limit, a 429
         soon says where the room ends (and the estimate is put back; the next probe waits twice as long); where
-        they have gone, the gate has the whole limit back within minutes. With headers, the readings say it."""
+        they have gone, the gate has the whole limit back within a minute. With headers, the readings say it."""
         if self.headed or now - self.faded_at < 1.0:
             return
         began = self.refused_at + self.quiet_seconds

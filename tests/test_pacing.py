@@ -178,14 +178,13 @@ def test_the_limit_comes_back_when_the_other_client_stops(reading: str, window: 
     assert run.rejected <= 0.005, run
 
 
-@pytest.mark.parametrize(
-    ("reading", "seconds"), [("minute", 15.0), ("bucket", 15.0), ("window", 21.0), ("none", 115.0)]
-)
+@pytest.mark.parametrize(("reading", "seconds"), [("minute", 15.0), ("bucket", 15.0), ("window", 21.0), ("none", 45.0)])
 def test_how_long_the_limit_takes_to_come_back_is_what_the_readme_says(reading: str, seconds: float) -> None:
     """Another client uses 40% for 30 s and stops (5 s window): the seconds until the server counts 90% of its
     limit again over 5 s (5 s at the soonest). The README's "Where it is weakest" gives these figures (with
     continuous headers 5-13 s over six seeds, 9 s median; 5-22 s, 18.5 s median, before beliefs in others' use
-    faded twice as fast while the server has room; window headers ~19 s; ~108 s without headers); a change that
+    faded twice as fast while the server has room; window headers ~19 s; ~42 s without headers, ~108 s while a
+    probe waited for a minute without a 429); a change that
     makes them worse fails here."""
     run = simulate(reading=reading, window=5.0, background=0.4, background_until=30, requests=1200, seed=3)
     back = run.back_to(0.9, since=30.0)
@@ -195,11 +194,12 @@ def test_how_long_the_limit_takes_to_come_back_is_what_the_readme_says(reading: 
 @pytest.mark.parametrize("seed", [2, 7, 11])
 def test_without_headers_two_429s_tell_what_others_use(seed: int) -> None:
     """No headers and a one-second window: the "Limit N, Used M" of two 429s give the other client's use, so the
-    gate settles on what is left after a handful of 429s at the start, and later probes cost one 429 at most."""
+    gate settles on what is left after a handful of 429s at the start (5), and later probes (30 s without a 429,
+    twice as long after each that found the estimate right: two in this 200 s run) cost one 429 at most."""
     run = simulate(reading="none", window=1.0, background=0.4, requests=1200, seed=seed)
     assert run.gate.evidence["tokens"].share == pytest.approx(0.6, abs=0.03)
     assert run.utilisation / 0.6 >= 0.93, run
-    assert run.rejections <= 5, run
+    assert run.rejections <= 7, run
 
 
 @pytest.mark.parametrize("window", [60.0, 5.0])
