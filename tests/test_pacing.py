@@ -284,6 +284,13 @@ def _holds_its_invariants(gate: Gate) -> None:
             pacer.level,
         )
         assert evidence.other >= 0.0, (name, evidence.other)
+        # a header reading held on the spreads explains the readings better than the other, and a 429's word
+        # never stands against it
+        held = evidence.held
+        if held is not None:
+            other = next(h for h in evidence.hypotheses if h is not held)
+            assert held.spread < other.spread, (name, held.name, held.spread, other.spread)
+            assert evidence.preferred in (None, held), (name, held.name)
         for h in evidence.hypotheses:
             scale, _ = h.fit()
             assert MIN_SCALE <= scale <= MAX_SCALE, (name, h.name, scale)
