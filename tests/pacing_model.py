@@ -276,33 +276,21 @@ class _Client:
     finished: float = 0.0
 
 
-def ceiling(
-    *,
-    window: float,
-    counting: str = "tiktoken",
-    rpm: int = 900,
-    tpm: int = 90_000,
-    requests: int = 400,
-    prompt: tuple[int, int] = (371, 371),
-    max_tokens: int = 300,
-    output: tuple[int, int] = (20, 120),
-    first_token: float = 0.3,
-    speed: float = 150.0,
-    chars: int = 900,
-    seed: int = 1,
-) -> float:
+def ceiling(*, window: float, counting: str = "tiktoken", chars: int = 900, seed: int = 1) -> float:
     """What the server's own rules let any client use: the share of the binding limit a client that sees the
     server's buckets gets, sending each request the moment it would be admitted (nothing refused), measured as
-    ``simulate`` measures. Under a window not much larger than a request the server loses refunds that come back
-    while its bucket is full, whoever sends: a server counting 2x the gate's estimate under a 1 s window gives at
-    most 93-94% of its limit."""
+    ``simulate`` measures its default job (the same requests, limits and latency). Under a window not much larger
+    than a request the server loses refunds that come back while its bucket is full, whoever sends: a server
+    counting 2x the gate's estimate under a 1 s window gives at most 93-94% of its limit."""
+    rpm, tpm, requests, prompt, max_tokens, output = 900, 90_000, 400, 371, 300, (20, 120)
+    first_token, speed = 0.3, 150.0
     clock = VirtualClock()
     rule = counting_named(counting)
     text = "x" * chars
     rng = random.Random(seed)
     server = ModelBuckets(rpm, tpm, None, window, clock, "none")
     start = clock.now
-    draws = [(rng.randint(*prompt), min(max_tokens, rng.randint(*output))) for _ in range(requests)]
+    draws = [(rng.randint(prompt, prompt), min(max_tokens, rng.randint(*output))) for _ in range(requests)]
     answers: list[tuple[float, int, int, int, float]] = []  # (when, prompt, output, charge, admitted) by time
     counted: list[tuple[float, int]] = []
     last_sent = start
