@@ -116,15 +116,12 @@ class Sampler:
 
 
 # common English words: prose whose characters / 4 is more than the tokenizer counts (about 1.4 tokens a word)
-PROSE = tuple(
-    " ".join(
-        (
-            "the people of this country have always wanted their government to listen before making decisions",
-            "about schools roads and hospitals which everyone uses every single day although nobody agrees on how",
-            "much should be spent or where the money should come from when the economy slows and families struggle",
-        )
-    ).split(" ")
+PROSE_TEXT = (
+    "the people of this country have always wanted their government to listen before making decisions about "
+    "schools roads and hospitals which everyone uses every single day although nobody agrees on how much should "
+    "be spent or where the money should come from when the economy slows and families struggle"
 )
+PROSE = PROSE_TEXT.split()
 
 
 def write_job(

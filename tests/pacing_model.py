@@ -290,6 +290,7 @@ def ceiling(*, window: float, counting: str = "tiktoken", chars: int = 900, seed
     rng = random.Random(seed)
     server = ModelBuckets(rpm, tpm, None, window, clock, "none")
     start = clock.now
+    # drawn as ``simulate`` draws them (one draw for the prompt, one for the output), so the jobs are the same
     draws = [(rng.randint(prompt, prompt), min(max_tokens, rng.randint(*output))) for _ in range(requests)]
     answers: list[tuple[float, int, int, int, float]] = []  # (when, prompt, output, charge, admitted) by time
     counted: list[tuple[float, int]] = []
