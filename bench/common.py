@@ -122,6 +122,7 @@ PROSE_TEXT = (
     "be spent or where the money should come from when the economy slows and families struggle"
 )
 PROSE = PROSE_TEXT.split()
+STYLES = ("words", "prose")  # what ``write_job``'s prompts are made of
 
 
 def write_job(

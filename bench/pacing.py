@@ -45,7 +45,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Sampler, sim_process, write_job
+from bench.common import STYLES, Sampler, sim_process, write_job
 from bench.shared import RPM, TPM, Play, run_play, sim_flags
 from runner.sim.counting import COUNTINGS
 
@@ -117,7 +117,7 @@ def main() -> None:
     parser.add_argument("--loads", default=",".join(f"{x:g}" for x in LOADS))
     parser.add_argument("--countings", default=",".join(COUNTINGS))
     parser.add_argument("--sections", default="matrix,counting,selfplay,stop")
-    parser.add_argument("--text", choices=("words", "prose"), default="words", help="the job's prompts (not stop's)")
+    parser.add_argument("--text", choices=STYLES, default="words", help="the job's prompts (not stop's)")
     parser.add_argument("--play-requests", type=int, default=200, help="each self-play process's job")
     parser.add_argument("--play-windows", default="60,5", help="the windows of the selfplay section")
     parser.add_argument("--stop-requests", type=int, default=600, help="the job of the stop section")

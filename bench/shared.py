@@ -40,7 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Sampler, redis_process, sim_process, write_job
+from bench.common import STYLES, Sampler, redis_process, sim_process, write_job
 from runner.sim.counting import COUNTINGS
 
 RPM, TPM = 900, 90_000
@@ -84,7 +84,9 @@ def run_play(play: Play, requests: int, workdir: Path) -> PlayFigures:
             if i:
                 time.sleep(play.stagger)
             name = f"play-{play.processes}-{play.window:g}-{gate}-{play.stagger:g}-{i}"
-            job = write_job(workdir / f"{name}.jsonl", requests, 180, 300, prefix=f"p{i}-", style=play.text)
+            job = write_job(
+                workdir / f"{name}.jsonl", requests, words=180, max_tokens=300, prefix=f"p{i}-", style=play.text
+            )
             dbs.append(workdir / f"{name}.db")
             args = [sys.executable, "-m", "runner", "run", str(job), "--db", str(dbs[-1])]
             args += ["--base-url", base_url, "--rpm", str(RPM), "--tpm", str(TPM), "--no-progress"]
@@ -173,7 +175,7 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=5.0)
     parser.add_argument("--stagger", type=float, default=5.0)
     parser.add_argument("--counting", default="tiktoken", choices=COUNTINGS, help="what the server's TPM counts")
-    parser.add_argument("--text", choices=("words", "prose"), default="words", help="the jobs' prompts")
+    parser.add_argument("--text", choices=STYLES, default="words", help="the jobs' prompts")
     parser.add_argument("--parallel", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0, help="the admissions section's length")
     parser.add_argument("--sections", default="play,admissions")

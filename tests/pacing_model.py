@@ -210,9 +210,7 @@ def simulate(
         elif kind == "complete":
             client, req, early, admitted_at = item
             charge = rule.admitted(req.prompt, text, req.max_tokens, 1)
-            if rule.refunds:
-                server.settle(charge, rule.answered(req.prompt, text, req.output), admitted_at)
-            final = rule.answered(req.prompt, text, req.output) if rule.refunds else charge
+            final = _settle(server, rule, text, req.prompt, req.output, charge, admitted_at)
             sent = req.ticket.sent if req.ticket else t  # by when it was admitted
             counted.append((sent, final))
             billed.append((sent, req.prompt + req.output))
@@ -305,21 +303,27 @@ def ceiling(*, window: float, counting: str = "tiktoken", chars: int = 900, seed
                 break
             clock.now = min(clock.now + max(wait, 1e-6), due)  # an answer's refund may make room sooner
             while answers and answers[0][0] <= clock.now:
-                _settle(server, rule, text, heapq.heappop(answers), counted)
+                _answer(server, rule, text, heapq.heappop(answers), counted)
         assert server.admit(charge).ok
         last_sent = clock.now
         heapq.heappush(answers, (clock.now + first_token + out / speed, tokens, out, charge, clock.now))
     while answers:
         clock.now = answers[0][0]
-        _settle(server, rule, text, heapq.heappop(answers), counted)
+        _answer(server, rule, text, heapq.heappop(answers), counted)
     warm = start + 5.0
     return sum(n for t, n in counted if warm <= t <= last_sent) / max(1e-9, last_sent - warm) * 60 / tpm
 
 
-def _settle(server: ModelBuckets, rule: Counting, text: str, answer: tuple[float, int, int, int, float],
+def _answer(server: ModelBuckets, rule: Counting, text: str, answer: tuple[float, int, int, int, float],
             counted: list[tuple[float, int]]) -> None:  # fmt: skip
     _, tokens, out, charge, admitted = answer
-    final = rule.answered(tokens, text, out) if rule.refunds else charge
+    counted.append((admitted, _settle(server, rule, text, tokens, out, charge, admitted)))
+
+
+def _settle(server: ModelBuckets, rule: Counting, text: str, prompt: int, output: int, charge: int,
+            admitted: float) -> int:  # fmt: skip
+    """The server corrects what it counted of an answered request (where its counting does); returns the count."""
+    final = rule.answered(prompt, text, output) if rule.refunds else charge
     if rule.refunds:
         server.settle(charge, final, admitted)
-    counted.append((admitted, final))
+    return final
