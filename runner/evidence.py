@@ -16,8 +16,10 @@ the tokenizer), so ``Evidence`` tells the plausible readings apart by their arit
   as the gate counts" is believed: the most the readings allow, so the gate sends more until they say otherwise.
 - fixed window (remaining = limit - used this clock minute, reset = time to the minute's end): recognised when
   ``limit - remaining < reset x limit / 60``, which no continuous reading can show, or when the end of the window
-  (now + reset) stays put while the gate uses the limit. The window so far is a sample of the gate's own rate and
-  the rate the server counted; a least-squares fit (``_Hypothesis.fit``) tells the server's scale from other use.
+  (now + reset) stays put while the gate uses the limit. The count's growth since a reading ``WINDOW_SPAN``
+  older in the same window (or since the window began) is a sample of the gate's own rate and the rate the server
+  counted; a least-squares fit (``_Hypothesis.fit``) tells the server's scale from other use, and others' use is
+  the recent excess over that scale.
 - no headers: the "Limit N, Used M" of 429s are the readings. The balance between two of them is the others' use
   if the server was short all along (a replay at the rate that leaves never touches zero), else at least it. An
   answer without a 429 is the only other sign: after a quiet spell the estimate fades (a probe; a 429 puts it back
@@ -61,7 +63,8 @@ ANCHOR_SECONDS = 1.0  # a continuous reading is judged against the last one at l
 MIN_SPAN = 0.05  # seconds between two readings compared: answers that arrive together are read as one
 MAX_SHARE = 4.0  # a server that counts a request as a quarter of the gate's estimate, at the least
 MIN_SHARE = 0.02  # of the limit, whatever others seem to use: the gate keeps sending, so it keeps learning
-FIT_SECONDS = 10.0  # time constant of the fit of the server's scale and others' use
+FIT_SECONDS = 10.0  # time constant of the fit of the server's scale (others' use: EVIDENCE_SECONDS)
+WINDOW_SPAN = 4.0  # seconds: a fixed window's count is sampled as its growth since a reading this much older
 BELIEVE = 0.5  # a hypothesis is believed once its spread is under this share of the other's (then while it leads)
 PREFER_SECONDS = 10.0  # a 429's word on which reading is right holds this long unless another 429 backs it up
 QUIET_SECONDS = 30.0  # without headers: this long without a 429 (twice that after each probe that found the
@@ -193,14 +196,18 @@ class _Hypothesis:
         # two are told apart once the gate's rate has varied from interval to interval
         self.sums = [0.0] * 6  # w, w u, w u u, w v, w u v, w v v
         self.headed = False  # samples come from headers (else from 429s alone)
+        self.marks: list[tuple[float, float, float]] = []  # (time, gate's use, server's count) this fixed window
+        self.began = 0.0  # when that window began
 
     def fit(self) -> tuple[float, float]:
         """``(scale, other)``: how many of the server's units one of the gate's is, and what others use per second.
 
         Three readings of the samples compete, each by how little of them it leaves unexplained: all of the excess
         is others' use (scale 1), all of it is the server's scale (no others), or both, fitted (which must explain
-        a third more to be believed: it has a parameter more). Where no headers come, 429s alone (a few a minute)
-        cannot tell them apart: the excess is taken as others' use."""
+        a third more to be believed: it has a parameter more). The scale is the server's and changes seldom; others'
+        use comes and goes, so where it is fitted it is the excess over that scale of the last few seconds
+        (``EVIDENCE_SECONDS``). Where no headers come, 429s alone (a few a minute) cannot tell them apart: the
+        excess is taken as others' use."""
         if self.judged:
             scale, other = self.candidates.best
             return scale, other * self.limit_rate
@@ -219,6 +226,8 @@ class _Hypothesis:
             if MIN_SCALE <= scale <= MAX_SCALE:
                 choices.append(((svv - suv * scale) * 1.5, scale, max(0.0, wv / w - scale * wu / w)))
         _, scale, other = min(choices)
+        if other > 0:
+            other = max(0.0, self.counted - scale * self.mine)
         return scale, other
 
     @property
@@ -632,15 +641,24 @@ class Evidence:
         mine = self.ledger.total_at(position) - self.ledger.total_until(began) + self.peers * elapsed
         mine -= self.stale.total_until(at) - self.stale.total_until(began)
         rate = reading.limit / 60.0
-        beyond = used - mine
-        if beyond < 0:  # requests on their way to the server and refunds on their way back: up to one counts less
-            beyond = min(0.0, beyond + self.largest)
-        beyond = max(-rate * 1.1 * elapsed, min(rate * 1.1 * elapsed, beyond))
         h.spread += (abs(used - mine - h.other * elapsed) / max(1.0, elapsed) - h.spread) * 0.05
-        # early in a window one request in transit is a large share of the count: such readings weigh less. The
-        # sample is the window so far: the gate's own rate in it and the rate the server counted, as for a
-        # continuous reading (so the fit tells a scale from others' use the same way)
-        step = (at - h.time if h.position >= 0 else elapsed) * min(1.0, elapsed / 20.0) ** 2
-        h.learn(mine / elapsed, (mine + beyond) / elapsed, step, rate)
+        # the sample is the count's growth since a reading WINDOW_SPAN older in this window, else since it began:
+        # the gate's own rate in it and the rate the server counted, as for a continuous reading (so the fit tells
+        # a scale from others' use the same way), and as recent, so others' leaving shows within seconds
+        if abs(began - h.began) >= 1.0:
+            h.began, h.marks = began, []
+        h.marks.append((at, mine, used))
+        since, mine_then, used_then = next(
+            (m for m in reversed(h.marks) if at - m[0] >= WINDOW_SPAN), (began, 0.0, 0.0)
+        )
+        span, grown, counted = at - since, mine - mine_then, used - used_then
+        h.marks = [m for m in h.marks if m[0] >= since]
+        beyond = counted - grown
+        if beyond < 0 and since == began:  # requests on their way to the server and refunds on their way back:
+            beyond = min(0.0, beyond + self.largest)  # up to one counts less (at both ends of a growth: no matter)
+        beyond = max(-rate * 1.1 * span, min(rate * 1.1 * span, beyond))
+        # early in a window one request in transit is a large share of the count: such readings weigh less
+        step = (at - h.time if h.position >= 0 else span) * min(1.0, span / WINDOW_SPAN) ** 2
+        h.learn(grown / span, (grown + beyond) / span, step, rate)
         h.samples += 1
         self._reconsider()
