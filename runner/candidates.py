@@ -18,10 +18,15 @@ starts from what the server said, never from a prediction, so no candidate can c
 clients that refills the replay slowly is charged as soon as the server reads less than it predicts.
 
 Candidates whose charge is close to the least are as good as the best (``TOLERANCE``, ``NOISE``); of those, the
-nearest to "nobody else, counted as the gate counts" is believed. Below 1, where its neighbours in admission scale
-are clearly worse, its scale is refined between the grid's steps (``_vertex``). Where the readings cannot tell
-candidates apart (a server that is full between the gate's requests shows only the request it just counted), that
-is the most the readings allow: the gate sends more until they say otherwise.
+nearest to "nobody else, counted as the gate counts" is believed. Once 429s have said what the server counted
+requests as ("Requested N" in OpenAI's message: ``told``), only candidates that count a request about so at
+admission are judged (``BAND``), and the nearest to it is preferred: readings under a short window, or with
+requests late on their way, cannot tell a scale from others' use, but the server's own word can.
+
+Below 1, where its neighbours in admission scale are clearly worse, the believed scale is refined between the
+grid's steps (``_vertex``). Where the readings cannot tell candidates apart (a server that is full between the
+gate's requests shows only the request it just counted), that is the most the readings allow: the gate sends more
+until they say otherwise.
 
 What the gate may use follows: over a while the server counts ``admit x A - refund x F`` of the gate's
 admissions ``A`` and refunds ``F``, while the gate's own bucket paces ``A - F``; with ``f = F / A`` (the share of
@@ -60,6 +65,9 @@ UNTESTED_FADE = 0.5  # there, while others are believed to use some, the charges
 NOISE = 0.003  # seconds of the limit: candidates this close to the best at each reading are as good
 TOLERANCE = 0.1  # and those within this share of the best's charge
 LESS = 6.0  # a server counting less than the gate is this much further from the prior than one counting more
+TOLD_429S = 10  # what 429s said the server counted a request as is averaged (its log) over the last this many
+BAND = 0.05  # candidates' admission scales within this (of the log, or twice the average's standard error) of it
+TOLD = 10.0  # and an admission scale away from it weighs this much more in the tie-break than one away from 1
 MOST_STEPS = 12  # a replay runs through at most this many steps (events in the same step are summed)
 
 
@@ -79,6 +87,7 @@ class Candidates:
             if (r == "scaled" or k != 1.0) and (k >= ALONE_BELOW or o == 0.0)
         ]
         self.admit = np.array([k for k, _, _ in rows])
+        self.log_admit = np.log(self.admit)
         self.refund = np.array([k if r == "scaled" else 1.0 if r == "one" else 0.0 for k, _, r in rows])
         self.other = np.array([o for _, o, _ in rows])
         self.way = np.array([REFUNDS.index(r) for *_, r in rows])  # the way of refunds, as an index
@@ -87,6 +96,7 @@ class Candidates:
         self.readings = 0
         self.until: float | None = None  # when the last reading judged was taken
         self.given_back = 0.0  # the share of a reservation answers give back lately (``f`` above)
+        self.said: list[float] = []  # logs of the admission scales 429s said, the last TOLD_429S
         self.chosen = int(np.argmin(self._distance(self.scales())))
         # each candidate's neighbours along the admission scale (lower, upper; -1 if none)
         self.along = _neighbours(rows)
@@ -118,6 +128,10 @@ class Candidates:
         """Each candidate's scale: how many of the server's units each unit the gate paces is, over a while."""
         f = min(0.9, self.given_back)
         return np.clip((self.admit - self.refund * f) / (1.0 - f), MIN_SCALE, MAX_SCALE)
+
+    def told(self, admission: float) -> None:
+        """A 429 said the server counted a request as ``admission`` of the gate's units each."""
+        self.said = [*self.said[-(TOLD_429S - 1) :], math.log(max(MIN_SCALE, min(MAX_SCALE, admission)))]
 
     def judge(
         self,
@@ -152,18 +166,40 @@ class Candidates:
         self.charges = self.charges * keep + miss * miss
         self.weight = self.weight * keep + 1.0
         self.readings += 1
-        bound = float(self.charges.min()) * (1.0 + TOLERANCE) + self.weight * NOISE * NOISE
-        self.chosen = int(np.argmin(np.where(self.charges <= bound, self._distance(scales), np.inf)))
+        allowed = self._allowed()
+        bound = float(self.charges[allowed].min()) * (1.0 + TOLERANCE) + self.weight * NOISE * NOISE
+        self.chosen = int(np.argmin(np.where((self.charges <= bound) & allowed, self._distance(scales), np.inf)))
         # below 1 the tie-break leans to the scale that counts more, a step's error costs pace: refined between the
         # steps; at 1 and above it leans to the one that counts less and a 429 corrects it: the grid's scale stays
         admit = float(self.admit[self.chosen])
         self.refined = _vertex(self.admit, self.charges, self.chosen, self.along, bound) if admit < 1 else admit
+
+    def _told(self) -> tuple[float, float] | None:
+        """The log of the admission scale 429s said and the half-width of the band around it, if any said one."""
+        if not self.said:
+            return None
+        n = len(self.said)
+        mean = sum(self.said) / n
+        error = math.sqrt(sum((x - mean) ** 2 for x in self.said) / (n - 1) / n) if n > 1 else 0.0
+        return mean, max(BAND, 2.0 * error)
+
+    def _allowed(self) -> np.ndarray:
+        """Which candidates count a request at admission about as the 429s said the server did (all if none)."""
+        told = self._told()
+        if told is None:
+            return np.ones(len(self.charges), dtype=bool)
+        mean, band = told
+        allowed: np.ndarray = np.abs(self.log_admit - mean) <= band + 1e-9
+        return allowed if allowed.any() else np.ones(len(self.charges), dtype=bool)
 
     def _distance(self, scales: np.ndarray) -> np.ndarray:
         """Each candidate's distance from "nobody else, counted as the gate counts", the tie-break among those as
         good (more than the limit in the gate's count must be clearly better: being wrong there costs 429s)."""
         ln = np.log(scales)
         distance: np.ndarray = np.where(ln < 0, -LESS * ln, ln) + self.other + self.way * 0.01
+        told = self._told()
+        if told is not None:  # what the server said it counts outweighs "as the gate counts"
+            distance = distance + TOLD * np.abs(self.log_admit - told[0])
         return distance
 
     def _replay(

@@ -354,6 +354,12 @@ class Evidence:
         read = [believed] if believed is not None else self.hypotheses
         return max((h.candidates.admission for h in read if h.judged), default=1.0)
 
+    def told(self, admission: float) -> None:
+        """A 429 said the server counted a request as ``admission`` of the gate's units each (its "Requested")."""
+        for h in self.hypotheses:
+            h.candidates.told(admission)
+        self._share = None
+
     def explain(self) -> bool:
         """A 429 arrived while pacing to the larger share: if one hypothesis leaves the gate clearly less, the 429
         says it is the right one. Returns whether that explains the 429."""

@@ -577,12 +577,16 @@ class Gate:
         retry_after: float | None,
         limit: int | None = None,
         used: int | None = None,
+        requested: int | None = None,
     ) -> None:
         """A rate-limit 429 for a request the gate admitted: pause everyone until Retry-After, and learn.
 
-        ``dimension`` is the 429's ``type`` (requests or tokens; None when the server does not say); ``limit`` and
-        ``used`` are its message's "Limit N, Used M", read where no headers report the limit."""
+        ``dimension`` is the 429's ``type`` (requests or tokens; None when the server does not say); ``limit``,
+        ``used`` and ``requested`` are its message's "Limit N, Used M, Requested K": the first two are read where no
+        headers report the limit, the third is how the server counted this request (its scale to the gate's)."""
         now = self.clock()
+        if dimension == "tokens" and requested and ticket.reserved > 0:
+            self.evidence["tokens"].told(requested / ticket.reserved)
         before = {name: e.share for name, e in self.evidence.items()}
         self._give_back(ticket, 0)
         self.observe(headers, ticket, refused=True)
@@ -602,11 +606,18 @@ class Gate:
                 others = self.evidence[name].other > OTHERS_KEEP * pacer.limit / 60.0
                 if others or 0.0 <= ticket.sent - pacer.kept_at <= pacer.burst_max:
                     pacer.stop_keeping(now)
-        self._cut(ticket, dimension, wait, used, now, before)
+        self._cut(ticket, dimension, wait, used, requested, now, before)
         self._refill(now)  # what the 429 taught (a reading believed, a cut) paces from now on
 
     def _cut(
-        self, ticket: Ticket, dimension: str | None, wait: float, used: int | None, now: float, before: dict[str, float]
+        self,
+        ticket: Ticket,
+        dimension: str | None,
+        wait: float,
+        used: int | None,
+        requested: int | None,
+        now: float,
+        before: dict[str, float],
     ) -> None:
         """Cut the rate of each dimension the 429 is about, unless the evidence explains it; halve the burst where
         the 429 shows a window shorter than it."""
@@ -622,7 +633,7 @@ class Gate:
             self.cuts += 1
             pacer.cut(now)
             if used is not None and dimension == name:  # the server could not hold what it counted and this one
-                cost = float(ticket.reserved) * evidence.admission if name == "tokens" else 1.0  # as it counts
+                cost = float(requested or ticket.reserved * evidence.admission) if name == "tokens" else 1.0
                 shorter = used + cost < pacer.limit / 60.0 * pacer.burst * 0.95
             else:  # a Retry-After no longer than the burst: the server's window is no longer either
                 shorter = wait <= pacer.burst + 0.05

@@ -53,6 +53,7 @@ class Pacing(Protocol):
         retry_after: float | None,
         limit: int | None = None,
         used: int | None = None,
+        requested: int | None = None,
     ) -> None: ...
 
     def slow_down(self) -> None: ...

@@ -155,14 +155,15 @@ def retry_after_seconds(headers: Mapping[str, str], message: str = "") -> float 
 
 @dataclass(frozen=True)
 class RateLimitDetail:
-    """What a rate-limit 429's message says: "Limit 90000, Used 89560, Requested 500"."""
+    """What a rate-limit 429's message says: "Limit 90000, Used 89560, Requested 500" (some compatible servers
+    write "Requested ~500"): the limit, what the server counted, and what it counted this request as."""
 
     limit: int
     used: int
     requested: int
 
 
-_DETAIL = re.compile(r"Limit:? ([\d,]+), Used:? ([\d,]+), Requested:? ([\d,]+)")
+_DETAIL = re.compile(r"Limit:? ([\d,]+), Used:? ([\d,]+), Requested:? ~?([\d,]+)")
 
 
 def rate_limit_detail(message: str) -> RateLimitDetail | None:

@@ -203,7 +203,7 @@ def simulate(
             charge = rule.admitted(req.prompt, text, req.max_tokens, 1)
             admission_result = server.admit(charge)
             if not admission_result.ok:
-                at(t + network, "rejected", (client, req, server.headers(), admission_result))
+                at(t + network, "rejected", (client, req, server.headers(), admission_result, charge))
                 continue
             early = server.headers() if header_time == "sent" else None
             at(t + (first_token + req.output / speed), "complete", (client, req, early, t))
@@ -227,11 +227,13 @@ def simulate(
                 files[players.index(client)].leave()
             dispatch(client)  # a refund may let the head through sooner (Gate.acquire wakes on settle)
         elif kind == "rejected":
-            client, req, headers, refusal = item
+            client, req, headers, refusal, charge = item
             assert req.ticket is not None
             rejections += 1
-            limit = tpm if refusal.dimension == "tokens" else rpm
-            client.gate.rejected(req.ticket, headers, refusal.dimension, refusal.retry_after, limit, refusal.used)
+            limit, asked = (tpm, charge) if refusal.dimension == "tokens" else (rpm, 1)
+            client.gate.rejected(
+                req.ticket, headers, refusal.dimension, refusal.retry_after, limit, refusal.used, asked
+            )
             heapq.heappush(client.retries, (t + refusal.retry_after * rng.uniform(1.0, 1.1), req.index, req))
             dispatch(client)
         if check is not None:

@@ -299,3 +299,5 @@ def test_retry_after_and_the_429_message() -> None:
     detail = rate_limit_detail("on tokens per min (TPM): Limit 90000, Used 89,560, Requested 500. Please try again")
     assert detail is not None and (detail.limit, detail.used, detail.requested) == (90_000, 89_560, 500)
     assert rate_limit_detail("Rate limit reached for requests") is None
+    detail = rate_limit_detail("on tokens per minute (TPM): Limit 5000, Used 5747, Requested ~4251. Please try")
+    assert detail is not None and (detail.limit, detail.used, detail.requested) == (5000, 5747, 4251)

@@ -54,12 +54,13 @@ def test_requests_that_reach_the_server_later_than_sent_cost_little(reading: str
     """A busy machine or network delays each request by up to 0.2 s on its way: under a one-second window two
     sent apart can arrive together and be refused. Such a 429 is a moment's crowding, not another client: read
     as one, it held the gate at 87% for the rest of the run. Per-minute readings taken at the answer suffer most:
-    a request still on its way reads as a server that counts less (1.7% refused here, 0.5-1.7% over six seeds,
-    1.2% on average; the README's "Where it is weakest" says so)."""
+    a request still on its way reads as a server that counts less (0.50% refused here, 0.25-0.74% over six seeds;
+    1.7% here and 1.2% on average before the 429s' "Requested" held the candidates' scale; the README's "Where it
+    is weakest" says so)."""
     run = simulate(reading=reading, window=1.0, header_time=header_time, jitter=0.2, requests=400, seed=1)
     assert run.answered == 400
     assert run.utilisation >= 0.95, run
-    assert run.rejected <= (0.02 if reading in ("minute", "bucket") and header_time == "answered" else 0.005), run
+    assert run.rejected <= (0.01 if reading in ("minute", "bucket") and header_time == "answered" else 0.005), run
 
 
 @pytest.mark.parametrize("reading", ["minute", "bucket", "window"])
@@ -164,6 +165,19 @@ def test_prose_counted_by_its_characters_under_a_one_second_window(seed: int) ->
     run = simulate(reading="minute", window=1.0, counting="chars", chars=1930, jitter=0.02, requests=400, seed=seed)
     assert run.counted_share >= 0.93, run
     assert run.rejected <= 0.0125, run
+
+
+@pytest.mark.parametrize("seed", [1, 4])
+def test_what_a_429_says_the_server_counted_settles_its_scale(seed: int) -> None:
+    """The bench's prose (191-token prompts whose characters / 4 count 1.58x the tokenizer, 1.23x the reservation)
+    under a 1 s window: the readings cannot tell a scale from others' use, and the tie-break's "counted as the gate
+    counts" paced 91-93% of the limit with these seeds. A 429's "Requested N" is how the server counted that
+    request: once candidates are held to it, 97-99% (six seeds: 95.4% with 0.95% refused before, 98.2% with 0.54%
+    after)."""
+    run = simulate(reading="minute", window=1.0, counting="chars", chars=1210, prompt=(191, 191), jitter=0.02,
+                   requests=400, seed=seed)  # fmt: skip
+    assert run.counted_share >= 0.96, run
+    assert run.rejected <= 0.01, run
 
 
 @pytest.mark.parametrize("window", WINDOWS)

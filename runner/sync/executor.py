@@ -293,8 +293,8 @@ class SyncExecutor:
         if decision.pause_gate:  # a rate limit although the gate let it through: the gate learns and pauses
             detail = rate_limit_detail(refusal.message)
             dimension = failure.type if failure.type in ("requests", "tokens") else None
-            limit, used = (detail.limit, detail.used) if detail else (None, None)
-            gate.rejected(ticket, reply.headers, dimension, failure.retry_after, limit, used)
+            limit, used, asked = (detail.limit, detail.used, detail.requested) if detail else (None, None, None)
+            gate.rejected(ticket, reply.headers, dimension, failure.retry_after, limit, used, asked)
             log.info("gate %s paused %.1fs (429 %s)", request.model, failure.retry_after or 1.0, dimension or "")
         else:
             gate.settle(ticket, 0)
