@@ -62,6 +62,9 @@ MIN_SCALE, MAX_SCALE = 0.25, 50.0  # what one of the gate's units may be worth t
 JUDGE_SECONDS = 5.0  # how long a reading's charge lasts: the candidates follow a change within seconds
 ROOM_SECONDS = 0.5  # of the limit: a server counting less than this has room (its bucket nearly full)
 UNTESTED_FADE = 0.5  # there, while others are believed to use some, the charges fade this much faster
+CHANGE = 25.0  # there, a miss of the believed candidate this many times its mean square says others' use changed
+CHANGE_FLOOR = 1e-4  # (seconds of the limit, squared: 0.01 s) and beyond this
+CHANGE_KEEP = 0.2  # the charges from before then count this much
 NOISE = 0.003  # seconds of the limit: candidates this close to the best at each reading are as good
 TOLERANCE = 0.1  # and those within this share of the best's charge
 LESS = 6.0  # a server counting less than the gate is this much further from the prior than one counting more
@@ -163,6 +166,10 @@ class Candidates:
         # leaves room): that belief rests on older readings, which then count for half as long
         untested = counted / rate < ROOM_SECONDS and self.other[self.chosen] > 0
         keep = math.exp(-elapsed / (JUDGE_SECONDS * (UNTESTED_FADE if untested else 1.0)))
+        if untested and self.weight > 0:  # a miss far beyond the believed candidate's usual: others' use changed
+            surprise = float(miss[self.chosen]) ** 2  # (a client stopped), and the readings from before describe
+            if surprise > max(CHANGE * float(self.charges[self.chosen]) / self.weight, CHANGE_FLOOR):  # what is gone
+                keep = min(keep, CHANGE_KEEP)
         self.charges = self.charges * keep + miss * miss
         self.weight = self.weight * keep + 1.0
         self.readings += 1
