@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -196,7 +197,7 @@ class _Hypothesis:
         # two are told apart once the gate's rate has varied from interval to interval
         self.sums = [0.0] * 6  # w, w u, w u u, w v, w u v, w v v
         self.headed = False  # samples come from headers (else from 429s alone)
-        self.marks: list[tuple[float, float, float]] = []  # (time, gate's use, server's count) this fixed window
+        self.marks: deque[tuple[float, float, float]] = deque()  # (time, gate's use, server's count) this window
         self.began = 0.0  # when that window began
 
     def fit(self) -> tuple[float, float]:
@@ -652,13 +653,13 @@ class Evidence:
         # the gate's own rate in it and the rate the server counted, as for a continuous reading (so the fit tells
         # a scale from others' use the same way), and as recent, so others' leaving shows within seconds
         if abs(began - h.began) >= 1.0:
-            h.began, h.marks = began, []
+            h.began = began
+            h.marks.clear()
         h.marks.append((at, mine, used))
-        since, mine_then, used_then = next(
-            (m for m in reversed(h.marks) if at - m[0] >= WINDOW_SPAN), (began, 0.0, 0.0)
-        )
+        while len(h.marks) > 1 and at - h.marks[1][0] >= WINDOW_SPAN:  # the oldest is the one to compare with
+            h.marks.popleft()
+        since, mine_then, used_then = h.marks[0] if at - h.marks[0][0] >= WINDOW_SPAN else (began, 0.0, 0.0)
         span, grown, counted = at - since, mine - mine_then, used - used_then
-        h.marks = [m for m in h.marks if m[0] >= since]
         beyond = counted - grown
         if beyond < 0 and since == began:  # requests on their way to the server and refunds on their way back:
             beyond = min(0.0, beyond + self.largest)  # up to one counts less (at both ends of a growth: no matter)
