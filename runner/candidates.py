@@ -133,8 +133,11 @@ class Candidates:
         return np.clip((self.admit - self.refund * f) / (1.0 - f), MIN_SCALE, MAX_SCALE)
 
     def told(self, admission: float) -> None:
-        """A 429 said the server counted a request as ``admission`` of the gate's units each."""
+        """A 429 said the server counted a request as ``admission`` of the gate's units each: the believed
+        candidate is chosen again at once, within what the server said."""
         self.said = [*self.said[-(TOLD_429S - 1) :], math.log(max(MIN_SCALE, min(MAX_SCALE, admission)))]
+        if self.readings:
+            self._choose(self.scales())
 
     def judge(
         self,
@@ -173,6 +176,10 @@ class Candidates:
         self.charges = self.charges * keep + miss * miss
         self.weight = self.weight * keep + 1.0
         self.readings += 1
+        self._choose(scales)
+
+    def _choose(self, scales: np.ndarray) -> None:
+        """Believe the nearest to the prior of the candidates as good as the best, among those the 429s allow."""
         allowed = self._allowed()
         bound = float(self.charges[allowed].min()) * (1.0 + TOLERANCE) + self.weight * NOISE * NOISE
         self.chosen = int(np.argmin(np.where((self.charges <= bound) & allowed, self._distance(scales), np.inf)))
@@ -181,7 +188,7 @@ class Candidates:
         admit = float(self.admit[self.chosen])
         self.refined = _vertex(self.admit, self.charges, self.chosen, self.along, bound) if admit < 1 else admit
 
-    def _told(self) -> tuple[float, float] | None:
+    def told_band(self) -> tuple[float, float] | None:
         """The log of the admission scale 429s said and the half-width of the band around it, if any said one."""
         if not self.said:
             return None
@@ -192,7 +199,7 @@ class Candidates:
 
     def _allowed(self) -> np.ndarray:
         """Which candidates count a request at admission about as the 429s said the server did (all if none)."""
-        told = self._told()
+        told = self.told_band()
         if told is None:
             return np.ones(len(self.charges), dtype=bool)
         mean, band = told
@@ -204,7 +211,7 @@ class Candidates:
         good (more than the limit in the gate's count must be clearly better: being wrong there costs 429s)."""
         ln = np.log(scales)
         distance: np.ndarray = np.where(ln < 0, -LESS * ln, ln) + self.other + self.way * 0.01
-        told = self._told()
+        told = self.told_band()
         if told is not None:  # what the server said it counts outweighs "as the gate counts"
             distance = distance + TOLD * np.abs(self.log_admit - told[0])
         return distance

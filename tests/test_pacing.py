@@ -11,6 +11,7 @@ with 40% used by another client at least 90% of what is left and at most 1% refu
 
 from __future__ import annotations
 
+import math
 import statistics
 from typing import Any
 
@@ -313,6 +314,11 @@ def _holds_its_invariants(gate: Gate) -> None:
             grid = float(c.admit[c.chosen])
             assert abs(c.refined - grid) <= max(np.diff(SCALES)) / 2 + 1e-9, (name, c.refined, grid)
             assert grid < 1.0 or c.refined == grid, (name, c.refined, grid)
+            # once 429s said how the server counts a request, the believed candidate counts it about so
+            told = c.told_band()
+            if told is not None and c.readings and (np.abs(c.log_admit - told[0]) <= told[1] + 1e-9).any():
+                mean, band = told
+                assert abs(math.log(grid) - mean) <= band + 1e-9, (name, grid, math.exp(mean), band)
 
 
 @pytest.mark.parametrize(
