@@ -63,6 +63,7 @@ JUDGE_SECONDS = 5.0  # how long a reading's charge lasts: the candidates follow 
 ROOM_SECONDS = 0.5  # of the limit: a server counting less than this has room (its bucket nearly full)
 UNTESTED_FADE = 0.5  # there, while others are believed to use some, the charges fade this much faster
 CHANGE = 25.0  # there, a miss of the believed candidate this many times its mean square says others' use changed
+CHANGE_OTHER = 0.2  # (a server counting less than it predicts, where it has others use at least this share)
 CHANGE_FLOOR = 1e-4  # (seconds of the limit, squared: 0.01 s) and beyond this
 CHANGE_KEEP = 0.2  # the charges from before then count this much
 NOISE = 0.003  # seconds of the limit: candidates this close to the best at each reading are as good
@@ -71,6 +72,8 @@ LESS = 6.0  # a server counting less than the gate is this much further from the
 TOLD_429S = 10  # what 429s said the server counted a request as is averaged (its log) over the last this many
 BAND = 0.05  # candidates' admission scales within this (of the log, or twice the average's standard error) of it
 TOLD = 10.0  # and an admission scale away from it weighs this much more in the tie-break than one away from 1
+DISTRUST = 4.0  # the readings contradict the 429s' word when the best within it is charged this many times the best
+CONTRADICTED = 30  # readings in a row: then the word is not believed again (under a 1 s window, single readings do)
 MOST_STEPS = 12  # a replay runs through at most this many steps (events in the same step are summed)
 
 
@@ -100,6 +103,8 @@ class Candidates:
         self.until: float | None = None  # when the last reading judged was taken
         self.given_back = 0.0  # the share of a reservation answers give back lately (``f`` above)
         self.said: list[float] = []  # logs of the admission scales 429s said, the last TOLD_429S
+        self.distrusted = False  # the readings contradicted what the 429s said: not believed again
+        self.contradicted = 0  # readings in a row that did
         self.chosen = int(np.argmin(self._distance(self.scales())))
         # each candidate's neighbours along the admission scale (lower, upper; -1 if none)
         self.along = _neighbours(rows)
@@ -169,10 +174,13 @@ class Candidates:
         # leaves room): that belief rests on older readings, which then count for half as long
         untested = counted / rate < ROOM_SECONDS and self.other[self.chosen] > 0
         keep = math.exp(-elapsed / (JUDGE_SECONDS * (UNTESTED_FADE if untested else 1.0)))
-        if untested and self.weight > 0:  # a miss far beyond the believed candidate's usual: others' use changed
-            surprise = float(miss[self.chosen]) ** 2  # (a client stopped), and the readings from before describe
-            if surprise > max(CHANGE * float(self.charges[self.chosen]) / self.weight, CHANGE_FLOOR):  # what is gone
-                keep = min(keep, CHANGE_KEEP)
+        # a server counting far less than the believed candidate predicts, beyond its usual miss, where that has
+        # others use a fair share: their use changed (a client stopped), and the readings before describe what is gone
+        missed = float(miss[self.chosen])
+        usual = float(self.charges[self.chosen]) / self.weight if self.weight > 0 else math.inf
+        changed = missed < 0 and missed**2 > max(CHANGE * usual, CHANGE_FLOOR)
+        if untested and changed and self.other[self.chosen] >= CHANGE_OTHER - 1e-9:
+            keep = min(keep, CHANGE_KEEP)
         self.charges = self.charges * keep + miss * miss
         self.weight = self.weight * keep + 1.0
         self.readings += 1
@@ -181,6 +189,14 @@ class Candidates:
     def _choose(self, scales: np.ndarray) -> None:
         """Believe the nearest to the prior of the candidates as good as the best, among those the 429s allow."""
         allowed = self._allowed()
+        best = float(self.charges.min())
+        if allowed.all() or float(self.charges[allowed].min()) <= DISTRUST * best + self.weight * (2 * NOISE) ** 2:
+            self.contradicted = 0
+        else:  # the readings say otherwise than the 429s: a server whose message misstates its count
+            self.contradicted += 1
+            if self.contradicted >= CONTRADICTED:
+                self.distrusted = True
+                allowed = np.ones(len(self.charges), dtype=bool)
         bound = float(self.charges[allowed].min()) * (1.0 + TOLERANCE) + self.weight * NOISE * NOISE
         self.chosen = int(np.argmin(np.where((self.charges <= bound) & allowed, self._distance(scales), np.inf)))
         # below 1 the tie-break leans to the scale that counts more, a step's error costs pace: refined between the
@@ -189,13 +205,17 @@ class Candidates:
         self.refined = _vertex(self.admit, self.charges, self.chosen, self.along, bound) if admit < 1 else admit
 
     def told_band(self) -> tuple[float, float] | None:
-        """The log of the admission scale 429s said and the half-width of the band around it, if any said one."""
-        if not self.said:
+        """The log of the admission scale 429s said and the half-width of the band around it, if it is believed:
+        some 429 said one, the readings never contradicted it, and it says the server counts at least as the gate
+        does (a word that would let the gate send more than its own count is left to the readings: believed
+        wrongly, it costs a 429 storm; believed wrongly the other way, only pace, and the readings say so)."""
+        if not self.said or self.distrusted:
             return None
         n = len(self.said)
         mean = sum(self.said) / n
         error = math.sqrt(sum((x - mean) ** 2 for x in self.said) / (n - 1) / n) if n > 1 else 0.0
-        return mean, max(BAND, 2.0 * error)
+        band = max(BAND, 2.0 * error)
+        return (mean, band) if mean + band >= 0 else None
 
     def _allowed(self) -> np.ndarray:
         """Which candidates count a request at admission about as the 429s said the server did (all if none)."""

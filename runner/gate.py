@@ -606,18 +606,11 @@ class Gate:
                 others = self.evidence[name].other > OTHERS_KEEP * pacer.limit / 60.0
                 if others or 0.0 <= ticket.sent - pacer.kept_at <= pacer.burst_max:
                     pacer.stop_keeping(now)
-        self._cut(ticket, dimension, wait, used, requested, now, before)
+        self._cut(ticket, dimension, wait, used, now, before)
         self._refill(now)  # what the 429 taught (a reading believed, a cut) paces from now on
 
     def _cut(
-        self,
-        ticket: Ticket,
-        dimension: str | None,
-        wait: float,
-        used: int | None,
-        requested: int | None,
-        now: float,
-        before: dict[str, float],
+        self, ticket: Ticket, dimension: str | None, wait: float, used: int | None, now: float, before: dict[str, float]
     ) -> None:
         """Cut the rate of each dimension the 429 is about, unless the evidence explains it; halve the burst where
         the 429 shows a window shorter than it."""
@@ -633,7 +626,7 @@ class Gate:
             self.cuts += 1
             pacer.cut(now)
             if used is not None and dimension == name:  # the server could not hold what it counted and this one
-                cost = float(requested or ticket.reserved * evidence.admission) if name == "tokens" else 1.0
+                cost = float(ticket.reserved) * evidence.admission if name == "tokens" else 1.0  # as it counts
                 shorter = used + cost < pacer.limit / 60.0 * pacer.burst * 0.95
             else:  # a Retry-After no longer than the burst: the server's window is no longer either
                 shorter = wait <= pacer.burst + 0.05

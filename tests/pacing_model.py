@@ -107,6 +107,7 @@ def simulate(
     clients: int = 1,
     stagger: float = 10.0,
     shared: bool = False,
+    misstated: float = 1.0,
     check: Callable[[Gate], None] | None = None,
 ) -> Result:
     """One run; ``header_time``: when the server takes its header reading (``sent`` or ``answered``);
@@ -116,6 +117,7 @@ def simulate(
     seconds into the run (and the share used is measured from then on); ``clients``: that many gates, each with
     ``requests`` of its own, started ``stagger`` seconds apart (the share is measured from the last one's start);
     ``shared``: their gates share the limits through one gate file, as runner processes on one host do;
+    ``misstated``: a 429's "Requested" is this many times what the server counted the request as;
     ``check``: called with each gate after every event (e.g. to assert the gate's invariants all along)."""
     clock = VirtualClock()
     rule = counting_named(counting)
@@ -230,7 +232,7 @@ def simulate(
             client, req, headers, refusal, charge = item
             assert req.ticket is not None
             rejections += 1
-            limit, asked = (tpm, charge) if refusal.dimension == "tokens" else (rpm, 1)
+            limit, asked = (tpm, round(charge * misstated)) if refusal.dimension == "tokens" else (rpm, 1)
             client.gate.rejected(
                 req.ticket, headers, refusal.dimension, refusal.retry_after, limit, refusal.used, asked
             )
