@@ -37,6 +37,7 @@ f) / (1 - f)`` of each unit the gate paces, so the gate may pace ``(1 - other) /
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 
 import numpy as np
@@ -105,7 +106,7 @@ class Candidates:
         self.said: list[float] = []  # logs of the admission scales 429s said, the last TOLD_429S
         self.distrusted = False  # the readings contradicted what the 429s said: not believed again
         self.contradicted = 0  # readings in a row that did
-        self.chosen = int(np.argmin(self._distance(self.scales())))
+        self.chosen = int(np.argmin(self._distance(self.scales(), None)))
         # each candidate's neighbours along the admission scale (lower, upper; -1 if none)
         self.along = _neighbours(rows)
         self.refined = float(self.admit[self.chosen])  # the believed admission scale, between the grid's steps
@@ -188,17 +189,19 @@ class Candidates:
 
     def _choose(self, scales: np.ndarray) -> None:
         """Believe the nearest to the prior of the candidates as good as the best, among those the 429s allow."""
-        allowed = self._allowed()
+        told = self.told_band()
+        allowed = self._allowed(told)
         best = float(self.charges.min())
         if allowed.all() or float(self.charges[allowed].min()) <= DISTRUST * best + self.weight * (2 * NOISE) ** 2:
             self.contradicted = 0
         else:  # the readings say otherwise than the 429s: a server whose message misstates its count
             self.contradicted += 1
             if self.contradicted >= CONTRADICTED:
-                self.distrusted = True
+                self.distrusted, told = True, None
                 allowed = np.ones(len(self.charges), dtype=bool)
         bound = float(self.charges[allowed].min()) * (1.0 + TOLERANCE) + self.weight * NOISE * NOISE
-        self.chosen = int(np.argmin(np.where((self.charges <= bound) & allowed, self._distance(scales), np.inf)))
+        distance = self._distance(scales, told)
+        self.chosen = int(np.argmin(np.where((self.charges <= bound) & allowed, distance, np.inf)))
         # below 1 the tie-break leans to the scale that counts more, a step's error costs pace: refined between the
         # steps; at 1 and above it leans to the one that counts less and a 429 corrects it: the grid's scale stays
         admit = float(self.admit[self.chosen])
@@ -211,28 +214,25 @@ class Candidates:
         wrongly, it costs a 429 storm; believed wrongly the other way, only pace, and the readings say so)."""
         if not self.said or self.distrusted:
             return None
-        n = len(self.said)
-        mean = sum(self.said) / n
-        error = math.sqrt(sum((x - mean) ** 2 for x in self.said) / (n - 1) / n) if n > 1 else 0.0
+        mean = statistics.fmean(self.said)
+        error = statistics.stdev(self.said) / math.sqrt(len(self.said)) if len(self.said) > 1 else 0.0
         band = max(BAND, 2.0 * error)
         return (mean, band) if mean + band >= 0 else None
 
-    def _allowed(self) -> np.ndarray:
-        """Which candidates count a request at admission about as the 429s said the server did (all if none)."""
-        told = self.told_band()
+    def _allowed(self, told: tuple[float, float] | None) -> np.ndarray:
+        """Which candidates count a request at admission about as the 429s said (``told_band``; all if none)."""
         if told is None:
             return np.ones(len(self.charges), dtype=bool)
         mean, band = told
         allowed: np.ndarray = np.abs(self.log_admit - mean) <= band + 1e-9
         return allowed if allowed.any() else np.ones(len(self.charges), dtype=bool)
 
-    def _distance(self, scales: np.ndarray) -> np.ndarray:
+    def _distance(self, scales: np.ndarray, told: tuple[float, float] | None) -> np.ndarray:
         """Each candidate's distance from "nobody else, counted as the gate counts", the tie-break among those as
         good (more than the limit in the gate's count must be clearly better: being wrong there costs 429s)."""
         ln = np.log(scales)
         distance: np.ndarray = np.where(ln < 0, -LESS * ln, ln) + self.other + self.way * 0.01
-        told = self.told_band()
-        if told is not None:  # what the server said it counts outweighs "as the gate counts"
+        if told is not None:  # what the server said it counts (``told_band``) outweighs "as the gate counts"
             distance = distance + TOLD * np.abs(self.log_admit - told[0])
         return distance
 
