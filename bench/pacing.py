@@ -22,12 +22,15 @@ answered. Further sections (``--sections``):
   sharing the host's gate file (``--gate host``, the default) or pacing alone (``--gate none``): the share of the
   limit all of them used together from the first request to the last, refused, and each process's wall time (the
   slowest over the quickest);
-- ``stop``: another client uses 40% and stops after 60 s: the share of the whole limit used from then on.
+- ``stop``: another client uses 40% and stops after 60 s: the share of the whole limit used from then on;
+- ``enforcement``: the window enforced by fixed clock windows or a sliding log instead of a token bucket
+  (``runner sim --enforcement``), headers per minute or the window's own count (``--enforcement-readings``),
+  counted by the tokenizer (``--enforcement-counting``), no other client.
 
 Cells run ``--parallel`` at a time (each client is light; the machine has two cores).
 
     python bench/pacing.py [--requests 400] [--parallel 6] [--clients runner,aiolimiter,oaib]
-                           [--sections matrix,counting,selfplay,stop]
+                           [--sections matrix,counting,selfplay,stop,enforcement]
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import STYLES, Sampler, sim_process, write_job
 from bench.shared import RPM, TPM, Play, run_play, sim_flags
+from runner.sim.buckets import ENFORCEMENTS
 from runner.sim.counting import COUNTINGS
 
 READINGS = ("minute", "bucket", "window", "none")
@@ -64,6 +68,7 @@ class Cell:
     load: float
     counting: str = "tiktoken"
     stops: bool = False  # the other client stops after STOP_AFTER
+    enforcement: str = "bucket"
 
 
 @dataclass(frozen=True)
@@ -76,7 +81,7 @@ class Figures:
 
 
 def run_cell(cell: Cell, job: Path, requests: int, workdir: Path) -> Figures:
-    flags = sim_flags(cell.window, cell.reading, cell.load, cell.counting)
+    flags = sim_flags(cell.window, cell.reading, cell.load, cell.counting, cell.enforcement)
     if cell.stops:
         flags += ["--background-seconds", f"{STOP_AFTER:g}"]
     with sim_process(*flags, duration=1800) as base_url, Sampler(base_url) as sampler:
@@ -84,7 +89,8 @@ def run_cell(cell: Cell, job: Path, requests: int, workdir: Path) -> Figures:
         started = time.monotonic()
         env = {**os.environ, "OPENAI_API_KEY": "sk-bench"}
         if cell.client == "runner":
-            db = workdir / f"{cell.client}-{cell.reading}-{cell.window:g}-{cell.load:g}-{cell.counting}-{cell.stops}.db"
+            name = f"{cell.reading}-{cell.window:g}-{cell.load:g}-{cell.counting}-{cell.stops}-{cell.enforcement}"
+            db = workdir / f"{cell.client}-{name}.db"
             args = [sys.executable, "-m", "runner", "run", str(job), "--db", str(db), "--base-url", base_url]
             args += ["--rpm", str(RPM), "--tpm", str(TPM), "--no-progress"]
         else:
@@ -121,6 +127,8 @@ def main() -> None:
     parser.add_argument("--play-requests", type=int, default=200, help="each self-play process's job")
     parser.add_argument("--play-windows", default="60,5", help="the windows of the selfplay section")
     parser.add_argument("--stop-requests", type=int, default=600, help="the job of the stop section")
+    parser.add_argument("--enforcement-counting", default="tiktoken", help="the counting of the enforcement section")
+    parser.add_argument("--enforcement-readings", default="minute,bucket", help="the enforcement section's headers")
     args = parser.parse_args()
     clients, sections = args.clients.split(","), args.sections.split(",")
     windows = [float(w) for w in args.windows.split(",")]
@@ -140,6 +148,14 @@ def main() -> None:
             for window in windows
             for client in clients
             if counting != "tiktoken" or "matrix" not in sections
+        ]
+    if "enforcement" in sections:
+        cells += [
+            Cell(client, reading, window, 0.0, args.enforcement_counting, enforcement=enforcement)
+            for enforcement in ENFORCEMENTS[1:]
+            for reading in args.enforcement_readings.split(",")
+            for window in windows
+            for client in clients
         ]
     if "stop" in sections:
         cells += [Cell(client, reading, 5.0, 0.4, stops=True) for reading in READINGS for client in clients]
@@ -183,7 +199,11 @@ def main() -> None:
                 texts.append(f.note or f"{f.share:6.1%} {f.rejected:6.2%} {f.answered:>4}/{total}")
             print(f"{label:<28} | " + " | ".join(f"{t:^{width}}" for t in texts))
 
-    matrix = [c for c in cells if c.counting == "tiktoken" and not c.stops and "matrix" in sections]
+    matrix = [
+        c
+        for c in cells
+        if c.counting == "tiktoken" and not c.stops and c.enforcement == "bucket" and "matrix" in sections
+    ]
     table(
         "headers x window x other use (load), counting tiktoken",
         [
@@ -197,7 +217,18 @@ def main() -> None:
         [
             (f"{c.counting:<16} {c.window:5g}s", [Cell(k, "minute", c.window, 0.0, c.counting) for k in clients])
             for c in cells
-            if c.client == clients[0] and c.counting != "tiktoken" and not c.stops
+            if c.client == clients[0] and c.counting != "tiktoken" and not c.stops and c.enforcement == "bucket"
+        ],
+    )
+    table(
+        f"enforced by fixed clock windows or a sliding log, counting {args.enforcement_counting}, no other client",
+        [
+            (
+                f"{c.enforcement:<7} {c.reading:<7} {c.window:5g}s",
+                [Cell(k, c.reading, c.window, 0.0, c.counting, enforcement=c.enforcement) for k in clients],
+            )
+            for c in cells
+            if c.client == clients[0] and c.enforcement != "bucket"
         ],
     )
     table(

@@ -65,10 +65,12 @@ class PlayFigures:
     exits: tuple[int, ...]
 
 
-def sim_flags(window: float, reading: str = "minute", load: float = 0.0, counting: str = "tiktoken") -> list[str]:
+def sim_flags(
+    window: float, reading: str = "minute", load: float = 0.0, counting: str = "tiktoken", enforcement: str = "bucket"
+) -> list[str]:
     return [
         *("--tier", "tier-1", "--rpm", str(RPM), "--tpm", str(TPM), "--rpd", "1000000000"),
-        *("--window", f"{window:g}", "--headers", reading, "--counting", counting),
+        *("--window", f"{window:g}", "--enforcement", enforcement, "--headers", reading, "--counting", counting),
         *("--background-load", f"{load:g}", "--first-token", "0.3", "--tokens-per-second", "150"),
     ]
 

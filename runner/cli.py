@@ -421,6 +421,14 @@ def plan(
     help="Seconds over which a minute's limit is enforced (e.g. 1 for per-second enforcement).",
 )
 @click.option(
+    "--enforcement",
+    type=click.Choice(["bucket", "fixed", "sliding"]),
+    default="bucket",
+    show_default=True,
+    help="How the window is enforced: a token bucket refilled continuously, fixed clock windows, or a sliding log "
+    "of the last window's requests.",
+)
+@click.option(
     "--headers",
     "header_reading",
     type=click.Choice(["minute", "bucket", "window", "none"]),
@@ -489,6 +497,7 @@ def sim(
     tpm: int | None,
     rpd: int | None,
     window: float,
+    enforcement: str,
     header_reading: str,
     header_time: str,
     background_load: float,
@@ -525,6 +534,7 @@ def sim(
         tpm=tpm,
         rpd=rpd,
         window=window,
+        enforcement=enforcement,
         headers=header_reading,
         header_time=header_time,
         background=background_load,

@@ -66,6 +66,9 @@ MAX_SHARE = 4.0  # a server that counts a request as a quarter of the gate's est
 MIN_SHARE = 0.02  # of the limit, whatever others seem to use: the gate keeps sending, so it keeps learning
 FIT_SECONDS = 10.0  # time constant of the fit of the server's scale (others' use: EVIDENCE_SECONDS)
 WINDOW_SPAN = 4.0  # seconds: a fixed window's count is sampled as its growth since a reading this much older
+PERIODS = (1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 60.0)  # seconds: the fixed windows a minute's limit may be counted in
+JUMPS_SECONDS = 120.0  # how long a jump of a window's end says what the window's period is
+SAME_END = 0.05  # seconds: two readings whose ends are this close are of one fixed window (the network's jitter)
 BELIEVE = 0.5  # a hypothesis is believed once its spread is under this share of the other's (then while it leads)
 PREFER_SECONDS = 10.0  # a 429's word on which reading is right holds this long unless another 429 backs it up
 QUIET_SECONDS = 30.0  # without headers: this long without a 429 (twice that after each probe that found the
@@ -199,6 +202,23 @@ class _Hypothesis:
         self.headed = False  # samples come from headers (else from 429s alone)
         self.marks: deque[tuple[float, float, float]] = deque()  # (time, gate's use, server's count) this window
         self.began = 0.0  # when that window began
+        self.end = 0.0  # the end of the window the last reading was in (its time + reset)
+        self.jumps: deque[tuple[float, float]] = deque()  # (when, how far) the end moved on to a later window
+        self.steps: deque[tuple[float, bool]] = deque()  # (when, whether the end stayed put) from reading to reading
+
+    def period(self, now: float) -> float:
+        """The length of a fixed window: what the end moves on by from one window to the next (the least of its
+        recent jumps, a window without a reading being skipped), as the nearest of ``PERIODS``; a minute until
+        one has been seen, or while the end moves more often than it stays put (readings taken at another moment
+        than this hypothesis says: the end moves by each request's latency)."""
+        while self.jumps and now - self.jumps[0][0] > JUMPS_SECONDS:
+            self.jumps.popleft()
+        while self.steps and now - self.steps[0][0] > JUMPS_SECONDS:
+            self.steps.popleft()
+        if not self.jumps or 2 * sum(1 for _, same in self.steps if same) < len(self.steps):
+            return 60.0
+        shortest = min(jump for _, jump in self.jumps)
+        return min(PERIODS, key=lambda p: abs(math.log(p / shortest)))
 
     def fit(self) -> tuple[float, float]:
         """``(scale, other)``: how many of the server's units one of the gate's is, and what others use per second.
@@ -542,6 +562,12 @@ class Evidence:
                     elif moved > 0.2 * used:
                         h.ends.append((now, False))
                 h.anchor = (at, at + reading.reset, position)
+            onward = at + reading.reset - h.end
+            if h.end:
+                h.steps.append((now, abs(onward) < SAME_END))
+                if onward > 0.5:  # on to a later window: a fixed window's end moves by its period (a continuous
+                    h.jumps.append((now, onward))  # reading's by any amount)
+            h.end = at + reading.reset
         windowed = self.windowed(now)
         if windowed != self.was_windowed:  # what was learnt under the other reading does not carry over
             self.was_windowed = windowed
@@ -638,7 +664,7 @@ class Evidence:
         self._reconsider()
 
     def _window_sample(self, h: _Hypothesis, reading: Reading, position: int, at: float) -> None:
-        period = 60.0  # a reading about a minute (longer resets are refused before this)
+        period = h.period(at)
         began = at + reading.reset - period
         self.window = (began, period)
         elapsed = at - began

@@ -108,6 +108,7 @@ def simulate(
     stagger: float = 10.0,
     shared: bool = False,
     misstated: float = 1.0,
+    enforcement: str = "bucket",
     check: Callable[[Gate], None] | None = None,
 ) -> Result:
     """One run; ``header_time``: when the server takes its header reading (``sent`` or ``answered``);
@@ -118,13 +119,14 @@ def simulate(
     ``requests`` of its own, started ``stagger`` seconds apart (the share is measured from the last one's start);
     ``shared``: their gates share the limits through one gate file, as runner processes on one host do;
     ``misstated``: a 429's "Requested" is this many times what the server counted the request as;
+    ``enforcement``: how the server enforces its window (``runner.sim.buckets``: bucket, fixed, sliding);
     ``check``: called with each gate after every event (e.g. to assert the gate's invariants all along)."""
     clock = VirtualClock()
     rule = counting_named(counting)
     text = "x" * chars
     rng = random.Random(seed)
     delays = random.Random(seed + 1)
-    server = ModelBuckets(rpm, tpm, None, window, clock, reading, background)
+    server = ModelBuckets(rpm, tpm, None, window, clock, reading, background, enforcement=enforcement)
     start = clock.now
 
     def job() -> deque[Request]:

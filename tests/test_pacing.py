@@ -210,6 +210,20 @@ def test_the_limit_comes_back_when_the_other_client_stops(reading: str, window: 
     assert run.rejected <= 0.005, run
 
 
+def test_a_fixed_window_shorter_than_a_minute_is_read_at_its_own_length() -> None:
+    """A server that counts a minute's limit in fixed 5 s windows (``enforcement="fixed"``: remaining = the limit
+    less this window's count, reset = the time to its end). Read as a minute's window, each reading's count looked
+    like a fraction of a minute's and the gate believed the server counted a third of its estimate (a share of
+    1.5-3): 80.5% of the limit, 6.5% refused. Its ends jump by 5 s: read as 5 s windows, 87.7-89.1% (six seeds);
+    refunds that come after their window ended still cost 3-5% refused (the README's "Where it is weakest")."""
+    run = simulate(reading="minute", window=5.0, enforcement="fixed", requests=400, seed=1)
+    evidence = run.gate.evidence["tokens"]
+    assert evidence.window is not None and evidence.window[1] == 5.0
+    assert run.answered == 400
+    assert run.utilisation >= 0.86, run
+    assert run.rejected <= 0.05, run
+
+
 @pytest.mark.parametrize(("reading", "seconds"), [("minute", 8.0), ("bucket", 8.0), ("window", 12.0), ("none", 45.0)])
 def test_how_long_the_limit_takes_to_come_back_is_what_the_readme_says(reading: str, seconds: float) -> None:
     """Another client uses 40% for 30 s and stops (5 s window): the seconds until the server counts 90% of its

@@ -24,6 +24,7 @@ class SimConfig:
     tpm: int | None = None
     rpd: int | None = None
     window: float = 60.0  # seconds over which a minute's limit is enforced
+    enforcement: str = "bucket"  # how: a token bucket, fixed clock windows or a sliding log (see buckets)
     headers: str = "minute"  # what x-ratelimit-* report: minute, bucket, window or none (see buckets)
     header_time: str = "answered"  # when the headers are read: at admission ("sent") or at the answer
     background: float = 0.0  # share of every limit another client of the organisation uses

@@ -17,8 +17,8 @@ def serve(config: SimConfig, host: str, port: int, duration: float | None = None
         sim = Simulator(config)
         url = await sim.start(host, port)
         click.echo(
-            f"simulating {config.tier} at {url} (window {config.window:g}s, headers {config.headers}, background "
-            f"{config.background:.0%}); export OPENAI_BASE_URL={url}",
+            f"simulating {config.tier} at {url} (window {config.window:g}s, enforced by {config.enforcement}, headers "
+            f"{config.headers}, background {config.background:.0%}); export OPENAI_BASE_URL={url}",
             err=True,
         )
         try:

@@ -30,7 +30,7 @@ from runner.money import from_usd
 from runner.sim.admin import AdminService
 from runner.sim.answers import SHAPES, seed_of
 from runner.sim.batches import BatchService
-from runner.sim.buckets import READINGS, Admission, ModelBuckets
+from runner.sim.buckets import ENFORCEMENTS, READINGS, Admission, ModelBuckets
 from runner.sim.cache import PrefixCache
 from runner.sim.config import HEADER_TIMES, SimConfig, SimStats
 from runner.sim.counting import choices_of, counting, output_cap, prompt_tokens
@@ -47,6 +47,7 @@ class Simulator:
         self.config = config or SimConfig()
         for value, known, what in (
             (self.config.headers, READINGS, "header reading"),
+            (self.config.enforcement, ENFORCEMENTS, "enforcement"),
             (self.config.header_time, HEADER_TIMES, "header time"),
         ):
             if value not in known:
@@ -118,7 +119,7 @@ class Simulator:
             c = self.config
             stops = math.inf if c.background_seconds is None else self.started + c.background_seconds
             self.buckets[key] = ModelBuckets(
-                own.rpm, own.tpm, own.rpd, c.window, c.clock, c.headers, c.background, stops
+                own.rpm, own.tpm, own.rpd, c.window, c.clock, c.headers, c.background, stops, c.enforcement
             )
         return self.buckets[key]
 
@@ -240,7 +241,7 @@ class Simulator:
         if not admission.ok:
             return self._rate_limited(model, buckets, admission, reserved)
         self.stats.counted_tokens += reserved
-        admitted_at = self.config.clock()
+        admitted_at = admission.at
         early = buckets.headers() if self.config.header_time == "sent" else None
         result, output = self.answer(endpoint, body, text, model, prompt)
         delay = self._latency(model, output)
