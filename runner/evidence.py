@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import statistics
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -69,6 +70,8 @@ WINDOW_SPAN = 4.0  # seconds: a fixed window's count is sampled as its growth si
 PERIODS = (1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 60.0)  # seconds: the fixed windows a minute's limit may be counted in
 JUMPS_SECONDS = 120.0  # how long a jump of a window's end says what the window's period is
 SAME_END = 0.05  # seconds: two readings whose ends are this close are of one fixed window (the network's jitter)
+SHAPE_READINGS = 8  # a sliding log is recognised by this many readings in a row
+SLIDING_SECONDS = 30.0  # and believed this long after the last time they showed it
 BELIEVE = 0.5  # a hypothesis is believed once its spread is under this share of the other's (then while it leads)
 PREFER_SECONDS = 10.0  # a 429's word on which reading is right holds this long unless another 429 backs it up
 QUIET_SECONDS = 30.0  # without headers: this long without a 429 (twice that after each probe that found the
@@ -151,6 +154,14 @@ class Ledger:
             return self.totals[0] - self.amounts[0] if self.totals else 0.0
         return self.totals[i]
 
+    def last_admission(self, position: int) -> float | None:
+        """When the last admission (not a refund) before ``position`` happened, among the last 64 events."""
+        i = min(position, self.end) - 1 - self.offset
+        for j in range(i, max(-1, i - 64), -1):
+            if self.amounts[j] > 0:
+                return self.times[j]
+        return None
+
     def events(self, start: int, stop: int) -> list[tuple[float, float]]:
         """``(time, amount)`` of the events after position ``start`` up to ``stop``."""
         lo, hi = max(start, self.offset) - self.offset, min(stop, self.end) - self.offset
@@ -205,6 +216,33 @@ class _Hypothesis:
         self.end = 0.0  # the end of the window the last reading was in (its time + reset)
         self.jumps: deque[tuple[float, float]] = deque()  # (when, how far) the end moved on to a later window
         self.steps: deque[tuple[float, bool]] = deque()  # (when, whether the end stayed put) from reading to reading
+        # (reset, the end less the gate's last admission, remaining + reset x limit rate) of the last readings
+        self.shape: deque[tuple[float, float, float]] = deque(maxlen=SHAPE_READINGS)
+
+    def slides(self, largest: float, now: float) -> float | None:
+        """The length of a sliding log, if the readings are of one: the reset stays put at about it (the newest
+        admission, another client's, was just now) or the end stays put that far after the gate's own last
+        admission, while the count and the reset do not add up to one figure as a bucket's do (its remaining and
+        reset both say the deficit). A bucket's readings never hold the reset or that lag steady with the count
+        moving by a request."""
+        if len(self.shape) < SHAPE_READINGS or self.stays(now):  # a fixed window's end stays put
+            return None
+        sums = [k for _, _, k in self.shape]
+        if max(sums) - min(sums) <= 0.2 * largest + 2.0:
+            return None
+        for values in ([r for r, _, _ in self.shape], [lag for _, lag, _ in self.shape]):
+            middle = statistics.median(values)  # most of them: a request refused, or still on its way to the
+            near = sum(1 for v in values if abs(v - middle) <= SAME_END)  # server, is not the log's newest
+            if middle >= 0.5 and near >= len(values) - 2:
+                return min(PERIODS, key=lambda p: abs(math.log(p / middle)))
+        return None
+
+    def stays(self, now: float) -> bool:
+        """Whether the end of the readings stays put from one to the next at least as often as it moves (a fixed
+        window; a sliding log's end moves with every admission), or there are too few to say."""
+        while self.steps and now - self.steps[0][0] > JUMPS_SECONDS:
+            self.steps.popleft()
+        return len(self.steps) < 4 or 2 * sum(1 for _, same in self.steps if same) >= len(self.steps)
 
     def period(self, now: float) -> float:
         """The length of a fixed window: what the end moves on by from one window to the next (the least of its
@@ -316,9 +354,12 @@ class Evidence:
     def __init__(self, name: str) -> None:
         self.name = name
         self.ledger = Ledger()
+        self.log: deque[list[float]] = deque()  # [admitted at, cost, given back at, given back] for a minute
         scales = SCALES if name == "tokens" else (1.0,)  # a request is one request to any server
         self.hypotheses = (_Hypothesis("sent", scales), _Hypothesis("answered", scales))
         self.window_votes: list[float] = []  # when a reading could only come from a fixed window
+        self.sliding: float | None = None  # the length of the sliding log the readings are of, if they are
+        self.slid_at = 0.0  # when the readings last showed it
         self.headed = False  # readings come from headers (else only from 429 messages)
         self.refused_at = -math.inf  # the last reading that came with a 429
         self.faded_at = -math.inf
@@ -448,6 +489,9 @@ class Evidence:
     def admitted(self, now: float, cost: float) -> int:
         """The gate admitted a request of ``cost`` ``now``; returns its ledger position."""
         self.largest = max(cost, self.largest * 0.999)
+        self.log.append([now, cost, math.inf, 0.0])
+        while now - self.log[0][0] > 60.0:
+            self.log.popleft()
         return self.ledger.add(now, cost)
 
     def answered(self, reserved: float, back: float) -> None:
@@ -460,9 +504,33 @@ class Evidence:
         """A request sent at ``sent`` gave back ``amount`` ``now``: a fixed window that began after it was sent no
         longer counts what it gives back."""
         self.ledger.add(now, -amount)
+        for entry in reversed(self.log):  # the request's own entry, while the last minute holds it
+            if entry[0] == sent:
+                entry[2], entry[3] = now, entry[3] + amount
+                break
         began = self.window_start(now)
         if began is not None and sent < began:
             self.stale.add(now, -amount)
+
+    def log_wait(self, now: float, cost: float, rate: float) -> float:
+        """Under a sliding log: seconds until the gate's own requests of the log's last seconds, less what their
+        answers gave back, leave room for ``cost`` in what the gate may use of it (``rate`` per second over the
+        log's length); a request larger than that waits for an empty log. 0 where the readings are of no log. A
+        token bucket's pace is not enough there: the log forgets a request only when it leaves, whole, so a
+        bucket's burst after a quiet spell, or requests that arrive at its pace but not evenly, overrun it."""
+        if self.sliding is None:
+            return 0.0
+        since, allowed = now - self.sliding, rate * self.sliding
+        entries = [(t, cost - back) for t, cost, _, back in self.log if t > since]
+        held = sum(amount for _, amount in entries)
+        need = min(cost, allowed)
+        if held + need <= allowed:
+            return 0.0
+        for t, amount in entries:  # oldest first: until enough has left the log
+            held -= amount
+            if held + need <= allowed:
+                return t - since
+        return 0.0
 
     def quiet(self, now: float) -> None:
         """An answer without a 429. Where no headers come, that is the only sign that others use less than the
@@ -568,16 +636,27 @@ class Evidence:
                 if onward > 0.5:  # on to a later window: a fixed window's end moves by its period (a continuous
                     h.jumps.append((now, onward))  # reading's by any amount)
             h.end = at + reading.reset
-        windowed = self.windowed(now)
-        if windowed != self.was_windowed:  # what was learnt under the other reading does not carry over
-            self.was_windowed = windowed
+            last = self.ledger.last_admission(position)
+            if last is not None and not refused:
+                h.shape.append((reading.reset, at + reading.reset - last, reading.remaining + reading.reset * rate))
+        sliding = next((p for h in self.hypotheses if (p := h.slides(self.largest, now)) is not None), None)
+        if sliding is not None:
+            self.slid_at = now
+        elif self.sliding is not None and now - self.slid_at < SLIDING_SECONDS:  # a few readings in a row that miss
+            sliding = self.sliding  # (the log empties between two of the gate's requests) do not end it
+        windowed = sliding is None and self.windowed(now)
+        if (windowed, sliding) != (self.was_windowed, self.sliding):  # what was learnt under another reading does
+            self.was_windowed, self.sliding = windowed, sliding  # not carry over
+            self.window = self.window if windowed else None
             for h in self.hypotheses:
                 h.mine = h.counted = h.weight = 0.0
                 h.judged = False
         for h, position, at in references:
             if h.position >= 0 and at - h.time < MIN_SPAN:  # too close to the last reading to tell anything:
                 continue  # the next reading covers both
-            if windowed:
+            if sliding is not None:
+                self._sliding_sample(h, reading, position, at, sliding)
+            elif windowed:
                 self._window_sample(h, reading, position, at)
             elif h.position >= 0 and self.headed:
                 self._judge(h, position, at, counted, rate)
@@ -660,6 +739,23 @@ class Evidence:
         k, other = h.fit()  # what the estimate does not explain
         h.spread += (abs(residual - other * elapsed - (k - 1.0) * mine) - h.spread) * 0.05
         h.learn(mine / elapsed, (mine + residual) / elapsed, elapsed, rate)  # net: refunds can outweigh admissions
+        h.samples += 1
+        self._reconsider()
+
+    def _sliding_sample(self, h: _Hypothesis, reading: Reading, position: int, at: float, period: float) -> None:
+        """A sliding log's reading: what the server counts of the last ``period`` seconds (the limit less
+        ``remaining``, or the log's capacity less it where ``remaining`` is the log's own room), against the gate's
+        own use in them: a sample of the gate's rate and the rate the server counted, for the fit."""
+        rate = reading.limit / 60.0
+        capacity = rate * period
+        count = reading.limit - reading.remaining if reading.remaining > capacity else capacity - reading.remaining
+        since = at - period  # the gate's requests in the log then, less what they had given back by then
+        mine = sum(cost - (back if given <= at else 0.0) for t, cost, given, back in self.log if since < t <= at)
+        mine += self.peers * period
+        k, other = h.fit()
+        h.spread += (abs(count - k * mine - other * period) / period - h.spread) * 0.05
+        step = at - h.time if h.position >= 0 else period
+        h.learn(mine / period, count / period, min(step, period), rate)
         h.samples += 1
         self._reconsider()
 

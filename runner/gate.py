@@ -456,6 +456,12 @@ class Gate:
         self._refill(now)
         requests, reserved = self.pacers["requests"], self.pacers["tokens"]
         waits = [requests.wait(1) if requests else 0.0, reserved.wait(tokens) if reserved else 0.0]
+        for pacer, cost, evidence in (
+            (requests, 1.0, self.evidence["requests"]),
+            (reserved, tokens, self.evidence["tokens"]),
+        ):
+            if pacer:
+                waits.append(evidence.log_wait(now, cost, pacer.rate))
         wait = max(0.0, self.paused_until - now, *waits)
         if self.sharing and self.granted is not None and self.granted != tokens:  # let through, never taken
             for name, cost, *_ in self._runners_costs(self.granted, now):

@@ -82,3 +82,27 @@ def test_a_server_that_counts_more_than_the_gate_is_paced_to_what_it_counts(scal
     counted = [s * 20.0 * scale for t, s in server.shares.items() if t >= 60.0]  # a second, in the server's count
     assert max(counted) <= 20.0 * 1.05
     assert sum(counted) / len(counted) >= 20.0 * 0.9
+
+
+def test_a_sliding_log_is_recognised_and_the_gate_waits_for_its_own_requests_to_leave_it() -> None:
+    """The simulator's sliding log of 5 s (its own implementation, not this module's): a reading after each of the
+    gate's requests of 100 tokens, one every 0.3 s; then what the gate must wait for to send one more."""
+    from runner.sim.buckets import ModelBuckets
+
+    clock = [1000.0]
+    server = ModelBuckets(None, 60_000, None, 5.0, lambda: clock[0], "minute", enforcement="sliding")  # 5,000 a log
+    evidence = Evidence("tokens")
+    for _ in range(40):
+        clock[0] += 0.3
+        position = evidence.admitted(clock[0], 100.0)
+        assert server.admit(100).ok
+        reading = read_reading(server.headers(), "tokens")
+        assert isinstance(reading, Reading)
+        evidence.observe(reading, clock[0], position)
+    assert evidence.sliding == 5.0
+    now = clock[0]  # the log holds the last 17 requests (1,700; the oldest came 4.8 s ago)
+    assert evidence.log_wait(now, 100.0, 360.0) == 0.0  # 1,800 may be used of it: room for one more
+    assert evidence.log_wait(now, 100.0, 320.0) == pytest.approx(0.5)  # 1,600: two must leave, the second at +0.5 s
+    for sent in list(evidence.log)[-4:]:  # four answers gave back half of theirs: 1,500 left in the log
+        evidence.refunded(now, 50.0, sent[0])
+    assert evidence.log_wait(now, 100.0, 320.0) == 0.0
