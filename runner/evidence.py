@@ -113,6 +113,13 @@ def read_reading(headers: Mapping[str, str], name: str) -> Reading | str | None:
     return Reading(limit, remaining, reset)
 
 
+def _count(reading: Reading, period: float) -> float:
+    """What a fixed window or a sliding log of ``period`` seconds counts: the limit less ``remaining``, or, where
+    ``remaining`` is the window's own room (never more than the window holds), the window's capacity less it."""
+    capacity = reading.limit * period / 60.0
+    return float(reading.limit - reading.remaining if reading.remaining > capacity else capacity - reading.remaining)
+
+
 class Ledger:
     """The gate's own net use of one dimension, event by event, for the last ``LEDGER_SECONDS``."""
 
@@ -245,8 +252,8 @@ class _Hypothesis:
         return len(self.steps) < 4 or 2 * sum(1 for _, same in self.steps if same) >= len(self.steps)
 
     def period(self, now: float) -> float:
-        """The length of a fixed window: what the end moves on by from one window to the next (the least of its
-        recent jumps, a window without a reading being skipped), as the nearest of ``PERIODS``; a minute until
+        """The length of a fixed window: what the end moves on by from one window to the next (the median of its
+        recent jumps: a window without a reading makes one twice as long), as the nearest of ``PERIODS``; a minute until
         one has been seen, or while the end moves more often than it stays put (readings taken at another moment
         than this hypothesis says: the end moves by each request's latency)."""
         while self.jumps and now - self.jumps[0][0] > JUMPS_SECONDS:
@@ -255,8 +262,8 @@ class _Hypothesis:
             self.steps.popleft()
         if not self.jumps or 2 * sum(1 for _, same in self.steps if same) < len(self.steps):
             return 60.0
-        shortest = min(jump for _, jump in self.jumps)
-        return min(PERIODS, key=lambda p: abs(math.log(p / shortest)))
+        typical = statistics.median_low(jump for _, jump in self.jumps)
+        return min(PERIODS, key=lambda p: abs(math.log(p / typical)))
 
     def fit(self) -> tuple[float, float]:
         """``(scale, other)``: how many of the server's units one of the gate's is, and what others use per second.
@@ -532,6 +539,25 @@ class Evidence:
                 return t - since
         return 0.0
 
+    def window_wait(self, now: float, cost: float, rate: float) -> float:
+        """Under a fixed window shorter than a minute: 0 if the gate's own requests of this window (less what their
+        answers gave back in it) leave room for ``cost`` in what the gate may use of it (``rate`` per second over the
+        window's length), else the seconds to the window's end (a request larger than that waits for an empty
+        window). 0 where the readings are of no such window."""
+        began = self.window_start(now)
+        if not self.was_windowed or began is None or self.window is None:
+            return 0.0
+        if not any(len(h.steps) >= SHAPE_READINGS and h.stays(now) for h in self.hypotheses):
+            return 0.0  # not where the readings' ends move more than they stay put (a sliding log, say)
+        period = self.window[1]
+        if period >= 60.0:  # a minute's count may be all the headers say while a bucket enforces the limit: its
+            return 0.0  # pace is what holds then (waiting for the minute's end, the gate would burst into it)
+        allowed = rate * period
+        held = sum(cost - back for t, cost, _, back in self.log if t >= began)
+        if held == 0 or held + min(cost, allowed) <= allowed:
+            return 0.0
+        return began + period - now
+
     def quiet(self, now: float) -> None:
         """An answer without a 429. Where no headers come, that is the only sign that others use less than the
         estimate says: after ``QUIET_SECONDS`` without a 429 the estimate fades, slowly at first and faster the
@@ -631,11 +657,11 @@ class Evidence:
                         h.ends.append((now, False))
                 h.anchor = (at, at + reading.reset, position)
             onward = at + reading.reset - h.end
-            if h.end:
+            if h.end and reading.reset > 0:  # a reset of 0 (nothing counted) says nothing of where a window ends
                 h.steps.append((now, abs(onward) < SAME_END))
                 if onward > 0.5:  # on to a later window: a fixed window's end moves by its period (a continuous
                     h.jumps.append((now, onward))  # reading's by any amount)
-            h.end = at + reading.reset
+            h.end = at + reading.reset if reading.reset > 0 else h.end
             last = self.ledger.last_admission(position)
             if last is not None and not refused:
                 h.shape.append((reading.reset, at + reading.reset - last, reading.remaining + reading.reset * rate))
@@ -747,8 +773,7 @@ class Evidence:
         ``remaining``, or the log's capacity less it where ``remaining`` is the log's own room), against the gate's
         own use in them: a sample of the gate's rate and the rate the server counted, for the fit."""
         rate = reading.limit / 60.0
-        capacity = rate * period
-        count = reading.limit - reading.remaining if reading.remaining > capacity else capacity - reading.remaining
+        count = _count(reading, period)
         since = at - period  # the gate's requests in the log then, less what they had given back by then
         mine = sum(cost - (back if given <= at else 0.0) for t, cost, given, back in self.log if since < t <= at)
         mine += self.peers * period
@@ -766,7 +791,7 @@ class Evidence:
         elapsed = at - began
         if elapsed < 2.0:
             return
-        used = reading.limit - reading.remaining
+        used = _count(reading, period)
         mine = self.ledger.total_at(position) - self.ledger.total_until(began) + self.peers * elapsed
         mine -= self.stale.total_until(at) - self.stale.total_until(began)
         rate = reading.limit / 60.0

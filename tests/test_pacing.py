@@ -214,14 +214,16 @@ def test_a_fixed_window_shorter_than_a_minute_is_read_at_its_own_length() -> Non
     """A server that counts a minute's limit in fixed 5 s windows (``enforcement="fixed"``: remaining = the limit
     less this window's count, reset = the time to its end). Read as a minute's window, each reading's count looked
     like a fraction of a minute's and the gate believed the server counted a third of its estimate (a share of
-    1.5-3): 80.5% of the limit, 6.5% refused. Its ends jump by 5 s: read as 5 s windows, 87.7-89.1% (six seeds);
-    refunds that come after their window ended still cost 3-5% refused (the README's "Where it is weakest")."""
+    1.5-3): 80.5% of the limit, 6.5% refused. Its ends jump by 5 s: read as 5 s windows, and with the gate sending
+    no more in a window than it may use of it (the bucket's pace let a request in where the window was full, as
+    answers of requests sent in an earlier window give nothing back in this one), 87.3-89.3% with 0.25-1.5% refused
+    (six seeds; 3-5% refused with the pace alone)."""
     run = simulate(reading="minute", window=5.0, enforcement="fixed", requests=400, seed=1)
     evidence = run.gate.evidence["tokens"]
     assert evidence.window is not None and evidence.window[1] == 5.0
     assert run.answered == 400
-    assert run.utilisation >= 0.86, run
-    assert run.rejected <= 0.05, run
+    assert run.utilisation >= 0.87, run
+    assert run.rejected <= 0.01, run
 
 
 @pytest.mark.parametrize("reading", ["minute", "bucket"])
