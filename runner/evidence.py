@@ -14,12 +14,19 @@ the tokenizer), so ``Evidence`` tells the plausible readings apart by their arit
   the server said, so no belief about other clients can confirm itself, and where the readings cannot tell the
   candidates apart (a server that is full between the gate's requests), the one nearest to "nobody else, counted
   as the gate counts" is believed: the most the readings allow, so the gate sends more until they say otherwise.
-- fixed window (remaining = limit - used this clock minute, reset = time to the minute's end): recognised when
-  ``limit - remaining < reset x limit / 60``, which no continuous reading can show, or when the end of the window
-  (now + reset) stays put while the gate uses the limit. The count's growth since a reading ``WINDOW_SPAN``
-  older in the same window (or since the window began) is a sample of the gate's own rate and the rate the server
-  counted; a least-squares fit (``_Hypothesis.fit``) tells the server's scale from other use, and others' use is
-  the recent excess over that scale.
+- fixed window (remaining = limit - used this clock minute, or this window of a few seconds; reset = time to the
+  window's end): recognised when ``limit - remaining < reset x limit / 60``, which no continuous reading can
+  show, or when the end of the window (now + reset) stays put while the gate uses the limit; its length is how
+  far the end jumps from one window to the next. The count's growth since a reading ``WINDOW_SPAN`` older in the
+  same window (or since the window began) is a sample of the gate's own rate and the rate the server counted; a
+  least-squares fit (``_Hypothesis.fit``) tells the server's scale from other use, and others' use is the recent
+  excess over that scale. Under a window shorter than a minute the gate also sends no more in a window than it
+  may use of it (``window_wait``): answers to requests of an earlier window give nothing back in this one.
+- sliding log (the count of the last few seconds, each request leaving it whole; reset = until the newest
+  leaves): recognised by a reset, or an end less the gate's last admission, that stays put while the count
+  moves (``_Hypothesis.slides``). Each reading is a sample of the log's count against the gate's own requests in
+  it, for the same fit; and the gate admits a request only where its own requests in the log, less what their
+  answers gave back, leave room for it (``log_wait``).
 - no headers: the "Limit N, Used M" of 429s are the readings. The balance between two of them is the others' use
   if the server was short all along (a replay at the rate that leaves never touches zero), else at least it. An
   answer without a 429 is the only other sign: after a quiet spell the estimate fades (a probe; a 429 puts it back
@@ -70,6 +77,7 @@ WINDOW_SPAN = 4.0  # seconds: a fixed window's count is sampled as its growth si
 PERIODS = (1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 60.0)  # seconds: the fixed windows a minute's limit may be counted in
 JUMPS_SECONDS = 120.0  # how long a jump of a window's end says what the window's period is
 SAME_END = 0.05  # seconds: two readings whose ends are this close are of one fixed window (the network's jitter)
+TRANSIT_MARGIN = 0.01  # seconds: a request sent this much before a window began (by the readings) may be in it
 SHAPE_READINGS = 8  # a sliding log is recognised by this many readings in a row
 SLIDING_SECONDS = 30.0  # and believed this long after the last time they showed it
 BELIEVE = 0.5  # a hypothesis is believed once its spread is under this share of the other's (then while it leads)
@@ -222,7 +230,8 @@ class _Hypothesis:
         self.began = 0.0  # when that window began
         self.end = 0.0  # the end of the window the last reading was in (its time + reset)
         self.jumps: deque[tuple[float, float]] = deque()  # (when, how far) the end moved on to a later window
-        self.steps: deque[tuple[float, bool]] = deque()  # (when, whether the end stayed put) from reading to reading
+        self.window: tuple[float, float] | None = None  # (start, period) of the fixed window as this reading sees it
+        self.steps: deque[tuple[float, float]] = deque()  # (when, how far the end moved) from reading to reading
         # (reset, the end less the gate's last admission, remaining + reset x limit rate) of the last readings
         self.shape: deque[tuple[float, float, float]] = deque(maxlen=SHAPE_READINGS)
 
@@ -249,7 +258,21 @@ class _Hypothesis:
         window; a sliding log's end moves with every admission), or there are too few to say."""
         while self.steps and now - self.steps[0][0] > JUMPS_SECONDS:
             self.steps.popleft()
-        return len(self.steps) < 4 or 2 * sum(1 for _, same in self.steps if same) >= len(self.steps)
+        return len(self.steps) < 4 or 2 * sum(1 for _, moved in self.steps if abs(moved) < SAME_END) >= len(self.steps)
+
+    def regular(self, now: float) -> bool:
+        """Whether the readings are of fixed windows shorter than a minute: their end stays put at least as often as
+        it moves, and (all but a tenth of the time) it either stays put or moves on by whole windows. A continuous
+        reading's end moves by each request's share of the limit, and back at each answer's refund."""
+        period = self.period(now)
+        if period >= 60.0 or len(self.steps) < 2 * SHAPE_READINGS or not self.stays(now):
+            return False
+        off = sum(
+            1
+            for _, moved in self.steps
+            if abs(moved) >= SAME_END and (moved < 0.5 or abs(moved - round(moved / period) * period) > 2 * SAME_END)
+        )
+        return off <= 0.1 * len(self.steps)
 
     def period(self, now: float) -> float:
         """The length of a fixed window: what the end moves on by from one window to the next (the median of its
@@ -260,7 +283,7 @@ class _Hypothesis:
             self.jumps.popleft()
         while self.steps and now - self.steps[0][0] > JUMPS_SECONDS:
             self.steps.popleft()
-        if not self.jumps or 2 * sum(1 for _, same in self.steps if same) < len(self.steps):
+        if not self.jumps or not self.stays(now):
             return 60.0
         typical = statistics.median_low(jump for _, jump in self.jumps)
         return min(PERIODS, key=lambda p: abs(math.log(p / typical)))
@@ -544,16 +567,17 @@ class Evidence:
         answers gave back in it) leave room for ``cost`` in what the gate may use of it (``rate`` per second over the
         window's length), else the seconds to the window's end (a request larger than that waits for an empty
         window). 0 where the readings are of no such window."""
-        began = self.window_start(now)
-        if not self.was_windowed or began is None or self.window is None:
-            return 0.0
-        if not any(len(h.steps) >= SHAPE_READINGS and h.stays(now) for h in self.hypotheses):
-            return 0.0  # not where the readings' ends move more than they stay put (a sliding log, say)
-        period = self.window[1]
+        seen = next((h for h in self.hypotheses if len(h.steps) >= SHAPE_READINGS and h.stays(now)), None)
+        if not self.was_windowed or seen is None or seen.window is None:
+            return 0.0  # nor where the readings' ends move more than they stay put (a sliding log, say)
+        start, period = seen.window
+        began = start + math.floor((now - start) / period) * period
         if period >= 60.0:  # a minute's count may be all the headers say while a bucket enforces the limit: its
             return 0.0  # pace is what holds then (waiting for the minute's end, the gate would burst into it)
         allowed = rate * period
-        held = sum(cost - back for t, cost, _, back in self.log if t >= began)
+        # a request sent just before the window began (by the readings, which reach the gate a network's delay
+        # late) may reach the server after it began: counted in this one
+        held = sum(cost - back for t, cost, _, back in self.log if t >= began - TRANSIT_MARGIN)
         if held == 0 or held + min(cost, allowed) <= allowed:
             return 0.0
         return began + period - now
@@ -587,7 +611,7 @@ class Evidence:
         """Whether the readings of the last two minutes are of a fixed window: two that only a window explains, or
         readings whose end stays put while the gate uses the limit, three times as often as it moves with it."""
         self.window_votes = [t for t in self.window_votes if now - t < 120.0]
-        if len(self.window_votes) >= 2:
+        if len(self.window_votes) >= 2 or any(h.regular(now) for h in self.hypotheses):
             return True
         for h in self.hypotheses:
             h.ends = [(t, still) for t, still in h.ends if now - t < 60.0]
@@ -658,7 +682,7 @@ class Evidence:
                 h.anchor = (at, at + reading.reset, position)
             onward = at + reading.reset - h.end
             if h.end and reading.reset > 0:  # a reset of 0 (nothing counted) says nothing of where a window ends
-                h.steps.append((now, abs(onward) < SAME_END))
+                h.steps.append((now, onward))
                 if onward > 0.5:  # on to a later window: a fixed window's end moves by its period (a continuous
                     h.jumps.append((now, onward))  # reading's by any amount)
             h.end = at + reading.reset if reading.reset > 0 else h.end
@@ -788,6 +812,7 @@ class Evidence:
         period = h.period(at)
         began = at + reading.reset - period
         self.window = (began, period)
+        h.window = (began, period)
         elapsed = at - began
         if elapsed < 2.0:
             return

@@ -461,7 +461,8 @@ class Gate:
             (reserved, tokens, self.evidence["tokens"]),
         ):
             if pacer:
-                waits += [evidence.log_wait(now, cost, pacer.rate), evidence.window_wait(now, cost, pacer.rate)]
+                whole = pacer.rate / (1.0 - pacer.headroom)  # a window's count is exact: no headroom for noise
+                waits += [evidence.log_wait(now, cost, pacer.rate), evidence.window_wait(now, cost, whole)]
         wait = max(0.0, self.paused_until - now, *waits)
         if self.sharing and self.granted is not None and self.granted != tokens:  # let through, never taken
             for name, cost, *_ in self._runners_costs(self.granted, now):

@@ -210,20 +210,25 @@ def test_the_limit_comes_back_when_the_other_client_stops(reading: str, window: 
     assert run.rejected <= 0.005, run
 
 
-def test_a_fixed_window_shorter_than_a_minute_is_read_at_its_own_length() -> None:
-    """A server that counts a minute's limit in fixed 5 s windows (``enforcement="fixed"``: remaining = the limit
-    less this window's count, reset = the time to its end). Read as a minute's window, each reading's count looked
-    like a fraction of a minute's and the gate believed the server counted a third of its estimate (a share of
-    1.5-3): 80.5% of the limit, 6.5% refused. Its ends jump by 5 s: read as 5 s windows, and with the gate sending
-    no more in a window than it may use of it (the bucket's pace let a request in where the window was full, as
-    answers of requests sent in an earlier window give nothing back in this one), 87.3-89.3% with 0.25-1.5% refused
-    (six seeds; 3-5% refused with the pace alone)."""
-    run = simulate(reading="minute", window=5.0, enforcement="fixed", requests=400, seed=1)
-    evidence = run.gate.evidence["tokens"]
-    assert evidence.window is not None and evidence.window[1] == 5.0
+@pytest.mark.parametrize(("window", "share", "refused"), [(5.0, 0.84, 0.005), (1.0, 0.60, 0.02)])
+def test_a_fixed_window_shorter_than_a_minute_is_read_at_its_own_length(
+    window: float, share: float, refused: float
+) -> None:
+    """A server that counts a minute's limit in fixed windows of 5 s or 1 s (``enforcement="fixed"``: remaining =
+    the limit less this window's count, reset = the time to its end). Read as a minute's window, a 5 s window's
+    count looked like a fraction of a minute's and the gate believed the server counted a third of its estimate:
+    80.5% of the limit, 6.5% refused; a 1 s window was read as a bucket: 57% with 14-17% refused. Its end jumps by
+    the window's length: read as such, and with the gate sending no more in a window than it holds (the bucket's
+    pace let a request in where the window was full, as answers of requests sent in an earlier window give nothing
+    back in this one), 5 s: 83-88% with 0-0.5% refused, 1 s: 61-63% with 0.7-2.4% (six seeds). A 1 s window holds
+    two of the job's reservations (671 tokens of 1,500) and their answers give back after it ended: about 60% of the
+    limit, as the server counts what the answers used, is the most any client gets."""
+    run = simulate(reading="minute", window=window, enforcement="fixed", requests=400, seed=1)
+    seen = [h.window[1] for h in run.gate.evidence["tokens"].hypotheses if h.window is not None]
+    assert window in seen
     assert run.answered == 400
-    assert run.utilisation >= 0.87, run
-    assert run.rejected <= 0.01, run
+    assert run.utilisation >= share, run
+    assert run.rejected <= refused, run
 
 
 @pytest.mark.parametrize("reading", ["minute", "bucket"])
