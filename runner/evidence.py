@@ -46,7 +46,7 @@ import bisect
 import math
 import statistics
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from runner.candidates import MAX_SCALE, MIN_SCALE, SCALES, Candidates
@@ -78,6 +78,8 @@ PERIODS = (1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 60.0)  # seconds: the fixed wi
 JUMPS_SECONDS = 120.0  # how long a jump of a window's end says what the window's period is
 SAME_END = 0.05  # seconds: two readings whose ends are this close are of one fixed window (the network's jitter)
 TRANSIT_MARGIN = 0.01  # seconds: a request sent this much before a window began (by the readings) may be in it
+BLOCK_SECONDS = 0.1  # the gate's own requests are summed in blocks this long (``OwnLog``)
+MOST_STEPS_KEPT = 256  # of those, at most this many (a fixed window shows in a few dozen; the rest is cost)
 SHAPE_READINGS = 8  # a sliding log is recognised by this many readings in a row
 SLIDING_SECONDS = 30.0  # and believed this long after the last time they showed it
 BELIEVE = 0.5  # a hypothesis is believed once its spread is under this share of the other's (then while it leads)
@@ -126,6 +128,90 @@ def _count(reading: Reading, period: float) -> float:
     ``remaining`` is the window's own room (never more than the window holds), the window's capacity less it."""
     capacity = reading.limit * period / 60.0
     return float(reading.limit - reading.remaining if reading.remaining > capacity else capacity - reading.remaining)
+
+
+class _Block:
+    """The gate's requests admitted in one ``BLOCK_SECONDS``: each ``[admitted at, cost, given back at, given
+    back]``, and their net sum (cost less what was given back so far)."""
+
+    __slots__ = ("entries", "net", "start")
+
+    def __init__(self, start: float) -> None:
+        self.start = start
+        self.entries: list[list[float]] = []
+        self.net = 0.0
+
+
+class OwnLog:
+    """The gate's own requests of the last minute, each with what its answer gave back and when: what a fixed window
+    or a sliding log still counts of them. Kept in blocks of ``BLOCK_SECONDS`` with their net sums, so what the
+    last seconds hold costs a block's requests and a sum per block, not a request each (at 500 requests a second a
+    5 s window holds 2,500); a refund finds its request by its time."""
+
+    def __init__(self) -> None:
+        self.blocks: deque[_Block] = deque()
+        self.by_time: dict[float, list[list[float]]] = {}
+        self.given: deque[tuple[float, float, float]] = deque()  # (given back at, admitted at, amount), in order
+
+    def add(self, t: float, cost: float) -> None:
+        start = math.floor(t / BLOCK_SECONDS) * BLOCK_SECONDS
+        if not self.blocks or self.blocks[-1].start < start:
+            self.blocks.append(_Block(start))
+        block = self.blocks[-1]
+        entry = [t, cost, math.inf, 0.0]
+        block.entries.append(entry)
+        block.net += cost
+        self.by_time.setdefault(t, []).append(entry)
+        while t - self.blocks[0].start > 60.0 + BLOCK_SECONDS:
+            for old in self.blocks.popleft().entries:
+                same = self.by_time[old[0]]
+                same.remove(old)
+                if not same:
+                    del self.by_time[old[0]]
+        while self.given and t - self.given[0][0] > 60.0:
+            self.given.popleft()
+
+    def refund(self, sent: float, now: float, amount: float) -> None:
+        """The request admitted at ``sent`` gave back ``amount`` ``now`` (the first of those admitted then that has
+        not yet, if several were)."""
+        for entry in self.by_time.get(sent, ()):
+            if entry[2] == math.inf:
+                entry[2], entry[3] = now, amount
+                start = math.floor(sent / BLOCK_SECONDS) * BLOCK_SECONDS
+                for block in reversed(self.blocks):
+                    if block.start == start:
+                        block.net -= amount
+                        break
+                self.given.append((now, sent, amount))
+                return
+
+    def held(self, since: float, at: float = math.inf) -> float:
+        """What the requests admitted after ``since`` (up to ``at``) still count: their costs less what their
+        answers had given back by ``at``."""
+        total = 0.0
+        for block in reversed(self.blocks):
+            if block.start + BLOCK_SECONDS <= since:
+                break
+            if block.start > since and block.start + BLOCK_SECONDS <= at:
+                total += block.net
+            else:
+                total += sum(cost - back for t, cost, _, back in block.entries if since < t <= at)
+        for given_at, sent, amount in reversed(self.given):  # given back after ``at``: not yet, then
+            if given_at <= at:
+                break
+            if since < sent <= at:
+                total += amount
+        return total
+
+    def oldest(self, since: float) -> Iterator[tuple[float, float]]:
+        """``(admitted at, what it still counts)`` of the requests admitted after ``since``, oldest first."""
+        first = len(self.blocks)
+        while first > 0 and self.blocks[first - 1].start + BLOCK_SECONDS > since:
+            first -= 1
+        for k in range(first, len(self.blocks)):
+            for t, cost, _, back in self.blocks[k].entries:
+                if t > since:
+                    yield t, cost - back
 
 
 class Ledger:
@@ -229,9 +315,10 @@ class _Hypothesis:
         self.marks: deque[tuple[float, float, float]] = deque()  # (time, gate's use, server's count) this window
         self.began = 0.0  # when that window began
         self.end = 0.0  # the end of the window the last reading was in (its time + reset)
-        self.jumps: deque[tuple[float, float]] = deque()  # (when, how far) the end moved on to a later window
+        self.jumps: deque[tuple[float, float]] = deque(maxlen=MOST_STEPS_KEPT)  # (when, how far) it moved on
         self.window: tuple[float, float] | None = None  # (start, period) of the fixed window as this reading sees it
         self.steps: deque[tuple[float, float]] = deque()  # (when, how far the end moved) from reading to reading
+        self.still = 0  # how many of the steps stayed put
         # (reset, the end less the gate's last admission, remaining + reset x limit rate) of the last readings
         self.shape: deque[tuple[float, float, float]] = deque(maxlen=SHAPE_READINGS)
 
@@ -256,9 +343,18 @@ class _Hypothesis:
     def stays(self, now: float) -> bool:
         """Whether the end of the readings stays put from one to the next at least as often as it moves (a fixed
         window; a sliding log's end moves with every admission), or there are too few to say."""
-        while self.steps and now - self.steps[0][0] > JUMPS_SECONDS:
-            self.steps.popleft()
-        return len(self.steps) < 4 or 2 * sum(1 for _, moved in self.steps if abs(moved) < SAME_END) >= len(self.steps)
+        self._forget_steps(now)
+        return len(self.steps) < 4 or 2 * self.still >= len(self.steps)
+
+    def step(self, now: float, moved: float) -> None:
+        """The end moved by ``moved`` since the last reading."""
+        self.steps.append((now, moved))
+        self.still += abs(moved) < SAME_END
+        self._forget_steps(now)
+
+    def _forget_steps(self, now: float) -> None:
+        while self.steps and (now - self.steps[0][0] > JUMPS_SECONDS or len(self.steps) > MOST_STEPS_KEPT):
+            self.still -= abs(self.steps.popleft()[1]) < SAME_END
 
     def regular(self, now: float) -> bool:
         """Whether the readings are of fixed windows shorter than a minute: their end stays put at least as often as
@@ -281,8 +377,6 @@ class _Hypothesis:
         than this hypothesis says: the end moves by each request's latency)."""
         while self.jumps and now - self.jumps[0][0] > JUMPS_SECONDS:
             self.jumps.popleft()
-        while self.steps and now - self.steps[0][0] > JUMPS_SECONDS:
-            self.steps.popleft()
         if not self.jumps or not self.stays(now):
             return 60.0
         typical = statistics.median_low(jump for _, jump in self.jumps)
@@ -384,7 +478,7 @@ class Evidence:
     def __init__(self, name: str) -> None:
         self.name = name
         self.ledger = Ledger()
-        self.log: deque[list[float]] = deque()  # [admitted at, cost, given back at, given back] for a minute
+        self.log = OwnLog()  # for a fixed window or a sliding log: what it still counts of the gate's requests
         scales = SCALES if name == "tokens" else (1.0,)  # a request is one request to any server
         self.hypotheses = (_Hypothesis("sent", scales), _Hypothesis("answered", scales))
         self.window_votes: list[float] = []  # when a reading could only come from a fixed window
@@ -519,9 +613,7 @@ class Evidence:
     def admitted(self, now: float, cost: float) -> int:
         """The gate admitted a request of ``cost`` ``now``; returns its ledger position."""
         self.largest = max(cost, self.largest * 0.999)
-        self.log.append([now, cost, math.inf, 0.0])
-        while now - self.log[0][0] > 60.0:
-            self.log.popleft()
+        self.log.add(now, cost)
         return self.ledger.add(now, cost)
 
     def answered(self, reserved: float, back: float) -> None:
@@ -534,10 +626,7 @@ class Evidence:
         """A request sent at ``sent`` gave back ``amount`` ``now``: a fixed window that began after it was sent no
         longer counts what it gives back."""
         self.ledger.add(now, -amount)
-        for entry in reversed(self.log):  # the request's own entry, while the last minute holds it
-            if entry[0] == sent:
-                entry[2], entry[3] = now, entry[3] + amount
-                break
+        self.log.refund(sent, now, amount)
         began = self.window_start(now)
         if began is not None and sent < began:
             self.stale.add(now, -amount)
@@ -551,12 +640,11 @@ class Evidence:
         if self.sliding is None:
             return 0.0
         since, allowed = now - self.sliding, rate * self.sliding
-        entries = [(t, cost - back) for t, cost, _, back in self.log if t > since]
-        held = sum(amount for _, amount in entries)
+        held = self.log.held(since)
         need = min(cost, allowed)
         if held + need <= allowed:
             return 0.0
-        for t, amount in entries:  # oldest first: until enough has left the log
+        for t, amount in self.log.oldest(since):  # oldest first: until enough has left the log
             held -= amount
             if held + need <= allowed:
                 return t - since
@@ -567,8 +655,10 @@ class Evidence:
         answers gave back in it) leave room for ``cost`` in what the gate may use of it (``rate`` per second over the
         window's length), else the seconds to the window's end (a request larger than that waits for an empty
         window). 0 where the readings are of no such window."""
+        if not self.was_windowed:
+            return 0.0
         seen = next((h for h in self.hypotheses if len(h.steps) >= SHAPE_READINGS and h.stays(now)), None)
-        if not self.was_windowed or seen is None or seen.window is None:
+        if seen is None or seen.window is None:
             return 0.0  # nor where the readings' ends move more than they stay put (a sliding log, say)
         start, period = seen.window
         began = start + math.floor((now - start) / period) * period
@@ -577,7 +667,7 @@ class Evidence:
         allowed = rate * period
         # a request sent just before the window began (by the readings, which reach the gate a network's delay
         # late) may reach the server after it began: counted in this one
-        held = sum(cost - back for t, cost, _, back in self.log if t >= began - TRANSIT_MARGIN)
+        held = self.log.held(began - TRANSIT_MARGIN)
         if held == 0 or held + min(cost, allowed) <= allowed:
             return 0.0
         return began + period - now
@@ -682,7 +772,7 @@ class Evidence:
                 h.anchor = (at, at + reading.reset, position)
             onward = at + reading.reset - h.end
             if h.end and reading.reset > 0:  # a reset of 0 (nothing counted) says nothing of where a window ends
-                h.steps.append((now, onward))
+                h.step(now, onward)
                 if onward > 0.5:  # on to a later window: a fixed window's end moves by its period (a continuous
                     h.jumps.append((now, onward))  # reading's by any amount)
             h.end = at + reading.reset if reading.reset > 0 else h.end
@@ -799,7 +889,7 @@ class Evidence:
         rate = reading.limit / 60.0
         count = _count(reading, period)
         since = at - period  # the gate's requests in the log then, less what they had given back by then
-        mine = sum(cost - (back if given <= at else 0.0) for t, cost, given, back in self.log if since < t <= at)
+        mine = self.log.held(since, at)
         mine += self.peers * period
         k, other = h.fit()
         h.spread += (abs(count - k * mine - other * period) / period - h.spread) * 0.05

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from runner.evidence import Evidence, Ledger, Reading, read_reading, stated_limit
+from runner.evidence import Evidence, Ledger, OwnLog, Reading, read_reading, stated_limit
 
 
 def headers(limit: str, remaining: str, reset: str, name: str = "tokens") -> dict[str, str]:
@@ -92,8 +92,10 @@ def test_a_sliding_log_is_recognised_and_the_gate_waits_for_its_own_requests_to_
     clock = [1000.0]
     server = ModelBuckets(None, 60_000, None, 5.0, lambda: clock[0], "minute", enforcement="sliding")  # 5,000 a log
     evidence = Evidence("tokens")
+    sent = []
     for _ in range(40):
         clock[0] += 0.3
+        sent.append(clock[0])
         position = evidence.admitted(clock[0], 100.0)
         assert server.admit(100).ok
         reading = read_reading(server.headers(), "tokens")
@@ -103,6 +105,21 @@ def test_a_sliding_log_is_recognised_and_the_gate_waits_for_its_own_requests_to_
     now = clock[0]  # the log holds the last 17 requests (1,700; the oldest came 4.8 s ago)
     assert evidence.log_wait(now, 100.0, 360.0) == 0.0  # 1,800 may be used of it: room for one more
     assert evidence.log_wait(now, 100.0, 320.0) == pytest.approx(0.5)  # 1,600: two must leave, the second at +0.5 s
-    for sent in list(evidence.log)[-4:]:  # four answers gave back half of theirs: 1,500 left in the log
-        evidence.refunded(now, 50.0, sent[0])
+    for at in sent[-4:]:  # four answers gave back half of theirs: 1,500 left in the log
+        evidence.refunded(now, 50.0, at)
     assert evidence.log_wait(now, 100.0, 320.0) == 0.0
+
+
+def test_the_gate_s_own_log_says_what_its_requests_still_counted_at_any_moment() -> None:
+    log = OwnLog()
+    for t in (1.00, 1.05, 1.25):  # two blocks of 0.1 s
+        log.add(t, 100.0)
+    log.refund(1.05, 2.0, 40.0)  # its answer gave back 40 at 2.0
+    assert log.held(0.9) == 260.0
+    assert log.held(1.0) == 160.0  # admitted after 1.0
+    assert log.held(0.9, at=1.5) == 300.0  # at 1.5 nothing had been given back yet
+    assert log.held(1.02, at=1.1) == 100.0  # admitted in (1.02, 1.1], before its refund
+    assert list(log.oldest(1.0)) == [(1.05, 60.0), (1.25, 100.0)]
+    log.add(62.0, 10.0)  # a minute later the old blocks are gone, and a refund for them finds nothing
+    log.refund(1.25, 62.0, 50.0)
+    assert log.held(0.0) == 10.0
