@@ -481,7 +481,7 @@ class Evidence:
         self.log = OwnLog()  # for a fixed window or a sliding log: what it still counts of the gate's requests
         scales = SCALES if name == "tokens" else (1.0,)  # a request is one request to any server
         self.hypotheses = (_Hypothesis("sent", scales), _Hypothesis("answered", scales))
-        self.window_votes: list[float] = []  # when a reading could only come from a fixed window
+        self.window_votes: deque[float] = deque()  # when a reading could only come from a fixed window
         self.sliding: float | None = None  # the length of the sliding log the readings are of, if they are
         self.slid_at = 0.0  # when the readings last showed it
         self.headed = False  # readings come from headers (else only from 429 messages)
@@ -700,7 +700,8 @@ class Evidence:
     def windowed(self, now: float) -> bool:
         """Whether the readings of the last two minutes are of a fixed window: two that only a window explains, or
         readings whose end stays put while the gate uses the limit, three times as often as it moves with it."""
-        self.window_votes = [t for t in self.window_votes if now - t < 120.0]
+        while self.window_votes and now - self.window_votes[0] >= 120.0:
+            self.window_votes.popleft()
         if len(self.window_votes) >= 2 or any(h.regular(now) for h in self.hypotheses):
             return True
         for h in self.hypotheses:
