@@ -637,8 +637,8 @@ class Evidence:
         log's length); a request larger than that waits for an empty log. 0 where the readings are of no log. A
         token bucket's pace is not enough there: the log forgets a request only when it leaves, whole, so a
         bucket's burst after a quiet spell, or requests that arrive at its pace but not evenly, overrun it."""
-        if self.sliding is None:
-            return 0.0
+        if self.sliding is None or self.sliding >= 60.0:  # a minute's log: the pace keeps within it, and its
+            return 0.0  # requests on their way are a hundredth of it
         since, allowed = now - self.sliding, rate * self.sliding
         held = self.log.held(since)
         need = min(cost, allowed)
