@@ -796,7 +796,7 @@ class Evidence:
             if h.position >= 0 and at - h.time < MIN_SPAN:  # too close to the last reading to tell anything:
                 continue  # the next reading covers both
             if sliding is not None:
-                self._sliding_sample(h, reading, position, at, sliding)
+                self._sliding_sample(h, reading, at, sliding)
             elif windowed:
                 self._window_sample(h, reading, position, at)
             elif h.position >= 0 and self.headed:
@@ -883,15 +883,14 @@ class Evidence:
         h.samples += 1
         self._reconsider()
 
-    def _sliding_sample(self, h: _Hypothesis, reading: Reading, position: int, at: float, period: float) -> None:
+    def _sliding_sample(self, h: _Hypothesis, reading: Reading, at: float, period: float) -> None:
         """A sliding log's reading: what the server counts of the last ``period`` seconds (the limit less
         ``remaining``, or the log's capacity less it where ``remaining`` is the log's own room), against the gate's
         own use in them: a sample of the gate's rate and the rate the server counted, for the fit."""
         rate = reading.limit / 60.0
         count = _count(reading, period)
         since = at - period  # the gate's requests in the log then, less what they had given back by then
-        mine = self.log.held(since, at)
-        mine += self.peers * period
+        mine = self.log.held(since, at) + self.peers * period
         k, other = h.fit()
         h.spread += (abs(count - k * mine - other * period) / period - h.spread) * 0.05
         step = at - h.time if h.position >= 0 else period
