@@ -123,6 +123,11 @@ def read_reading(headers: Mapping[str, str], name: str) -> Reading | str | None:
     return Reading(limit, remaining, reset)
 
 
+def _start(t: float, period: float, phase: float = 0.0) -> float:
+    """When the period holding ``t`` began, periods of ``period`` seconds beginning at ``phase``."""
+    return phase + math.floor((t - phase) / period) * period
+
+
 def _count(reading: Reading, period: float) -> float:
     """What a fixed window or a sliding log of ``period`` seconds counts: the limit less ``remaining``, or, where
     ``remaining`` is the window's own room (never more than the window holds), the window's capacity less it."""
@@ -154,7 +159,7 @@ class OwnLog:
         self.given: deque[tuple[float, float, float]] = deque()  # (given back at, admitted at, amount), in order
 
     def add(self, t: float, cost: float) -> None:
-        start = math.floor(t / BLOCK_SECONDS) * BLOCK_SECONDS
+        start = _start(t, BLOCK_SECONDS)
         if not self.blocks or self.blocks[-1].start < start:
             self.blocks.append(_Block(start))
         block = self.blocks[-1]
@@ -177,7 +182,7 @@ class OwnLog:
         for entry in self.by_time.get(sent, ()):
             if entry[2] == math.inf:
                 entry[2], entry[3] = now, amount
-                start = math.floor(sent / BLOCK_SECONDS) * BLOCK_SECONDS
+                start = _start(sent, BLOCK_SECONDS)
                 for block in reversed(self.blocks):
                     if block.start == start:
                         block.net -= amount
@@ -661,7 +666,7 @@ class Evidence:
         if seen is None or seen.window is None:
             return 0.0  # nor where the readings' ends move more than they stay put (a sliding log, say)
         start, period = seen.window
-        began = start + math.floor((now - start) / period) * period
+        began = _start(now, period, start)
         if period >= 60.0:  # a minute's count may be all the headers say while a bucket enforces the limit: its
             return 0.0  # pace is what holds then (waiting for the minute's end, the gate would burst into it)
         allowed = rate * period
@@ -695,7 +700,7 @@ class Evidence:
         if self.window is None:
             return None
         began, period = self.window
-        return began + math.floor((t - began) / period) * period
+        return _start(t, period, began)
 
     def windowed(self, now: float) -> bool:
         """Whether the readings of the last two minutes are of a fixed window: two that only a window explains, or
