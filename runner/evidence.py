@@ -29,8 +29,8 @@ the tokenizer), so ``Evidence`` tells the plausible readings apart by their arit
   answers gave back, leave room for it (``log_wait``).
 - no headers: the "Limit N, Used M" of 429s are the readings. The balance between two of them is the others' use
   if the server was short all along (a replay at the rate that leaves never touches zero), else at least it. An
-  answer without a 429 is the only other sign: after a quiet spell the estimate fades (a probe; a 429 puts it back
-  and makes the next probe wait longer).
+  answer without a 429 is the only other sign: after a quiet spell of a few seconds the estimate fades (a probe; a
+  429 puts it back), so a wrong belief in others' use costs about 15 s at most.
 
 Whether a header describes the server at the request's admission (``sent``) or at its answer (``answered``) is
 judged both ways; the way that explains the readings clearly better is believed (while it stays the better), and
@@ -84,8 +84,8 @@ SHAPE_READINGS = 8  # a sliding log is recognised by this many readings in a row
 SLIDING_SECONDS = 30.0  # and believed this long after the last time they showed it
 BELIEVE = 0.5  # a hypothesis is believed once its spread is under this share of the other's (then while it leads)
 PREFER_SECONDS = 10.0  # a 429's word on which reading is right holds this long unless another 429 backs it up
-QUIET_SECONDS = 30.0  # without headers: this long without a 429 (twice that after each probe that found the
-PROBE_SECONDS = 20.0  # estimate right, up to 4 times) and the estimate starts to fade by exp(-(seconds / this) ** 2)
+QUIET_SECONDS = 8.0  # without headers: this long without a 429 and the estimate of others' use starts to fade,
+PROBE_SECONDS = 2.0  # by exp(-(seconds / this) ** 2): a probe, every QUIET_SECONDS + a few while they stay
 
 
 @dataclass(frozen=True)
@@ -493,7 +493,6 @@ class Evidence:
         self.refused_at = -math.inf  # the last reading that came with a 429
         self.faded_at = -math.inf
         self.probed: list[tuple[float, float]] | None = None  # (mine, counted) of each hypothesis before probing
-        self.quiet_seconds = QUIET_SECONDS
         self.was_windowed = False
         self.held: _Hypothesis | None = None  # believed on the spreads (see ``_reconsider``)
         self.preferred: _Hypothesis | None = None  # believed on the word of a 429, until the spreads decide or
@@ -679,13 +678,13 @@ class Evidence:
 
     def quiet(self, now: float) -> None:
         """An answer without a 429. Where no headers come, that is the only sign that others use less than the
-        estimate says: after ``QUIET_SECONDS`` without a 429 the estimate fades, slowly at first and faster the
-        longer no 429 comes (``PROBE_SECONDS``), so the gate probes: where others still use the limit, a 429
-        soon says where the room ends (and the estimate is put back; the next probe waits twice as long); where
-        they have gone, the gate has the whole limit back within a minute. With headers, the readings say it."""
+        estimate says: after ``QUIET_SECONDS`` without a 429 the estimate fades within a few seconds
+        (``PROBE_SECONDS``), so the gate probes: where others still use the limit, a 429 soon says where the room
+        ends (and the estimate is put back, for the next probe ``QUIET_SECONDS`` later: one 429 per probe); where
+        they have gone, the gate has the whole limit back within about 15 s. With headers, the readings say it."""
         if self.headed or now - self.faded_at < 1.0:
             return
-        began = self.refused_at + self.quiet_seconds
+        began = self.refused_at + QUIET_SECONDS
         before, self.faded_at = max(0.0, self.faded_at - began), now
         after = max(0.0, now - began)
         if after > before and any(h.counted > h.mine for h in self.hypotheses):
@@ -742,7 +741,6 @@ class Evidence:
             if self.probed is not None:  # the probe went too far: back to what was known before it
                 for h, (mine, counted) in zip(self.hypotheses, self.probed, strict=True):
                     h.mine, h.counted = mine, counted
-                self.quiet_seconds = min(4 * QUIET_SECONDS, 2 * self.quiet_seconds)
             self.probed = None
         elif (
             self.preferred is not None

@@ -19,10 +19,12 @@ import numpy as np
 import pytest
 
 from runner.candidates import SCALES
-from runner.evidence import MAX_SCALE, MAX_SHARE, MIN_SCALE, MIN_SHARE
+from runner.evidence import MAX_SCALE, MAX_SHARE, MIN_SCALE, MIN_SHARE, QUIET_SECONDS
 from runner.gate import FACTOR_FLOOR, MIN_BURST, START_SHARE, Gate
 
 from .pacing_model import ceiling, simulate
+
+PROBE_EVERY = QUIET_SECONDS + 2.0  # seconds: without headers, a probe after a quiet spell and the fade before its 429
 
 READINGS = ("minute", "bucket", "window", "none")
 WINDOWS = (60.0, 5.0, 1.0)
@@ -43,10 +45,17 @@ def test_full_use_of_the_limit_without_other_use(reading: str, window: float, he
 @pytest.mark.parametrize("window", WINDOWS)
 @pytest.mark.parametrize("reading", READINGS)
 def test_what_is_left_under_another_clients_load(reading: str, window: float, header_time: str, seed: int) -> None:
+    """Another client uses 40% all along: the gate holds what it leaves, and with headers at most 1% of its requests
+    are refused. Without them only a probe tells whether the other client is still there, and one that finds it
+    ends in a 429: a handful at the start, then at most one every ``PROBE_EVERY`` seconds (so a wrong belief in its
+    use costs about 15 s at most: ``test_without_headers_the_limit_is_back_within_15_s``)."""
     run = simulate(reading=reading, window=window, background=0.4, header_time=header_time, requests=400, seed=seed)
     assert run.answered == 400
     assert run.utilisation / 0.6 >= 0.90, run
-    assert run.rejected <= 0.01, run
+    if reading == "none":
+        assert run.rejections <= 5 + run.seconds / PROBE_EVERY, run
+    else:
+        assert run.rejected <= 0.01, run
 
 
 @pytest.mark.parametrize("header_time", ["answered", "sent"])
@@ -248,14 +257,14 @@ def test_a_sliding_log_is_read_as_one_and_the_gate_keeps_its_own(reading: str) -
     assert run.rejected <= 0.005, run
 
 
-@pytest.mark.parametrize(("reading", "seconds"), [("minute", 8.0), ("bucket", 8.0), ("window", 12.0), ("none", 45.0)])
+@pytest.mark.parametrize(("reading", "seconds"), [("minute", 8.0), ("bucket", 8.0), ("window", 12.0), ("none", 15.0)])
 def test_how_long_the_limit_takes_to_come_back_is_what_the_readme_says(reading: str, seconds: float) -> None:
     """Another client uses 40% for 30 s and stops (5 s window): the seconds until the server counts 90% of its
     limit again over 5 s (5 s at the soonest). The README's "Where it is weakest" gives these figures (with
     continuous headers 5-11 s over six seeds, 6.3 s median; 10-13 s while a reading held through the change
     believed a server counting less with the other client still there; window headers 9-10 s, 16-19 s while a
-    window was sampled from its start; ~42 s without headers, ~108 s while a probe waited for a minute without a
-    429); a change that makes them worse fails here."""
+    window was sampled from its start; without headers 12 s here and at most 15 s wherever the stop falls in a probe
+    cycle, ~42 s here while a probe waited 30 s, ~108 s a minute); a change that makes them worse fails here."""
     run = simulate(reading=reading, window=5.0, background=0.4, background_until=30, requests=1200, seed=3)
     back = run.back_to(0.9, since=30.0)
     assert back is not None and back <= seconds, back
@@ -264,12 +273,35 @@ def test_how_long_the_limit_takes_to_come_back_is_what_the_readme_says(reading: 
 @pytest.mark.parametrize("seed", [2, 7, 11])
 def test_without_headers_two_429s_tell_what_others_use(seed: int) -> None:
     """No headers and a one-second window: the "Limit N, Used M" of two 429s give the other client's use, so the
-    gate settles on what is left after a handful of 429s at the start (5), and later probes (30 s without a 429,
-    twice as long after each that found the estimate right: two in this 200 s run) cost one 429 at most."""
-    run = simulate(reading="none", window=1.0, background=0.4, requests=1200, seed=seed)
-    assert run.gate.evidence["tokens"].share == pytest.approx(0.6, abs=0.03)
-    assert run.utilisation / 0.6 >= 0.93, run
-    assert run.rejections <= 7, run
+    gate settles on what is left after a handful of 429s at the start, and the probes that follow (8 s without a
+    429, then the estimate fades within a few seconds) each cost one 429 and put the estimate back: the share the
+    gate paces to is what the other client leaves most of the time, and the probes cost it nothing (the gate holds
+    99% of what is left; 97.7% while a probe waited 30 s and twice as long after each, up to 2 minutes)."""
+    shares: list[float] = []
+    run = simulate(
+        reading="none",
+        window=1.0,
+        background=0.4,
+        requests=1200,
+        seed=seed,
+        check=lambda gate: shares.append(gate.evidence["tokens"].share),
+    )
+    assert statistics.median(shares) == pytest.approx(0.6, abs=0.03)
+    assert run.utilisation / 0.6 >= 0.97, run
+    assert run.rejections <= 5 + run.seconds / PROBE_EVERY, run
+
+
+@pytest.mark.parametrize("window", [5.0, 1.0])
+def test_without_headers_the_limit_is_back_within_15_s(window: float) -> None:
+    """Without headers, when another client using 40% stops, only the absence of 429s tells. Wherever in the gate's
+    probe cycle it stops, the server counts 90% of its limit again (over 5 s) within 15 s: the stop moved over
+    three seconds at a time through 42 s of probes. With a probe 30 s after the last 429 and twice as long after
+    each that found the estimate right (up to 2 minutes), 14-68 s over these stops, and 88 s for one 200 s in."""
+    backs = []
+    for until in range(30, 72, 3):
+        run = simulate(reading="none", window=window, background=0.4, background_until=until, requests=600, seed=3)
+        backs.append(run.back_to(0.9, since=until))
+    assert all(back is not None and back <= 15.5 for back in backs), backs
 
 
 @pytest.mark.parametrize("window", [60.0, 5.0])
