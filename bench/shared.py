@@ -1,11 +1,11 @@
 """Runner processes on one key sharing a limit: host-local (the gate file), through Redis, or not at all.
 
 Each cell starts 1, 2 or 4 ``runner run`` processes, each with its own job and database, ``--stagger`` seconds
-apart, against one simulator in its own process (900 RPM / 90,000 TPM enforced over a ``--window`` of 5 s, minute
-headers, counted as ``--counting`` says (tiktoken), latency 0.3 s + 150 tokens/s; each request ~190 prompt tokens
-and ``max_tokens`` 300, so TPM binds). The gate: ``host`` (the default: the gate file in the user's cache
-directory), ``redis`` (``--gate redis://...`` on a redis-server this script starts) and ``none`` (each paces
-alone, reading the others as other clients: the baseline). Figures per cell:
+apart, against one simulator in its own process (900 RPM / 90,000 TPM enforced over a ``--window`` of 5 s,
+headers as ``--headers`` says (minute), counted as ``--counting`` says (tiktoken), latency 0.3 s + 150 tokens/s;
+each request ~190 prompt tokens and ``max_tokens`` 300, so TPM binds). The gate: ``host`` (the default: the gate
+file in the user's cache directory), ``redis`` (``--gate redis://...`` on a redis-server this script starts) and
+``none`` (each paces alone, reading the others as other clients: the baseline). Figures per cell:
 
 - together: the share of TPM all processes used, as the server counts it, from the first request to the last;
 - refused: the share of requests the server answered 429;
@@ -41,6 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import STYLES, Sampler, redis_process, sim_process, write_job
+from runner.sim.buckets import READINGS
 from runner.sim.counting import COUNTINGS
 
 RPM, TPM = 900, 90_000
@@ -54,6 +55,7 @@ class Play:
     stagger: float = 10.0
     counting: str = "tiktoken"  # what the server's TPM limit counts (``runner sim --counting``)
     text: str = "words"  # the jobs' prompts (``bench.common.write_job``)
+    reading: str = "minute"  # what the rate-limit headers report (``runner sim --headers``)
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ def sim_flags(
 def run_play(play: Play, requests: int, workdir: Path) -> PlayFigures:
     """``play.processes`` runner processes with their own jobs and databases on one simulator."""
     env = {**os.environ, "OPENAI_API_KEY": "sk-bench", "XDG_CACHE_HOME": str(workdir / "cache")}
-    flags = sim_flags(play.window, counting=play.counting)
+    flags = sim_flags(play.window, play.reading, counting=play.counting)
     with sim_process(*flags, duration=1800) as base_url, Sampler(base_url) as sampler:
         children, dbs = [], []
         gate = "redis" if play.gate.startswith("redis") else play.gate
@@ -178,6 +180,7 @@ def main() -> None:
     parser.add_argument("--stagger", type=float, default=5.0)
     parser.add_argument("--counting", default="tiktoken", choices=COUNTINGS, help="what the server's TPM counts")
     parser.add_argument("--text", choices=STYLES, default="words", help="the jobs' prompts")
+    parser.add_argument("--headers", choices=READINGS, default="minute", help="what the rate-limit headers report")
     parser.add_argument("--parallel", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0, help="the admissions section's length")
     parser.add_argument("--sections", default="play,admissions")
@@ -187,9 +190,9 @@ def main() -> None:
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         redis_url = stack.enter_context(redis_process()) if "redis" in args.gates.split(",") else ""
         plays = [
-            Play(int(n), args.window, redis_url if g == "redis" else g, args.stagger, args.counting, args.text)
+            Play(int(n), args.window, gate, args.stagger, args.counting, args.text, args.headers)
             for n in args.processes.split(",")
-            for g in args.gates.split(",")
+            for gate in (redis_url if g == "redis" else g for g in args.gates.split(","))
             if "play" in sections
         ]
         with ThreadPoolExecutor(args.parallel) as pool:
@@ -203,8 +206,8 @@ def main() -> None:
     if played:
         print(
             f"runner processes on one key, {args.requests} requests each, started {args.stagger:g} s apart; "
-            f"{RPM:,} RPM / {TPM:,} TPM over a {args.window:g} s window, minute headers, counting {args.counting} "
-            f"of {args.text}"
+            f"{RPM:,} RPM / {TPM:,} TPM over a {args.window:g} s window, {args.headers} headers, counting "
+            f"{args.counting} of {args.text}"
         )
         print(f"{'processes':>9} {'gate':<5} | {'together':>8} {'refused':>8} | each (while all ran)  | walls")
         for play, f in played.items():

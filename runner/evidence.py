@@ -507,6 +507,7 @@ class Evidence:
         self.peer_amounts: list[float] = []
         self.waiting: list[_Waiting] = []  # readings to judge once the peers have spoken past them
         self.peers_cover = (math.inf, -math.inf)  # the span over which the events above are all of the peers' use
+        self.peer_told: deque[tuple[float, float, float]] = deque()  # (when, their use until then, rate told then)
         self.given_back = 0.0  # the share of a reservation answers give back, lately
         self.answers = 0
 
@@ -593,11 +594,22 @@ class Evidence:
         return min((h.other for h in self.hypotheses if h.position >= 0), default=0.0)
 
     def hear_peers(
-        self, rate: float, events: Sequence[tuple[float, float]] = (), cover: tuple[float, float] | None = None
+        self,
+        now: float,
+        rate: float,
+        events: Sequence[tuple[float, float]] = (),
+        cover: tuple[float, float] | None = None,
     ) -> None:
-        """The runner processes sharing this limit say they use ``rate`` per second of it: known use, not another
-        client's. ``events``: when their admissions and refunds came (as far as their words tell), and ``cover``
-        the span over which those are all of their use (None: not known)."""
+        """The runner processes sharing this limit say ``now`` that they use ``rate`` per second of it: known use,
+        not another client's. ``events``: when their admissions and refunds came (as far as their words tell), and
+        ``cover`` the span over which those are all of their use (None: not known)."""
+        if self.peer_told:
+            when, used, told = self.peer_told[-1]
+            self.peer_told.append((now, used + told * (now - when), rate))
+        else:
+            self.peer_told.append((now, 0.0, rate))
+        while len(self.peer_told) > 1 and now - self.peer_told[1][0] > LEDGER_SECONDS:
+            self.peer_told.popleft()
         self.peers = rate
         for when, amount in events:
             i = bisect.bisect_right(self.peer_times, when)
@@ -837,13 +849,32 @@ class Evidence:
         self._reconsider()
         self._share = None
 
+    def _peers_used(self, since: float, until: float) -> float:
+        """What the runner processes sharing the limit used from ``since`` to ``until``: the events they wrote where
+        those are all of their use, elsewhere the rates they told, each from when it was told."""
+        first, last = self.peers_cover
+        lo, hi = max(since, first), min(until, last)
+        if lo >= hi:
+            return self._told_until(until) - self._told_until(since)
+        i, j = bisect.bisect_right(self.peer_times, lo), bisect.bisect_right(self.peer_times, hi)
+        told = self._told_until(lo) - self._told_until(since) + self._told_until(until) - self._told_until(hi)
+        return told + math.fsum(self.peer_amounts[i:j])
+
+    def _told_until(self, t: float) -> float:
+        """The peers' use up to ``t`` by the rates they told (the first of them back before it was told)."""
+        if not self.peer_told:
+            return 0.0
+        i = bisect.bisect_right(self.peer_told, t, key=lambda word: word[0])
+        when, used, rate = self.peer_told[max(0, i - 1)]
+        return used + rate * (t - when)
+
     def _balance_sample(self, h: _Hypothesis, position: int, at: float, counted: float, rate: float) -> None:
         """Where no headers come, the "Limit N, Used M" of 429s are the readings (the server is short at each), and
         pairs of them are all there is to learn from."""
         elapsed = at - h.time
-        # the runner processes this one shares the limit with (``peers``, per second) use it as this one does: their
-        # use counts as the gate's own, spread over the interval
-        mine = self.ledger.total_at(position) - self.ledger.total_at(h.position) + self.peers * elapsed
+        # the runner processes this one shares the limit with use it as this one does: their use (as their events
+        # and the rates they told say) counts as the gate's own
+        mine = self.ledger.total_at(position) - self.ledger.total_at(h.position) + self._peers_used(h.time, at)
         # the replay refills at what the estimate leaves the gate: where it holds, the server stays short as long
         # as the replay does, and what it counts beyond the replay corrects the estimate
         other = h.other
@@ -893,7 +924,7 @@ class Evidence:
         rate = reading.limit / 60.0
         count = _count(reading, period)
         since = at - period  # the gate's requests in the log then, less what they had given back by then
-        mine = self.log.held(since, at) + self.peers * period
+        mine = self.log.held(since, at) + self._peers_used(since, at)
         k, other = h.fit()
         h.spread += (abs(count - k * mine - other * period) / period - h.spread) * 0.05
         step = at - h.time if h.position >= 0 else period
@@ -910,7 +941,7 @@ class Evidence:
         if elapsed < 2.0:
             return
         used = _count(reading, period)
-        mine = self.ledger.total_at(position) - self.ledger.total_until(began) + self.peers * elapsed
+        mine = self.ledger.total_at(position) - self.ledger.total_until(began) + self._peers_used(began, at)
         mine -= self.stale.total_until(at) - self.stale.total_until(began)
         rate = reading.limit / 60.0
         h.spread += (abs(used - mine - h.other * elapsed) / max(1.0, elapsed) - h.spread) * 0.05

@@ -407,7 +407,7 @@ class Gate:
                 sum(1 for p in heard if p.held),
             )
             events, cover = self._peer_events(name, heard, offset)
-            evidence.hear_peers(self.peers[name].rate, events, cover)
+            evidence.hear_peers(now, self.peers[name].rate, events, cover)
             self.armed_until[name] = now + self.sharing.armed(name)  # a peer's refusal arms them for all
 
     def _peer_events(
