@@ -400,7 +400,8 @@ class _Hypothesis:
             scale, other = self.candidates.best
             return scale, other * self.limit_rate
         if not self.headed or self.samples == 0:
-            return 1.0, (self.counted - self.mine) / max(self.weight, 0.25) if self.weight > 0 else 0.0
+            scale = self.told_scale()  # the excess over what the 429s say the server counts is others' use
+            return scale, (self.counted - scale * self.mine) / max(self.weight, 0.25) if self.weight > 0 else 0.0
         w, wu, wuu, wv, wuv, wvv = self.sums
         if w <= 0 or wuu <= 0:
             return 1.0, 0.0
@@ -429,7 +430,7 @@ class _Hypothesis:
             seen = min(1.0, self.candidates.weight / 2.0)  # a couple of readings before the first is believed
             return 1.0 + (target - 1.0) * seen
         if self.counted <= 0 or self.limit_rate <= 0:
-            return 1.0
+            return 1.0 / self.told_scale()
         scale, other = self.fit()
         seen = min(1.0, self.weight / 0.25)
         target = max(MIN_SHARE, min(MAX_SHARE, (1.0 - other / self.limit_rate) / scale))
@@ -439,6 +440,13 @@ class _Hypothesis:
     def other(self) -> float:
         """What others use per second, as the fit says."""
         return max(0.0, self.fit()[1])
+
+    def told_scale(self) -> float:
+        """Where no headers come: how many of the server's units one of the gate's is, as the 429s' "Requested" says
+        (1 unless they say it counts more than the gate: a word that it counts less would send more than the limit
+        in the gate's own count, and without headers nothing would say it was wrong but 429s)."""
+        told = self.candidates.told_band() if not self.headed else None
+        return max(1.0, math.exp(told[0])) if told is not None else 1.0
 
     def learn(self, mine: float, counted: float, seconds: float, limit_rate: float) -> None:
         """Add a sample covering ``seconds`` (per-second uses under a limit of ``limit_rate`` per second); older
@@ -456,7 +464,8 @@ class _Hypothesis:
     def fade(self, seconds: float, scale: float) -> None:
         """Let what the server counted beyond the gate's own shrink over ``scale`` seconds (nothing to learn)."""
         keep = math.exp(-max(0.0, seconds) / scale)
-        self.counted = self.mine + (self.counted - self.mine) * keep
+        base = self.told_scale() * self.mine  # what the server counts of the gate's own use
+        self.counted = base + (self.counted - base) * keep
         _, wu, wuu, wv, wuv, wvv = self.sums  # towards the server counting as the gate does
         self.sums[3] = wu + (wv - wu) * keep
         self.sums[4] = wuu + (wuv - wuu) * keep
@@ -699,7 +708,7 @@ class Evidence:
         began = self.refused_at + QUIET_SECONDS
         before, self.faded_at = max(0.0, self.faded_at - began), now
         after = max(0.0, now - began)
-        if after > before and any(h.counted > h.mine for h in self.hypotheses):
+        if after > before and any(h.counted > h.told_scale() * h.mine for h in self.hypotheses):
             if self.probed is None:
                 self.probed = [(h.mine, h.counted) for h in self.hypotheses]
             for h in self.hypotheses:  # the estimate times exp(-(seconds probing / PROBE_SECONDS) ** 2)
