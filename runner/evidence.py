@@ -532,12 +532,20 @@ class Evidence:
 
     def _reconsider(self) -> None:
         """After the spreads moved: a hypothesis whose spread is under ``BELIEVE`` of the other's (once both have a
-        few readings) is believed, and stays so while it leads. Under a short window both explain a server that is
+        few readings) is believed, and stays so while it leads; under a fixed window, the one that alone sees its
+        end stay put or move on by whole windows. Under a short window both explain a server that is
         full between the gate's requests about as badly; a belief dropped as soon as its lead fell below 2x gave the
         gate the other's larger share at once, a 429 each time. A 429's word against the spreads is void."""
         sent, answered = self.hypotheses
         if min(sent.samples, answered.samples) < 3:
             return
+        if self.was_windowed:  # a fixed window's end stays put, or moves on by whole windows, only at the right time:
+            regular = [h for h in self.hypotheses if h.regular(self.seen)]  # a stronger word than spreads taken
+            if len(regular) == 1:  # over windows of different lengths
+                self.held = regular[0]
+                if self.preferred is not self.held:
+                    self.preferred = None
+                return
         for h, other in ((sent, answered), (answered, sent)):
             if h.spread < BELIEVE * other.spread:
                 self.held = h
