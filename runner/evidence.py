@@ -49,7 +49,7 @@ from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from runner.candidates import MAX_SCALE, MIN_SCALE, SCALES, Candidates
+from runner.candidates import CHANGE_KEEP, CHANGE_OTHER, MAX_SCALE, MIN_SCALE, SCALES, Candidates
 from runner.durations import parse_duration
 
 __all__ = [
@@ -74,6 +74,7 @@ MAX_SHARE = 4.0  # a server that counts a request as a quarter of the gate's est
 MIN_SHARE = 0.02  # of the limit, whatever others seem to use: the gate keeps sending, so it keeps learning
 FIT_SECONDS = 10.0  # time constant of the fit of the server's scale (others' use: EVIDENCE_SECONDS)
 WINDOW_SPAN = 4.0  # seconds: a fixed window's count is sampled as its growth since a reading this much older
+WINDOW_CHANGE = 0.5  # a growth short of the fit's by this share of others' use says that their use changed
 PERIODS = (1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 60.0)  # seconds: the fixed windows a minute's limit may be counted in
 JUMPS_SECONDS = 120.0  # how long a jump of a window's end says what the window's period is
 SAME_END = 0.05  # seconds: two readings whose ends are this close are of one fixed window (the network's jitter)
@@ -979,6 +980,12 @@ class Evidence:
         beyond = max(-rate * 1.1 * span, min(rate * 1.1 * span, beyond))
         # early in a window one request in transit is a large share of the count: such readings weigh less
         step = (at - h.time if h.position >= 0 else span) * min(1.0, span / WINDOW_SPAN) ** 2
+        # where others used a good part of the limit and the count now grows by far less than the fit says, they
+        # have gone (or use less): the samples from before say little of the server's scale now
+        scale, other = h.fit()
+        short = scale * grown + WINDOW_CHANGE * other * span - (grown + beyond)
+        if since != began and other >= CHANGE_OTHER * rate and short > 0:
+            h.sums = [x * CHANGE_KEEP for x in h.sums]
         h.learn(grown / span, (grown + beyond) / span, step, rate)
         h.samples += 1
         self._reconsider()

@@ -283,6 +283,20 @@ def test_how_long_the_limit_takes_to_come_back_is_what_the_readme_says(reading: 
     assert back is not None and back <= seconds, back
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_window_readings_take_the_limit_back_from_a_client_that_stops_where_the_server_counts_less(seed: int) -> None:
+    """Headers counting since the clock minute began, a server counting characters / 4 of short words (0.67 of the
+    gate's net use), another client using 40% for 30 s. While it is there the fit reads the excess as its use, at
+    the gate's own scale; once it stops, the scale has to be learnt, and samples of its time held the fit near 1
+    for 18-20 s. A window's growth far below what the fit expects, where it has others use a fifth of the limit or
+    more, says their use changed: the samples from before count for a fifth (as ``CHANGE_KEEP`` does for the
+    candidates). 90% of the limit is back within 11-13 s."""
+    run = simulate(reading="window", window=5.0, background=0.4, background_until=30, requests=1200, seed=seed,
+                   counting="chars")  # fmt: skip
+    back = run.back_to(0.9, since=30.0)
+    assert back is not None and back <= 14.0, back
+
+
 @pytest.mark.parametrize("seed", [2, 7, 11])
 def test_without_headers_two_429s_tell_what_others_use(seed: int) -> None:
     """No headers and a one-second window: the "Limit N, Used M" of two 429s give the other client's use, so the
