@@ -484,6 +484,16 @@ def _holds_its_invariants(gate: Gate) -> None:
         {"reading": "minute", "window": 1.0, "counting": "x1.5", "clients": 2, "stagger": 5.0},  # and their bucket
         {"reading": "minute", "window": 5.0, "enforcement": "fixed", "counting": "chars"},  # a window of 5 s
         {"reading": "bucket", "window": 1.0, "enforcement": "sliding", "counting": "chars"},  # a log of 1 s
+        {"reading": "none", "window": 1.0, "counting": "x2", "background": 0.4},  # the 429s' scale, and probes
+        # peers' use in a window, and a change of others' use
+        {
+            "reading": "window",
+            "window": 5.0,
+            "counting": "chars",
+            "clients": 2,
+            "background": 0.4,
+            "background_until": 20,
+        },
     ],
 )
 def test_the_gate_keeps_its_invariants_all_along(setting: dict[str, Any]) -> None:
