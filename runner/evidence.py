@@ -859,8 +859,8 @@ class Evidence:
         first, last = self.peers_cover
         if first <= w.since < last:  # and as the events they wrote up to ``last``
             known = min(w.at, last)
-            lo, hi = bisect.bisect_right(self.peer_times, w.since), bisect.bisect_right(self.peer_times, known)
-            events = sorted(events + list(zip(self.peer_times[lo:hi], self.peer_amounts[lo:hi], strict=True)))
+            span = self._peer_span(w.since, known)
+            events = sorted(events + list(zip(self.peer_times[span], self.peer_amounts[span], strict=True)))
         h = w.hypothesis
         h.candidates.judge(w.deficit, events, w.since, w.at, w.rate, self.peers, w.counted, self.given_back, known)
         h.spread, h.samples = h.candidates.spread, h.candidates.readings
@@ -874,9 +874,12 @@ class Evidence:
         lo, hi = max(since, first), min(until, last)
         if lo >= hi:
             return self._told_until(until) - self._told_until(since)
-        i, j = bisect.bisect_right(self.peer_times, lo), bisect.bisect_right(self.peer_times, hi)
         told = self._told_until(lo) - self._told_until(since) + self._told_until(until) - self._told_until(hi)
-        return told + math.fsum(self.peer_amounts[i:j])
+        return told + math.fsum(self.peer_amounts[self._peer_span(lo, hi)])
+
+    def _peer_span(self, since: float, until: float) -> slice:
+        """Where the peers' events after ``since`` up to ``until`` are in ``peer_times`` and ``peer_amounts``."""
+        return slice(bisect.bisect_right(self.peer_times, since), bisect.bisect_right(self.peer_times, until))
 
     def _told_until(self, t: float) -> float:
         """The peers' use up to ``t`` by the rates they told (the first of them back before it was told)."""
