@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from runner.evidence import MIN_SHARE, Evidence, Reading, read_reading
+from runner.store.peers import TRANSIT_SECONDS
 
 __all__ = ["Gate", "GateStats", "Pacer", "PeerWord", "Sharing", "Ticket"]
 
@@ -165,6 +166,11 @@ class Pacer:
         self.kept_at = -math.inf  # when a request was last admitted from a level beyond the capacity
         self.beyond = 0.0  # what refunds have lifted the level beyond a bucket of the whole limit, still there
         self.level = self.capacity
+        # the server's bucket as the gate's own admissions and refunds move it, if its window is the burst: it fills
+        # at the whole rate (no headroom, no cuts) and loses a refund that finds it full (see ``refund``)
+        self.mirror = self.mirror_capacity
+        self.sent = -math.inf  # the last admission
+        self.transit = 0.0  # what was admitted within TRANSIT_SECONDS before it, perhaps not at the server yet
 
     def __repr__(self) -> str:
         return f"<Pacer limit={self.limit}/min rate={self.rate:.3f}/s level={self.level:.1f} burst={self.burst}s>"
@@ -177,6 +183,12 @@ class Pacer:
     @property
     def capacity(self) -> float:
         return self.rate * self.burst
+
+    @property
+    def mirror_capacity(self) -> float:
+        """What the server's bucket holds for this gate (and the runners sharing the limit with it, whose admissions
+        it does not see: there it rarely binds) if its window is the burst."""
+        return self.limit / 60.0 * self.runners * self.burst
 
     @property
     def runners_rate(self) -> float:
@@ -204,6 +216,7 @@ class Pacer:
         # refill up to the capacity; refunds may have lifted the level above it (see ``refund``), and the refill
         # does not take that back
         self.level = max(min(self.capacity, self.level + elapsed * self.rate), min(self.level, self._ceiling(0.0)))
+        self.mirror = min(self.mirror_capacity, self.mirror + elapsed * self.limit / 60.0 * self.runners)
         self.stamp = now
 
     def wait(self, cost: float) -> float:
@@ -224,10 +237,13 @@ class Pacer:
 
     def take(self, cost: float, now: float) -> None:
         """Admit a request of ``cost``."""
-        if self.level > self.capacity:
+        if self.level > self.capacity or self.level > self.mirror + 1e-6:  # on a refund the server may have lost
             self.kept_at = now
         self.level -= cost
         self.beyond = max(0.0, min(self.beyond, self.level - self.capacity / self.part))
+        self.mirror -= cost
+        self.transit = cost + (self.transit if now - self.sent < TRANSIT_SECONDS else 0.0)
+        self.sent = now
 
     def refund(self, amount: float) -> None:
         """``amount`` back (negative: taken). A refund is what a request reserved and did not use, and the server
@@ -238,8 +254,17 @@ class Pacer:
         the limit may take them: after a 429 that shows either (``Gate.rejected``, ``stop_keeping``) refunds are
         kept for a while only up to what a bucket of the whole limit holds (a process pacing a part of the limit,
         shared with others, keeps what its smaller bucket has no room for, as the server does, instead of pacing
-        at a fraction of its part). docs/pacing.md has the equations."""
+        at a fraction of its part). While they are not kept, a refund the server's bucket lost, full at that moment
+        as the gate mirrors it (``mirror``, where requests admitted just before may not have reached the server
+        yet), does not lift the level either: the gate's level lags the server's by its headroom, so a refund that
+        a full server lost could otherwise let the next request through before the server has room for it.
+        docs/pacing.md has the equations."""
+        before = self.level
         self.level = min(max(self.level, self._ceiling(amount)), self.level + amount)
+        transit = self.transit if self.stamp - self.sent < TRANSIT_SECONDS else 0.0
+        self.mirror = min(self.mirror_capacity, self.mirror + transit + amount) - transit
+        if self.stamp < self.keep_from:
+            self.level = min(self.level, max(before, self.mirror))
         self.beyond = max(0.0, self.level - self.capacity / self.part)
 
     def _ceiling(self, amount: float) -> float:
@@ -263,6 +288,7 @@ class Pacer:
         """The server's window is shorter than the burst: halve it (not below ``MIN_BURST``)."""
         self.burst = max(MIN_BURST, self.burst / 2)
         self.level = min(self.level, self.capacity)
+        self.mirror = min(self.mirror, self.mirror_capacity)
 
     def slow_down(self, now: float) -> None:
         """A ``slow_down`` 429: the rate to 80%, recovering as after any cut."""
@@ -613,14 +639,21 @@ class Gate:
                 others = self.evidence[name].other > OTHERS_KEEP * pacer.limit / 60.0
                 if others or 0.0 <= ticket.sent - pacer.kept_at <= pacer.burst_max:
                     pacer.stop_keeping(now)
-        self._cut(ticket, dimension, wait, used, now, before)
+        self._cut(ticket, dimension, wait, (used, requested), now, before)
         self._refill(now)  # what the 429 taught (a reading believed, a cut) paces from now on
 
     def _cut(
-        self, ticket: Ticket, dimension: str | None, wait: float, used: int | None, now: float, before: dict[str, float]
+        self,
+        ticket: Ticket,
+        dimension: str | None,
+        wait: float,
+        told: tuple[int | None, int | None],
+        now: float,
+        before: dict[str, float],
     ) -> None:
         """Cut the rate of each dimension the 429 is about, unless the evidence explains it; halve the burst where
-        the 429 shows a window shorter than it."""
+        the 429 shows a window shorter than it (``told``: its "Used M" and "Requested K", where it says them)."""
+        used, requested = told
         for name, pacer in self.pacers.items():
             if pacer is None or dimension not in (None, name):
                 continue
@@ -633,7 +666,7 @@ class Gate:
             self.cuts += 1
             pacer.cut(now)
             if used is not None and dimension == name:  # the server could not hold what it counted and this one
-                cost = float(ticket.reserved) * evidence.admission if name == "tokens" else 1.0  # as it counts
+                cost = 1.0 if name == "requests" else requested or ticket.reserved * evidence.admission  # as it counts
                 shorter = used + cost < pacer.limit / 60.0 * pacer.burst * 0.95
             else:  # a Retry-After no longer than the burst: the server's window is no longer either
                 shorter = wait <= pacer.burst + 0.05
