@@ -207,6 +207,11 @@ class Candidates:
         admit = float(self.admit[self.chosen])
         self.refined = _vertex(self.admit, self.charges, self.chosen, self.along, bound) if admit < 1 else admit
 
+    def agrees(self) -> bool:
+        """Whether the believed candidate counts a request at admission as the 429s said (within ``told_band``)."""
+        told = self.told_band()
+        return told is not None and abs(float(self.log_admit[self.chosen]) - told[0]) <= told[1] + 1e-9
+
     def told_band(self) -> tuple[float, float] | None:
         """The log of the admission scale 429s said and the half-width of the band around it, if it is believed:
         some 429 said one, the readings never contradicted it, and it says the server counts at least as the gate

@@ -523,8 +523,14 @@ class Evidence:
 
     @property
     def believed(self) -> _Hypothesis | None:
-        """The hypothesis the spreads hold (see ``_reconsider``), else the one a 429 pointed at (``explain``)."""
-        return self.held if self.held is not None else self.preferred
+        """The hypothesis the spreads hold (see ``_reconsider``), else the one a 429 pointed at (``explain``), else
+        the one whose believed candidate alone counts a request as the 429s said (their "Requested"): under a short
+        window both readings' spreads come close, and each time a belief was dropped the other's larger share (the
+        benefit of the doubt) cost a 429."""
+        if self.held is not None or self.preferred is not None:
+            return self.held if self.held is not None else self.preferred
+        agree = [h for h in self.hypotheses if h.judged and h.candidates.agrees()]
+        return agree[0] if len(agree) == 1 else None
 
     def _leads(self, h: _Hypothesis) -> bool:
         """Whether ``h`` explains the readings better than the other, if only a little."""
