@@ -128,6 +128,11 @@ class Candidates:
         return min(MAX_SCALE, max(MIN_SCALE, (admit - refund * f) / (1.0 - f))), float(self.other[self.chosen])
 
     @property
+    def refunds(self) -> str:
+        """How the believed candidate says the server gives back what an answer did not use (``REFUNDS``)."""
+        return REFUNDS[self.way[self.chosen]]
+
+    @property
     def admission(self) -> float:
         """How many of the server's units each unit the gate reserves is at admission, as the believed candidate
         says (refined between the grid's steps)."""

@@ -562,6 +562,14 @@ class Evidence:
                 self.held = None
 
     @property
+    def refunds_scaled(self) -> bool:
+        """Whether the server gives back what answers leave unused scaled like the reservation (so as the gate
+        counts it), as the candidates of the believed reading (or of both, where neither is believed) say."""
+        believed = self.believed
+        read = [believed] if believed is not None else [h for h in self.hypotheses if h.position >= 0]
+        return bool(read) and all(h.judged and h.candidates.refunds == "scaled" for h in read)
+
+    @property
     def admission(self) -> float:
         """How many of the server's units each unit the gate reserves is at admission, as the candidates of the
         believed reading say (of both, the more, where neither is believed; 1 before any judged a reading)."""

@@ -245,7 +245,7 @@ class Pacer:
         self.transit = cost + (self.transit if now - self.sent < TRANSIT_SECONDS else 0.0)
         self.sent = now
 
-    def refund(self, amount: float) -> None:
+    def refund(self, amount: float, mirrored: bool = True) -> None:
         """``amount`` back (negative: taken). A refund is what a request reserved and did not use, and the server
         gives it back too: it is kept even where it lifts the level beyond the capacity (by up to itself), else a
         reservation nearly as large as the bucket, or larger (a server that counts more than the gate paces it to a
@@ -258,12 +258,15 @@ class Pacer:
         as the gate mirrors it (``mirror``, where requests admitted just before may not have reached the server
         yet), does not lift the level either: the gate's level lags the server's by its headroom, so a refund that
         a full server lost could otherwise let the next request through before the server has room for it.
-        docs/pacing.md has the equations."""
+        ``mirrored``: the server gives back what the gate does (refunds scaled like the reservation, as the evidence
+        believes); elsewhere part of what the gate gives back is its own bookkeeping (its share is set on the scale
+        over a while), which no full server loses, and the mirror does not cap the level. docs/pacing.md has the
+        equations."""
         before = self.level
         self.level = min(max(self.level, self._ceiling(amount)), self.level + amount)
         transit = self.transit if self.stamp - self.sent < TRANSIT_SECONDS else 0.0
         self.mirror = min(self.mirror_capacity, self.mirror + transit + amount) - transit
-        if self.stamp < self.keep_from:
+        if self.stamp < self.keep_from and mirrored:
             self.level = min(self.level, max(before, self.mirror))
         self.beyond = max(0.0, self.level - self.capacity / self.part)
 
@@ -543,7 +546,7 @@ class Gate:
         back = ticket.reserved - used
         pacer = self.pacers["tokens"]
         if pacer:
-            pacer.refund(back)
+            pacer.refund(back, mirrored=self.evidence["tokens"].refunds_scaled)
             if back and self.sharing and self._with_peers("tokens") and now < self.armed_until["tokens"]:
                 self.sharing.give_back("tokens", back)
         if back:
