@@ -55,6 +55,7 @@ FACTOR_REGAIN = 3.0  # seconds: the time constant of the way back to just below 
 KEEP_SECONDS = 120.0  # after a 429 that refunds kept beyond the bucket's capacity caused, they are not kept for
 # this long (4x as long after each further one, up to 16x): the server's window is as short as the burst
 OTHERS_KEEP = 0.1  # of the limit: where others use more, any 429 stops refunds being kept beyond the capacity
+SAY_AFTER = 15.0  # seconds of a server counting more than the run uses before saying why (the evidence settles)
 STORM_SECONDS = 10.0  # 429s closer than this to the previous cut belong to the same run of 429s
 FACTOR_PROBE = 0.001  # per second, beyond it
 START_SHARE = 0.5  # of the rate at the first moment: other clients may be using the rest
@@ -369,6 +370,7 @@ class Gate:
         self.waiting = 0
         self.notices: list[str] = []
         self._said: set[str] = set()
+        self.crowded_since: dict[str, float] = {}  # since when the server has counted more than this run uses
         self._higher: dict[str, int] = {}
 
     def __repr__(self) -> str:
@@ -581,13 +583,28 @@ class Gate:
             # a refused request's own cost was never counted: its reading is of the moment before its admission
             sent = ticket.positions[index] - (1 if refused else 0) if ticket else None
             evidence.observe(reading, now, sent, refused=refused)
-            if evidence.share < 0.95:
-                self._say(
-                    f"other-{name}",
-                    f"the server counts more of the {name} limit than this run uses (other clients, or its own "
-                    f"way of counting): pacing to what is left",
-                )
+            if evidence.share >= 0.95:
+                self.crowded_since.pop(name, None)
+            elif now - self.crowded_since.setdefault(name, now) >= SAY_AFTER:
+                self._say(f"other-{name}", self._crowded(name, pacer.limit))
         self._refill(now)
+
+    def _crowded(self, name: str, limit: int) -> str:
+        """Why the server counts more of the ``name`` limit than this run uses, as the evidence believes it."""
+        evidence = self.evidence[name]
+        other = min(1.0, evidence.other / (limit / 60.0))
+        scale = (1.0 - other) / evidence.share
+        counts = f"the server counts this run's use of the {name} limit as about {scale:.2f}x the runner's own count"
+        if scale >= 1.05 and other >= 0.05:
+            return f"{counts}, and other clients use about {other:.0%} of it: pacing to what is left"
+        if scale >= 1.05:
+            return f"{counts} (its own way of counting): pacing to what it lets through"
+        if other >= 0.05:
+            return f"other clients of the organisation use about {other:.0%} of the {name} limit: pacing to the rest"
+        return (
+            f"the server counts more of the {name} limit than this run uses (other clients, or its own way of "
+            "counting): pacing to what is left"
+        )
 
     def _adopt(self, name: str, pacer: Pacer, limit: int) -> None:
         if limit == pacer.limit:

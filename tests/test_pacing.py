@@ -178,6 +178,24 @@ def test_a_refund_a_full_server_lost_does_not_let_the_next_request_through(seed:
     assert run.rejected <= 0.008, run
 
 
+@pytest.mark.parametrize(
+    ("setting", "told"),
+    [
+        ({"counting": "x1.5"}, "counts this run's use of the tokens limit as about 1.50x the runner's own count"),
+        ({"background": 0.4}, "other clients of the organisation use about 40% of the tokens limit"),
+        (
+            {"counting": "x1.5", "background": 0.3},
+            "as about 1.50x the runner's own count, and other clients use about 30%",
+        ),
+    ],
+)
+def test_the_user_is_told_why_the_server_counts_more_than_the_run_uses(setting: dict[str, Any], told: str) -> None:
+    """The server's own way of counting and other clients' use are told apart, and the note says which, once
+    the evidence has settled (15 s): before, every such run said "other clients, or its own way of counting"."""
+    run = simulate(reading="minute", window=5.0, requests=300, seed=1, **setting)
+    assert [n for n in run.gate.notices if "the tokens limit" in n and told in n], run.gate.notices
+
+
 @pytest.mark.parametrize("seed", [2, 6])
 def test_a_server_that_gives_nothing_back_does_not_lose_the_gates_own_refunds(seed: int) -> None:
     """Prose counted as characters / 4 (1.17x the gate's reservation at admission) and never given back, under a
