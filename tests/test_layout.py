@@ -153,3 +153,18 @@ def test_no_module_imports_one_that_imports_it_back() -> None:
 
     cycles = sorted(f"{m} <-> {d}" for m in graph for d in graph[m] if m < d and reaches(d, m))
     assert cycles == []
+
+
+def test_every_pacing_constant_is_in_the_constants_table() -> None:
+    """docs/pacing.md names every constant of the gate, the evidence and the candidates with the reason for its
+    value (issue 18); a constant added without a row there fails here. ``DIMENSIONS`` is names, not a value, and
+    ``START_COST`` follows from two others (its equation is under "Start")."""
+    table = (ROOT / "docs" / "pacing.md").read_text().split("## Constants and why", 1)[1]
+    missing = []
+    for module in ("gate", "evidence", "candidates"):
+        tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+        targets = [t for n in tree.body if isinstance(n, ast.Assign) for t in n.targets]
+        names = [t.id for t in targets if isinstance(t, ast.Name)]
+        names += [e.id for t in targets if isinstance(t, ast.Tuple) for e in t.elts if isinstance(e, ast.Name)]
+        missing += [f"{module}.{name}" for name in names if name.isupper() and f"`{name}`" not in table]
+    assert sorted(missing) == ["gate.DIMENSIONS", "gate.START_COST"]
