@@ -565,8 +565,7 @@ class Evidence:
     def refunds_scaled(self) -> bool:
         """Whether the server gives back what answers leave unused scaled like the reservation (so as the gate
         counts it), as the candidates of the believed reading (or of both, where neither is believed) say."""
-        believed = self.believed
-        read = [believed] if believed is not None else [h for h in self.hypotheses if h.position >= 0]
+        read = self._read()
         return bool(read) and all(h.judged and h.candidates.refunds == "scaled" for h in read)
 
     @property
@@ -620,10 +619,12 @@ class Evidence:
     @property
     def other(self) -> float:
         """What the server counts beyond the gate's own use, per second, as the share above is based on."""
+        return min((h.other for h in self._read()), default=0.0)
+
+    def _read(self) -> list[_Hypothesis]:
+        """The believed hypothesis, else both that have a reading."""
         believed = self.believed
-        if believed is not None:
-            return believed.other
-        return min((h.other for h in self.hypotheses if h.position >= 0), default=0.0)
+        return [believed] if believed is not None else [h for h in self.hypotheses if h.position >= 0]
 
     def hear_peers(
         self,
