@@ -96,9 +96,12 @@ class Sharing(Protocol):
         """The clock the words and events are stamped with."""
         ...
 
-    def admit(self, costs: Sequence[tuple[str, float, float, float]], force: bool = False) -> float:
+    def admit(
+        self, costs: Sequence[tuple[str, float, float, float]], force: bool = False, waited: float = 0.0
+    ) -> float:
         """Take each ``(dimension, cost, rate, burst)`` from the runners' bucket of that dimension, all or none:
-        0 when taken, else the seconds until they would be (``force``: taken whatever the levels)."""
+        0 when taken, else the seconds until they would be (``force``: taken whatever the levels). ``waited``: how
+        long this process has waited for them (the one that has waited longest takes first)."""
         ...
 
     def give_back(self, dimension: str, amount: float) -> None:
@@ -352,6 +355,7 @@ class Gate:
         self.peer_first: dict[str, dict[str, float]] = {d: {} for d in DIMENSIONS}  # when each peer was first heard
         self.told = dict.fromkeys(DIMENSIONS, 0)  # the ledger position up to which the peers have been told
         self.granted: int | None = None  # a request's tokens the runners' buckets let through, not yet taken
+        self.bucket_since: float | None = None  # since when a request has waited for them (None: none waits)
         self.armed_until = dict.fromkeys(DIMENSIONS, -math.inf)  # the runners' buckets hold admissions back until
         self.shared_at = -math.inf
         now = clock()
@@ -500,8 +504,12 @@ class Gate:
                 self.sharing.give_back(name, cost)
             self.granted = None
         if wait == 0 and self.granted is None and self.sharing and (costs := self._runners_costs(tokens, now)):
-            waits.append(self.sharing.admit(costs))  # the runners' buckets: taken at once when they hold it
+            # the runners' buckets: taken at once when they hold it (and no process that has waited longer asks)
+            waited = now - self.bucket_since if self.bucket_since is not None else 0.0
+            waits.append(self.sharing.admit(costs, waited=waited))
             wait = waits[-1]
+            if wait > 0 and self.bucket_since is None:
+                self.bucket_since = now
             self.granted = tokens if wait == 0 else None
         if max(waits) > 0:
             self.held_at = now  # the gate's pace, not the run's demand, holds a request back
@@ -513,6 +521,7 @@ class Gate:
         if self.granted is None and self.sharing and (costs := self._runners_costs(tokens, now)):
             self.sharing.admit(costs, force=True)  # not through ``delay``: the runners' buckets go into debt
         self.granted = None
+        self.bucket_since = None
         positions = []
         for name, cost in zip(DIMENSIONS, (1.0, float(tokens)), strict=True):
             pacer = self.pacers[name]

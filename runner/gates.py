@@ -96,9 +96,11 @@ class SharedGate(Protocol):
         """The clock the words are stamped with."""
         ...
 
-    def admit(self, costs: Sequence[tuple[str, float, float, float]], force: bool = False) -> float:
-        """Take each ``(scope, cost, rate, burst)`` from the runners' bucket of that scope, all or none: 0 when
-        taken, else the seconds until they would be."""
+    def admit(
+        self, costs: Sequence[tuple[str, float, float, float]], force: bool = False, waited: float = 0.0
+    ) -> float:
+        """Take each ``(scope, cost, rate, burst)`` from the runners' bucket of that scope, all or none (the
+        process that has ``waited`` longest first): 0 when taken, else the seconds until they would be."""
         ...
 
     def give_back(self, scope: str, amount: float) -> None:
@@ -151,8 +153,11 @@ class Scope:
     def now(self) -> float:
         return self.shared.now()
 
-    def admit(self, costs: Sequence[tuple[str, float, float, float]], force: bool = False) -> float:
-        return self.shared.admit([(f"{self.scope} {d}", cost, rate, burst) for d, cost, rate, burst in costs], force)
+    def admit(
+        self, costs: Sequence[tuple[str, float, float, float]], force: bool = False, waited: float = 0.0
+    ) -> float:
+        scoped = [(f"{self.scope} {d}", cost, rate, burst) for d, cost, rate, burst in costs]
+        return self.shared.admit(scoped, force, waited)
 
     def give_back(self, dimension: str, amount: float) -> None:
         self.shared.give_back(f"{self.scope} {dimension}", amount)

@@ -58,6 +58,7 @@ from runner.store.peers import (
     KEEP_SECONDS,
     STALE_SECONDS,
     TRANSIT_SECONDS,
+    TURN_SECONDS,
     USES_SECONDS,
     Peer,
 )
@@ -137,29 +138,36 @@ return out
 
 # The runners' bucket of each scope (``runner.store.peers`` has the rules). KEYS: one bucket hash per scope, then one
 # hash of views (member -> "rate burst seen") per scope. ARGV: op (admit, give or empty), member, now ('' for Redis
-# TIME), stale seconds, arm seconds, transit seconds, force (1 or 0), then per scope: cost, rate, burst (admit) or
-# amount (give). Returns the seconds to wait (admit: 0 when taken), else 0.
+# TIME), stale seconds, arm seconds, transit seconds, force (1 or 0), seconds the member has waited, turn seconds,
+# then per scope: cost, rate, burst (admit) or amount (give). Returns the seconds to wait (admit: 0 when taken),
+# else 0.
 BUCKET = """
 local now
 if ARGV[3] ~= '' then now = tonumber(ARGV[3]) else
   local t = redis.call('TIME'); now = tonumber(t[1]) + tonumber(t[2]) / 1000000 end
 local op, member = ARGV[1], ARGV[2]
 local stale, arm, transit, force = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7] == '1'
+local since, turn = now - tonumber(ARGV[8]), tonumber(ARGV[9])
 local n = #KEYS / 2
 local buckets = {}
 for i = 1, n do
-  local f = redis.call('HMGET', KEYS[i], 'level', 'stamp', 'rate', 'capacity', 'armed', 'sent', 'transit')
+  local f = redis.call('HMGET', KEYS[i], 'level', 'stamp', 'rate', 'capacity', 'armed', 'sent', 'transit', 'waiter',
+    'since', 'asked')
   local b = {level = tonumber(f[1]), stamp = tonumber(f[2]) or now, rate = tonumber(f[3]) or 0,
     capacity = tonumber(f[4]) or 0, armed = tonumber(f[5]) or 0, sent = tonumber(f[6]) or 0,
-    transit = tonumber(f[7]) or 0}
+    transit = tonumber(f[7]) or 0, waiter = f[8] or '', since = tonumber(f[9]) or 0, asked = tonumber(f[10]) or 0}
   if b.level then b.level = math.min(b.capacity, b.level + math.max(0, now - b.stamp) * b.rate) end
   b.stamp = math.max(b.stamp, now)
   buckets[i] = b
 end
+local function my_turn(b)  -- not while another that has waited longer keeps asking
+  local kept = b.waiter ~= '' and b.waiter ~= member and b.asked > b.stamp - turn
+  return not (kept and b.since < since)
+end
 local wait = 0
 if op == 'admit' then
   for i = 1, n do
-    local b, at = buckets[i], 8 + (i - 1) * 3
+    local b, at = buckets[i], 10 + (i - 1) * 3
     local cost, rate, burst = tonumber(ARGV[at]), tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
     redis.call('HSET', KEYS[n + i], member, ARGV[at + 1] .. ' ' .. ARGV[at + 2] .. ' ' .. string.format('%.6f', now))
     local views = redis.call('HGETALL', KEYS[n + i])
@@ -175,11 +183,11 @@ if op == 'admit' then
     if now >= b.armed then b.level = b.capacity
     else
       local need = math.min(cost, b.capacity)
-      if b.level < need then
-        local short = 1e9
-        if b.rate > 0 then short = (need - b.level) / b.rate end
-        if short > 1e-6 then wait = math.max(wait, short) end
-      end
+      local short, turn_short = 0, 1e9
+      if b.rate > 0 then turn_short = need / b.rate end
+      if b.level < need then short = 1e9; if b.rate > 0 then short = (need - b.level) / b.rate end end
+      if short > 1e-6 then wait = math.max(wait, short)
+      elseif not my_turn(b) then wait = math.max(wait, turn_short) end
     end
   end
   if wait == 0 or force then
@@ -188,8 +196,14 @@ if op == 'admit' then
       b.level = b.level - b.cost
       if now - b.sent < transit then b.transit = b.cost + b.transit else b.transit = b.cost end
       b.sent = now
+      if b.waiter == member then b.waiter = '' end
     end
     wait = 0
+  else
+    for i = 1, n do
+      local b = buckets[i]
+      if now < b.armed and (my_turn(b) or b.waiter == member) then b.waiter, b.since, b.asked = member, since, now end
+    end
   end
 elseif op == 'give' then
   for i = 1, n do
@@ -197,7 +211,7 @@ elseif op == 'give' then
     if b.level and now < b.armed then
       local on_its_way = 0
       if now - b.sent < transit then on_its_way = b.transit end
-      b.level = math.min(math.max(b.level, b.capacity - on_its_way), b.level + tonumber(ARGV[7 + i]))
+      b.level = math.min(math.max(b.level, b.capacity - on_its_way), b.level + tonumber(ARGV[9 + i]))
     end
   end
 elseif op == 'empty' then
@@ -213,7 +227,8 @@ for i = 1, n do
     redis.call('HSET', KEYS[i], 'level', string.format('%.17g', b.level), 'stamp', string.format('%.6f', b.stamp),
       'rate', string.format('%.17g', b.rate), 'capacity', string.format('%.17g', b.capacity),
       'armed', string.format('%.6f', b.armed), 'sent', string.format('%.6f', b.sent),
-      'transit', string.format('%.17g', b.transit))
+      'transit', string.format('%.17g', b.transit), 'waiter', b.waiter, 'since', string.format('%.6f', b.since),
+      'asked', string.format('%.6f', b.asked))
     redis.call('PEXPIRE', KEYS[i], math.ceil((math.max(0, b.armed - now) + stale) * 1000))
   end
 end
@@ -379,11 +394,14 @@ class RedisGate:
         """Redis's clock, as this host reads it (its own clock and the offset measured at the last exchange)."""
         return self.clock() if self.clock is not None else time.time() + self.offset
 
-    def admit(self, costs: Sequence[tuple[str, float, float, float]], force: bool = False) -> float:
-        """Take each ``(scope, cost, rate, burst)`` from the runners' bucket of that scope, all or none
-        (``runner.store.peers.GateFile.admit``): one round trip, asked only while a refusal has armed the bucket."""
+    def admit(
+        self, costs: Sequence[tuple[str, float, float, float]], force: bool = False, waited: float = 0.0
+    ) -> float:
+        """Take each ``(scope, cost, rate, burst)`` from the runners' bucket of that scope, all or none, the one
+        that has ``waited`` longest first (``runner.store.peers.GateFile.admit``): one round trip, asked only while
+        a refusal has armed the bucket."""
         values = [v for _, cost, rate, burst in costs for v in (f"{cost:.17g}", f"{rate:.17g}", f"{burst:.17g}")]
-        return self._bucket("admit", [scope for scope, *_ in costs], values, force)
+        return self._bucket("admit", [scope for scope, *_ in costs], values, force, waited)
 
     def give_back(self, scope: str, amount: float) -> None:
         """``amount`` back to the runners' bucket of ``scope``."""
@@ -402,7 +420,7 @@ class RedisGate:
         seconds, heard = self.armed_for.get(scope, (0.0, 0.0))
         return max(0.0, seconds - (self.monotonic() - heard))
 
-    def _bucket(self, op: str, scopes: list[str], values: list[str], force: bool = False) -> float:
+    def _bucket(self, op: str, scopes: list[str], values: list[str], force: bool = False, waited: float = 0.0) -> float:
         """One round trip to the runners' buckets of ``scopes``; where Redis does not answer within
         ``BUCKET_SECONDS``, said once, and the buckets are left alone for ``BUCKET_REST`` (0: admitted)."""
         if self.monotonic() < self.bucket_rest_until:
@@ -410,6 +428,7 @@ class RedisGate:
         keys = [self.key(f"bucket:{s}") for s in scopes] + [self.key(f"views:{s}") for s in scopes]
         now = "" if self.clock is None else f"{self.clock():.6f}"
         args: list[str | float] = [op, self.member, now, STALE_SECONDS, ARM_SECONDS, TRANSIT_SECONDS, int(force)]
+        args += [f"{waited:.6f}", TURN_SECONDS]
         args += values
         try:
             wait = self.bucket_script(keys=keys, args=args)

@@ -482,6 +482,23 @@ def test_runners_on_one_host_read_a_clock_minutes_count_together(clients: int, w
 
 
 @pytest.mark.parametrize("clients", [2, 4])
+def test_a_process_the_runners_bucket_holds_back_still_gets_its_turn(clients: int) -> None:
+    """Prose counted by characters, clock-minute headers, a 5 s window, processes on the gate file: a 429 armed the
+    runners' bucket, and one process believed on that 429's word that the runners may use 0.32 of the limit. The
+    bucket paces them all at the least view, and whoever asked first when it held a request took it: the other
+    process did each time, so the one with the wrong belief sent nothing for 24 s, got no readings to correct it,
+    and the runners held 75% of the limit (two) and 80% (four). The one that has waited longest takes first."""
+    each = 150
+    run = simulate(reading="window", window=5.0, counting="chars", prompt=(191, 191), chars=1207, jitter=0.02,
+                   requests=each, clients=clients, stagger=10.0, seed=9, shared=True)  # fmt: skip
+    assert run.answered == clients * each
+    assert run.counted_share >= 0.92, run
+    assert run.rejected <= 0.005, run
+    walls = [finished - 10.0 * i for i, finished in enumerate(run.finished)]
+    assert max(walls) <= 1.25 * min(walls), walls
+
+
+@pytest.mark.parametrize("clients", [2, 4])
 def test_runners_on_one_host_keep_their_requests_apart_under_a_one_second_window(clients: int) -> None:
     """A server that counts 1.5x the gate's estimate over a one-second window: a request is two thirds of its
     bucket. Each process paces its part on its own; sent at the same moment, two requests are refused. After the

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -147,6 +148,35 @@ def test_a_refusal_to_one_runner_holds_the_others_requests_until_the_server_has_
     clock.now += 1.0
     assert b.delay(671) == 0
     assert any("one bucket" in n for n in a.notices)  # said once, to the user of the refused process
+
+
+def test_a_gate_file_of_an_earlier_version_gains_the_turns_of_its_buckets(tmp_path: Path) -> None:
+    """A gate file outlives runner versions (it is in the user's cache): one whose runners' buckets have no turn
+    (before the process that has waited longest took first) gains the columns when a newer process opens it, and
+    an older process's write, which names its own columns, still works."""
+    path = tmp_path / "gate.db"
+    with sqlite3.connect(path) as old:
+        old.execute(
+            "CREATE TABLE buckets (scope TEXT PRIMARY KEY, level REAL NOT NULL, stamp REAL NOT NULL, rate REAL NOT "
+            "NULL, capacity REAL NOT NULL, armed REAL NOT NULL, sent REAL NOT NULL, transit REAL NOT NULL)"
+        )
+    clock = FakeTime()
+    one, two = GateFile(path, "one", clock), GateFile(path, "two", clock)
+    cost = [("m tokens", 600.0, 1000.0, 1.0)]
+    one.admit(cost)
+    one.empty(["m tokens"])
+    assert one.admit(cost) == pytest.approx(0.6)
+    clock.now += 0.5
+    assert one.admit(cost, waited=0.5) == pytest.approx(0.1)
+    clock.now += 0.1
+    assert two.admit(cost) == pytest.approx(0.6)  # the turn is the one that waited
+    one.conn.execute(  # what an older process writes
+        "INSERT OR REPLACE INTO buckets (scope, level, stamp, rate, capacity, armed, sent, transit) "
+        "VALUES ('m tokens', 1000, ?, 1000, 1000, ?, 0, 0)",
+        (clock.now, clock.now + 60),
+    )
+    assert two.admit(cost) == 0.0
+    assert not one.notices and not two.notices
 
 
 def test_the_gate_file_is_named_by_a_hash_of_server_and_key_never_the_key(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from runner.redis_gate import RedisGate
-from runner.store.peers import ARM_SECONDS, STALE_SECONDS, TRANSIT_SECONDS, GateFile, gate_digest
+from runner.store.peers import ARM_SECONDS, STALE_SECONDS, TRANSIT_SECONDS, TURN_SECONDS, GateFile, gate_digest
 
 from .conftest import FakeTime
 from .redis_server import RedisServer
@@ -107,3 +107,26 @@ def test_a_refund_fills_the_runners_bucket_up_to_its_capacity_less_what_may_stil
     clock.now += TRANSIT_SECONDS + 0.01
     two.give_back("m tokens", 300.0)  # the request has arrived: up to the capacity
     assert two.admit(cost) == 0.0  # 410 + 300, less 600
+
+
+def test_the_process_that_has_waited_longest_takes_from_the_runners_bucket_first(home: Home) -> None:
+    """Whoever asks first when the bucket holds a request would take it, so a process that asks a little later each
+    time could wait for ever, and, sending nothing, never learn that a belief of its own was wrong (two processes
+    under a 5 s window: one starved for 24 s at a share it could not test, 75% of the limit together). The one that
+    has waited longest takes first, while it keeps asking; a turn whose process stops asking lapses."""
+    clock = FakeTime()
+    patient, eager = home("patient", clock), home("eager", clock)
+    cost = [("m tokens", 600.0, 1000.0, 1.0)]
+    patient.admit(cost)
+    patient.empty(["m tokens"])
+    assert patient.admit(cost) == pytest.approx(0.6)  # from empty: it waits, and has the next turn
+    clock.now += 0.5
+    assert patient.admit(cost, waited=0.5) == pytest.approx(0.1)  # it asks again, as a waiting gate does
+    clock.now += 0.1
+    assert eager.admit(cost) == pytest.approx(0.6)  # the bucket holds 600, but the other has waited longer
+    assert patient.admit(cost, waited=0.6) == 0.0
+    clock.now += 0.6
+    assert eager.admit(cost, waited=0.6) == 0.0  # its turn now: nobody else waits
+    assert patient.admit(cost) == pytest.approx(0.6)  # the turn is the patient one's again...
+    clock.now += 0.6 + TURN_SECONDS  # ...but it stopped asking
+    assert eager.admit(cost) == 0.0

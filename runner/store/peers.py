@@ -14,6 +14,10 @@ bucket (``buckets``, one row per scope) for ``ARM_SECONDS``: it refills at the l
 what they may use together (``views``) and holds the longest of their bursts, so their admissions together never
 come faster than the server's window holds. Armed, each admission and each refund is one ``BEGIN IMMEDIATE``
 transaction (~20 us); unarmed, none: a process hears that a peer armed it with the peers' words (``armed``).
+Whoever asks first when the bucket holds a request takes it, so a process that asks a little later each time (a
+slower clock tick, a smaller part) could wait for ever: the process that has waited longest has the next turn
+(``waiter``, ``since``), kept while it asks again within ``TURN_SECONDS``. A starved process also learns nothing
+(no answers, no readings), so a wrong belief of its own would never be tested.
 ``runner.redis_gate`` keeps the same bucket in Redis, by the same rules.
 Armed from the start, a second bucket as small as each process's cost 2-4% of the limit where the server's window
 is longer (it loses its idle moments).
@@ -50,6 +54,7 @@ __all__ = [
     "KEEP_SECONDS",
     "STALE_SECONDS",
     "TELL_SECONDS",
+    "TURN_SECONDS",
     "GateFile",
     "Peer",
     "gate_digest",
@@ -62,6 +67,7 @@ KEEP_SECONDS = 25 * 3600.0
 TELL_SECONDS = 0.25
 ARM_SECONDS = 120.0  # a refusal holds the runners' admissions to their bucket for this long (see ``admit``)
 TRANSIT_SECONDS = 0.05  # a request may take this long to reach the server after its admission
+TURN_SECONDS = 0.25  # the process waiting longest for the runners' bucket keeps its turn while it asks this often
 USES_SECONDS = 30.0  # how long a process's events stay in the file: others read them within a second
 
 SCHEMA = """
@@ -91,7 +97,10 @@ CREATE TABLE IF NOT EXISTS buckets (
     capacity REAL NOT NULL, -- what it holds: that rate times the longest of the fresh views' bursts
     armed REAL NOT NULL,    -- file's clock: until when it holds admissions back (a refusal arms it)
     sent REAL NOT NULL,     -- file's clock: the last admission
-    transit REAL NOT NULL   -- what was admitted within TRANSIT_SECONDS before it (perhaps not yet counted)
+    transit REAL NOT NULL,  -- what was admitted within TRANSIT_SECONDS before it (perhaps not yet counted)
+    waiter TEXT NOT NULL DEFAULT '',  -- the process that has waited longest for it ('' none)
+    since REAL NOT NULL DEFAULT 0,    -- file's clock: since when it has waited
+    asked REAL NOT NULL DEFAULT 0     -- file's clock: when it last asked (its turn lapses TURN_SECONDS after)
 );
 CREATE TABLE IF NOT EXISTS views (
     scope TEXT NOT NULL,
@@ -162,6 +171,7 @@ class GateFile:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.executescript(SCHEMA)
+        _add_turns(self.conn)
         with self.conn:  # what processes killed long ago left behind
             self.conn.execute("DELETE FROM peers WHERE seen<?", (self.clock() - FORGET_SECONDS,))
             self.conn.execute("DELETE FROM views WHERE seen<?", (self.clock() - FORGET_SECONDS,))
@@ -276,17 +286,22 @@ class GateFile:
 
     # -- the runners' bucket: when their admissions go ----------------------------------------------------------
 
-    def admit(self, costs: Sequence[tuple[str, float, float, float]], force: bool = False) -> float:
+    def admit(
+        self, costs: Sequence[tuple[str, float, float, float]], force: bool = False, waited: float = 0.0
+    ) -> float:
         """Take each ``(scope, cost, rate, burst)`` from the runners' bucket of that scope, all or none: 0 when
         every bucket held its cost (a cost above the capacity needs a full bucket, then goes into debt), else the
         seconds until all would. ``rate`` and ``burst`` are this process's view of what the runners may use
         together per second and of how many seconds of it the server's shortest window holds; each bucket
         refills at the least rate of the fresh views and holds it for the longest burst (one process's passing
         belief in more room does not let the others burst into it; a longer burst only makes a request that
-        needs a full bucket wait longer). ``force`` takes the costs whatever the levels."""
+        needs a full bucket wait longer). ``waited``: how long this process has waited for the buckets (the one
+        that has waited longest has the next turn). ``force`` takes the costs whatever the levels."""
         views = {scope: (rate, burst) for scope, _, rate, burst in costs}
+        since = self.clock() - waited
+        amounts = [c for _, c, *_ in costs]
         try:
-            return self._in_buckets(list(views), lambda bs: _admit(bs, [c for _, c, *_ in costs], force), views)
+            return self._in_buckets(list(views), lambda bs: _admit(bs, amounts, force, self.member, since), views)
         except sqlite3.Error as exc:
             self._trouble(exc)
             return 0.0
@@ -331,7 +346,9 @@ class GateFile:
             buckets = []
             for scope in scopes:
                 row = self.conn.execute(
-                    "SELECT level, stamp, rate, capacity, armed, sent, transit FROM buckets WHERE scope=?", (scope,)
+                    "SELECT level, stamp, rate, capacity, armed, sent, transit, waiter, since, asked "
+                    "FROM buckets WHERE scope=?",
+                    (scope,),
                 ).fetchone()
                 bucket = _Bucket(scope, *row) if row else _Bucket(scope, math.nan, now, 0.0, 0.0, -math.inf)
                 bucket.refill(now)
@@ -349,10 +366,11 @@ class GateFile:
                 buckets.append(bucket)
             result = change(buckets)
             self.conn.executemany(
-                "INSERT OR REPLACE INTO buckets (scope, level, stamp, rate, capacity, armed, sent, transit) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO buckets "
+                "(scope, level, stamp, rate, capacity, armed, sent, transit, waiter, since, asked) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (b.scope, b.level, b.stamp, b.rate, b.capacity, b.armed, b.sent, b.transit)
+                    (b.scope, b.level, b.stamp, b.rate, b.capacity, b.armed, b.sent, b.transit, *b.turn)
                     for b in buckets
                     if not math.isnan(b.level)
                 ],
@@ -397,6 +415,25 @@ class _Bucket:
     armed: float  # until when it holds admissions back (before: it lets every admission through)
     sent: float = -math.inf  # the last admission
     transit: float = 0.0  # what was admitted within TRANSIT_SECONDS before it, perhaps not at the server yet
+    waiter: str = ""  # the process that has waited longest for it ("": none)
+    since: float = 0.0  # since when
+    asked: float = 0.0  # when it last asked
+
+    @property
+    def turn(self) -> tuple[str, float, float]:
+        return self.waiter, self.since, self.asked
+
+    def whose_turn(self, member: str, since: float) -> bool:
+        """Whether a process waiting ``since`` (``member``) may take from this bucket now that it holds its cost:
+        not while another that has waited longer keeps asking."""
+        kept = self.waiter not in ("", member) and self.asked > self.stamp - TURN_SECONDS
+        return not (kept and self.since < since)
+
+    def wait_turn(self, member: str, since: float) -> None:
+        """A process waiting ``since`` (``member``) could not take from this bucket: the next turn is its if it
+        has waited longest, or if the one who had it stopped asking."""
+        if self.whose_turn(member, since) or self.waiter == member:
+            self.waiter, self.since, self.asked = member, since, self.stamp
 
     def refill(self, now: float) -> None:
         """Up to the capacity at ``rate`` (a new bucket stays NaN)."""
@@ -405,7 +442,7 @@ class _Bucket:
         self.stamp = max(self.stamp, now)
 
 
-def _admit(buckets: list[_Bucket], costs: list[float], force: bool) -> float:
+def _admit(buckets: list[_Bucket], costs: list[float], force: bool, member: str, since: float) -> float:
     wait = 0.0
     for bucket, cost in zip(buckets, costs, strict=True):
         if math.isnan(bucket.level):
@@ -414,15 +451,23 @@ def _admit(buckets: list[_Bucket], costs: list[float], force: bool) -> float:
             bucket.level = bucket.capacity
             continue
         need = min(cost, bucket.capacity)
-        if bucket.level < need:  # (a wait shorter than the clock's resolution is none)
-            short = (need - bucket.level) / bucket.rate if bucket.rate > 0 else math.inf
-            wait = max(wait, short if short > 1e-6 else 0.0)
+        lack = max(0.0, need - bucket.level)
+        short = (lack / bucket.rate if bucket.rate > 0 else math.inf) if lack else 0.0
+        if short > 1e-6:  # (a wait shorter than the clock's resolution is none)
+            wait = max(wait, short)
+        elif not bucket.whose_turn(member, since):  # another has waited longer: its request first, then this one
+            wait = max(wait, need / bucket.rate if bucket.rate > 0 else math.inf)
     if wait > 0 and not force:
+        for bucket in buckets:
+            if bucket.stamp < bucket.armed:
+                bucket.wait_turn(member, since)
         return wait
     for bucket, cost in zip(buckets, costs, strict=True):
         bucket.level -= cost
         bucket.transit = cost + (bucket.transit if bucket.stamp - bucket.sent < TRANSIT_SECONDS else 0.0)
         bucket.sent = bucket.stamp
+        if bucket.waiter == member:
+            bucket.waiter = ""
     return 0.0
 
 
@@ -440,6 +485,20 @@ def _empty(buckets: list[_Bucket]) -> float:
         bucket.level = 0.0 if math.isnan(bucket.level) else min(bucket.level, 0.0)
         bucket.armed = bucket.stamp + ARM_SECONDS
     return 0.0
+
+
+def _add_turns(conn: sqlite3.Connection) -> None:
+    """A gate file made by an earlier version has no turns in its buckets: added (an older process writing the
+    file meanwhile names its columns, and leaves the turn to the others)."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(buckets)")}
+    for column, kind in (
+        ("waiter", "TEXT NOT NULL DEFAULT ''"),
+        ("since", "REAL NOT NULL DEFAULT 0"),
+        ("asked", "REAL NOT NULL DEFAULT 0"),
+    ):
+        if column not in have:
+            with contextlib.suppress(sqlite3.OperationalError):  # another process added it first
+                conn.execute(f"ALTER TABLE buckets ADD COLUMN {column} {kind}")
 
 
 def _peers(rows: list[tuple[str, int, str, float, int, float]]) -> list[Peer]:
