@@ -423,7 +423,7 @@ class _Bucket:
     def turn(self) -> tuple[str, float, float]:
         return self.waiter, self.since, self.asked
 
-    def whose_turn(self, member: str, since: float) -> bool:
+    def is_turn_of(self, member: str, since: float) -> bool:
         """Whether a process waiting ``since`` (``member``) may take from this bucket now that it holds its cost:
         not while another that has waited longer keeps asking."""
         kept = self.waiter not in ("", member) and self.asked > self.stamp - TURN_SECONDS
@@ -432,7 +432,7 @@ class _Bucket:
     def wait_turn(self, member: str, since: float) -> None:
         """A process waiting ``since`` (``member``) could not take from this bucket: the next turn is its if it
         has waited longest, or if the one who had it stopped asking."""
-        if self.whose_turn(member, since) or self.waiter == member:
+        if self.is_turn_of(member, since) or self.waiter == member:
             self.waiter, self.since, self.asked = member, since, self.stamp
 
     def refill(self, now: float) -> None:
@@ -455,7 +455,7 @@ def _admit(buckets: list[_Bucket], costs: list[float], force: bool, member: str,
         short = (lack / bucket.rate if bucket.rate > 0 else math.inf) if lack else 0.0
         if short > 1e-6:  # (a wait shorter than the clock's resolution is none)
             wait = max(wait, short)
-        elif not bucket.whose_turn(member, since):  # another has waited longer: its request first, then this one
+        elif not bucket.is_turn_of(member, since):  # another has waited longer: its request first, then this one
             wait = max(wait, need / bucket.rate if bucket.rate > 0 else math.inf)
     if wait > 0 and not force:
         for bucket in buckets:
