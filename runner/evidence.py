@@ -721,6 +721,24 @@ class Evidence:
             return 0.0
         return began + period - now
 
+    def refused_elsewhere(self, at: float) -> None:
+        """Another runner process sharing this limit had a request refused at ``at``: the server was full then.
+        Without headers that is the word a 429 of the gate's own would be: the quiet spell after which the estimate
+        of others' use fades starts again, and a probe under way went too far (each process probing on its own
+        clock: four processes on the gate file had 15-17% of their requests refused under a 1 s window, prose
+        counted by characters and never given back)."""
+        if not self.headed and at > self.refused_at:
+            self.refused_at = at
+            self._probe_too_far()
+            self._share = None
+
+    def _probe_too_far(self) -> None:
+        """The server refused a request while the estimate was fading: back to what was known before the probe."""
+        if self.probed is not None:
+            for h, (mine, counted) in zip(self.hypotheses, self.probed, strict=True):
+                h.mine, h.counted = mine, counted
+        self.probed = None
+
     def quiet(self, now: float) -> None:
         """An answer without a 429. Where no headers come, that is the only sign that others use less than the
         estimate says: after ``QUIET_SECONDS`` without a 429 the estimate fades within a few seconds
@@ -783,10 +801,7 @@ class Evidence:
             for h in self.hypotheses:  # more than the limit in the gate's count went too far: a server said (by
                 if not h.judged and h.fit()[0] < 1.0:  # window readings) to count less than the gate, half as much less
                     h.fade(math.log(2.0), 1.0)
-            if self.probed is not None:  # the probe went too far: back to what was known before it
-                for h, (mine, counted) in zip(self.hypotheses, self.probed, strict=True):
-                    h.mine, h.counted = mine, counted
-            self.probed = None
+            self._probe_too_far()
         elif (
             self.preferred is not None
             and now - max(self.preferred_at, self.refused_at) > PREFER_SECONDS

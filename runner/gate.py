@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from runner.evidence import MIN_SHARE, Evidence, Reading, read_reading
-from runner.store.peers import TRANSIT_SECONDS
+from runner.store.peers import ARM_SECONDS, TRANSIT_SECONDS
 
 __all__ = ["Gate", "GateStats", "Pacer", "PeerWord", "Sharing", "Ticket"]
 
@@ -443,7 +443,10 @@ class Gate:
             )
             events, cover = self._peer_events(name, heard, offset)
             evidence.hear_peers(now, self.peers[name].rate, events, cover)
-            self.armed_until[name] = now + self.sharing.armed(name)  # a peer's refusal arms them for all
+            armed = now + self.sharing.armed(name)  # a peer's refusal arms them for all
+            if armed > max(now, self.armed_until[name]) + SHARE_SECONDS:  # armed anew since last heard: refused then
+                evidence.refused_elsewhere(armed - ARM_SECONDS)
+            self.armed_until[name] = armed
 
     def _peer_events(
         self, name: str, heard: Sequence[PeerWord], offset: float

@@ -414,6 +414,20 @@ def test_without_headers_the_429s_say_how_the_server_counts(
     assert run.rejected <= refused, run
 
 
+def test_without_headers_runners_on_one_host_hear_each_others_refusals() -> None:
+    """No headers, a 1 s window, prose counted by characters and never given back, four processes on the gate file:
+    without headers only the absence of 429s says that others' use has gone, so each process lets its estimate
+    fade after a quiet spell (a probe). Each counted only its own 429s, so while one had just been refused the
+    others probed into the same full server: 15.7% of the requests refused (three seeds: 14.8-17.2%). A peer's
+    refusal (the runners' bucket armed anew) restarts the quiet spell and ends a probe under way, as the process's
+    own would."""
+    run = simulate(reading="none", window=1.0, counting="chars-no-refund", prompt=(191, 191), chars=1207,
+                   jitter=0.02, requests=150, clients=4, stagger=10.0, seed=1, shared=True)  # fmt: skip
+    assert run.answered == 4 * 150
+    assert run.rejected <= 0.12, run
+    assert run.counted_share >= 0.95, run
+
+
 @pytest.mark.parametrize("window", [60.0, 5.0])
 @pytest.mark.parametrize("clients", [2, 4])
 def test_runners_on_one_key_do_not_starve_each_other(clients: int, window: float) -> None:
