@@ -418,7 +418,21 @@ class _Hypothesis:
         _, scale, other = min(choices)
         if other > 0:
             other = max(0.0, self.counted - scale * self.mine)
+            # the samples cannot tell a scale from others' use at a steady pace; the 429s' "Requested" can: as much
+            # of the excess as their scale explains is the server's counting, not another client
+            floor = self.told_floor()
+            lifted = min(floor, self.counted / self.mine) if self.mine > 0 and floor > 1.0 else scale
+            if lifted > scale:
+                scale, other = lifted, max(0.0, self.counted - lifted * self.mine)
         return scale, other
+
+    def told_floor(self) -> float:
+        """The least scale the 429s' "Requested" allows over a while, where they say the server counts a request as
+        more than the gate does at admission (else 1): it then counts at least that much after the answer too,
+        whether it gives back what was not used scaled like the reservation (the same scale), one for one or not at
+        all (more)."""
+        told = self.candidates.told_band()
+        return math.exp(told[0] - told[1]) if told is not None and told[0] > told[1] else 1.0
 
     @property
     def share(self) -> float:

@@ -348,6 +348,22 @@ def test_how_long_the_limit_takes_to_come_back_is_what_the_readme_says(reading: 
     assert back is not None and back <= seconds, back
 
 
+@pytest.mark.parametrize("clients", [1, 2])
+def test_window_readings_take_the_429s_word_for_the_servers_scale(clients: int) -> None:
+    """Headers counting since the clock minute began, a server counting 2x (one process) or 1.5x (two on the gate
+    file) under a 1 s window. At a steady pace the samples cannot tell a scale from others' use, and the fit took
+    the excess as another client's at the gate's own scale: a share 10% too high, a request of a full second's
+    bucket sent into it, 19-29% of the requests refused (one process at 2x, three seeds) and 7-10% (two at 1.5x).
+    The 429s' "Requested" says how the server counts a request at admission, and a server that counts more there
+    counts at least as much after the answer: as much of the excess as that explains is the server's scale."""
+    counting, each, share, refused = ("x2", 400, 0.8, 0.06) if clients == 1 else ("x1.5", 150, 0.9, 0.04)
+    run = simulate(reading="window", window=1.0, counting=counting, jitter=0.02, requests=each, clients=clients,
+                   stagger=10.0, seed=1, shared=clients > 1)  # fmt: skip
+    assert run.answered == clients * each
+    assert run.counted_share >= share, run
+    assert run.rejected <= refused, run
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_window_readings_take_the_limit_back_from_a_client_that_stops_where_the_server_counts_less(seed: int) -> None:
     """Headers counting since the clock minute began, a server counting characters / 4 of short words (0.67 of the
