@@ -17,7 +17,7 @@ answered. Further sections (``--sections``):
 
 - ``counting``: how the server's TPM limit counts a request (``runner sim --counting``: tiktoken, characters/4
   refunded at the answer or never, the larger of characters/4 and the maximum output, K x tiktoken) x window,
-  headers per minute, no other client;
+  headers per minute (``--counting-readings`` for others), no other client;
 - ``selfplay``: 2 and 4 ``runner run`` processes with their own jobs and databases on one key, started 10 s apart,
   sharing the host's gate file (``--gate host``, the default) or pacing alone (``--gate none``): the share of the
   limit all of them used together from the first request to the last, refused, and each process's wall time (the
@@ -129,6 +129,7 @@ def main() -> None:
     parser.add_argument("--stop-requests", type=int, default=600, help="the job of the stop section")
     parser.add_argument("--enforcement-counting", default="tiktoken", help="the counting of the enforcement section")
     parser.add_argument("--enforcement-readings", default="minute,bucket", help="the enforcement section's headers")
+    parser.add_argument("--counting-readings", default="minute", help="the counting section's headers")
     args = parser.parse_args()
     clients, sections = args.clients.split(","), args.sections.split(",")
     windows = [float(w) for w in args.windows.split(",")]
@@ -143,8 +144,9 @@ def main() -> None:
         ]
     if "counting" in sections:
         cells += [
-            Cell(client, "minute", window, 0.0, counting)
+            Cell(client, reading, window, 0.0, counting)
             for counting in args.countings.split(",")
+            for reading in args.counting_readings.split(",")
             for window in windows
             for client in clients
             if counting != "tiktoken" or "matrix" not in sections
