@@ -215,9 +215,12 @@ def main() -> None:
         ],
     )
     table(
-        "counting x window (headers per minute, no other client)",
+        "counting x window (no other client)",
         [
-            (f"{c.counting:<16} {c.window:5g}s", [Cell(k, "minute", c.window, 0.0, c.counting) for k in clients])
+            (
+                f"{c.counting:<15} {c.reading:<6} {c.window:4g}s",
+                [Cell(k, c.reading, c.window, 0.0, c.counting) for k in clients],
+            )
             for c in cells
             if c.client == clients[0] and c.counting != "tiktoken" and not c.stops and c.enforcement == "bucket"
         ],
