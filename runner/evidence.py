@@ -579,8 +579,17 @@ class Evidence:
     def refunds_scaled(self) -> bool:
         """Whether the server gives back what answers leave unused scaled like the reservation (so as the gate
         counts it), as the candidates of the believed reading (or of both, where neither is believed) say."""
+        return self._refunds_are("scaled")
+
+    @property
+    def refunds_none(self) -> bool:
+        """Whether the server gives nothing back of what answers leave unused, as the candidates of the believed
+        reading (or of both, where neither is believed) say."""
+        return self._refunds_are("none")
+
+    def _refunds_are(self, way: str) -> bool:
         read = self._read()
-        return bool(read) and all(h.judged and h.candidates.refunds == "scaled" for h in read)
+        return bool(read) and all(h.judged and h.candidates.refunds == way for h in read)
 
     @property
     def admission(self) -> float:

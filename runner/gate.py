@@ -104,8 +104,9 @@ class Sharing(Protocol):
         long this process has waited for them (the one that has waited longest takes first)."""
         ...
 
-    def give_back(self, dimension: str, amount: float) -> None:
-        """``amount`` back to the runners' bucket of ``dimension``."""
+    def give_back(self, dimension: str, amount: float, keep: bool = False) -> None:
+        """``amount`` back to the runners' bucket of ``dimension`` (``keep``: the server gives nothing back, so it is
+        only the runners' bookkeeping: kept above the bucket's capacity if need be)."""
         ...
 
     def empty(self, dimensions: Sequence[str]) -> None:
@@ -562,7 +563,7 @@ class Gate:
         if pacer:
             pacer.refund(back, mirrored=self.evidence["tokens"].refunds_scaled)
             if back and self.sharing and self._with_peers("tokens") and now < self.armed_until["tokens"]:
-                self.sharing.give_back("tokens", back)
+                self.sharing.give_back("tokens", back, keep=self.evidence["tokens"].refunds_none)
         if back:
             self.evidence["tokens"].refunded(now, back, ticket.sent)
         self.admitted_tokens -= back

@@ -103,8 +103,8 @@ class SharedGate(Protocol):
         process that has ``waited`` longest first): 0 when taken, else the seconds until they would be."""
         ...
 
-    def give_back(self, scope: str, amount: float) -> None:
-        """``amount`` back to the runners' bucket of ``scope``."""
+    def give_back(self, scope: str, amount: float, keep: bool = False) -> None:
+        """``amount`` back to the runners' bucket of ``scope`` (``keep``: above its capacity if need be)."""
         ...
 
     def empty(self, scopes: Sequence[str]) -> None:
@@ -159,8 +159,8 @@ class Scope:
         scoped = [(f"{self.scope} {d}", cost, rate, burst) for d, cost, rate, burst in costs]
         return self.shared.admit(scoped, force, waited)
 
-    def give_back(self, dimension: str, amount: float) -> None:
-        self.shared.give_back(f"{self.scope} {dimension}", amount)
+    def give_back(self, dimension: str, amount: float, keep: bool = False) -> None:
+        self.shared.give_back(f"{self.scope} {dimension}", amount, keep)
 
     def empty(self, dimensions: Sequence[str]) -> None:
         self.shared.empty([f"{self.scope} {d}" for d in dimensions])

@@ -139,8 +139,8 @@ return out
 # The runners' bucket of each scope (``runner.store.peers`` has the rules). KEYS: one bucket hash per scope, then one
 # hash of views (member -> "rate burst seen") per scope. ARGV: op (admit, give or empty), member, now ('' for Redis
 # TIME), stale seconds, arm seconds, transit seconds, force (1 or 0), seconds the member has waited, turn seconds,
-# then per scope: cost, rate, burst (admit) or amount (give). Returns the seconds to wait (admit: 0 when taken),
-# else 0.
+# then per scope: cost, rate, burst (admit) or amount and keep (1 or 0) (give). Returns the seconds to wait (admit:
+# 0 when taken), else 0.
 BUCKET = """
 local now
 if ARGV[3] ~= '' then now = tonumber(ARGV[3]) else
@@ -152,11 +152,12 @@ local n = #KEYS / 2
 local buckets = {}
 for i = 1, n do
   local f = redis.call('HMGET', KEYS[i], 'level', 'stamp', 'rate', 'capacity', 'armed', 'sent', 'transit', 'waiter',
-    'since', 'asked')
+    'since', 'asked', 'beyond')
   local b = {level = tonumber(f[1]), stamp = tonumber(f[2]) or now, rate = tonumber(f[3]) or 0,
     capacity = tonumber(f[4]) or 0, armed = tonumber(f[5]) or 0, sent = tonumber(f[6]) or 0,
-    transit = tonumber(f[7]) or 0, waiter = f[8] or '', since = tonumber(f[9]) or 0, asked = tonumber(f[10]) or 0}
-  if b.level then b.level = math.min(b.capacity, b.level + math.max(0, now - b.stamp) * b.rate) end
+    transit = tonumber(f[7]) or 0, waiter = f[8] or '', since = tonumber(f[9]) or 0, asked = tonumber(f[10]) or 0,
+    beyond = tonumber(f[11]) or 0}
+  if b.level then b.level = math.min(b.capacity + b.beyond, b.level + math.max(0, now - b.stamp) * b.rate) end
   b.stamp = math.max(b.stamp, now)
   buckets[i] = b
 end
@@ -179,7 +180,7 @@ if op == 'admit' then
     redis.call('PEXPIRE', KEYS[n + i], math.ceil(arm * 1000))
     b.rate, b.capacity, b.cost = rate, rate * burst, cost
     if not b.level then b.level = b.capacity end
-    b.level = math.min(b.level, b.capacity)
+    b.level = math.min(b.level, b.capacity + b.beyond)
     if now >= b.armed then b.level = b.capacity
     else
       local need = math.min(cost, b.capacity)
@@ -194,6 +195,7 @@ if op == 'admit' then
     for i = 1, n do
       local b = buckets[i]
       b.level = b.level - b.cost
+      b.beyond = math.max(0, math.min(b.beyond, b.level - b.capacity))
       if now - b.sent < transit then b.transit = b.cost + b.transit else b.transit = b.cost end
       b.sent = now
       if b.waiter == member then b.waiter = '' end
@@ -208,16 +210,23 @@ if op == 'admit' then
 elseif op == 'give' then
   for i = 1, n do
     local b = buckets[i]
+    local amount, keep = tonumber(ARGV[8 + 2 * i]), ARGV[9 + 2 * i] == '1'
     if b.level and now < b.armed then
-      local on_its_way = 0
-      if now - b.sent < transit then on_its_way = b.transit end
-      b.level = math.min(math.max(b.level, b.capacity - on_its_way), b.level + tonumber(ARGV[9 + i]))
+      if keep and amount > 0 then
+        b.level = b.level + amount
+        b.beyond = math.max(b.beyond, b.level - b.capacity)
+      else
+        local on_its_way = 0
+        if now - b.sent < transit then on_its_way = b.transit end
+        b.level = math.min(math.max(b.level, b.capacity - on_its_way), b.level + amount)
+      end
     end
   end
 elseif op == 'empty' then
   for i = 1, n do
     local b = buckets[i]
     b.level = math.min(b.level or 0, 0)
+    b.beyond = 0
     b.armed = now + arm
   end
 end
@@ -228,7 +237,7 @@ for i = 1, n do
       'rate', string.format('%.17g', b.rate), 'capacity', string.format('%.17g', b.capacity),
       'armed', string.format('%.6f', b.armed), 'sent', string.format('%.6f', b.sent),
       'transit', string.format('%.17g', b.transit), 'waiter', b.waiter, 'since', string.format('%.6f', b.since),
-      'asked', string.format('%.6f', b.asked))
+      'asked', string.format('%.6f', b.asked), 'beyond', string.format('%.17g', b.beyond))
     redis.call('PEXPIRE', KEYS[i], math.ceil((math.max(0, b.armed - now) + stale) * 1000))
   end
 end
@@ -403,9 +412,10 @@ class RedisGate:
         values = [v for _, cost, rate, burst in costs for v in (f"{cost:.17g}", f"{rate:.17g}", f"{burst:.17g}")]
         return self._bucket("admit", [scope for scope, *_ in costs], values, force, waited)
 
-    def give_back(self, scope: str, amount: float) -> None:
-        """``amount`` back to the runners' bucket of ``scope``."""
-        self._bucket("give", [scope], [f"{amount:.17g}"])
+    def give_back(self, scope: str, amount: float, keep: bool = False) -> None:
+        """``amount`` back to the runners' bucket of ``scope`` (``keep``: above its capacity if need be, see
+        ``runner.store.peers.GateFile.give_back``)."""
+        self._bucket("give", [scope], [f"{amount:.17g}", str(int(keep))])
 
     def empty(self, scopes: Sequence[str]) -> None:
         """The server refused a request: the runners' buckets of ``scopes`` fill again from empty, and hold

@@ -529,6 +529,20 @@ def test_a_process_the_runners_bucket_holds_back_still_gets_its_turn(clients: in
 
 
 @pytest.mark.parametrize("clients", [2, 4])
+def test_runners_on_one_host_keep_their_bookkeeping_where_the_server_gives_nothing_back(clients: int) -> None:
+    """Prose counted by characters and never given back, a 1 s window, processes on the gate file. Once a refusal
+    armed the runners' bucket, what a process gave back went up to the bucket's capacity only, as a server's refund
+    into a full bucket is lost; but this server gives nothing back, so the gate's refund is only its bookkeeping
+    (the share is set on what answers use): lost, the runners held 86-88% of the limit (two) and 82-88% (four),
+    where one process alone holds 97%."""
+    run = simulate(reading="minute", window=1.0, counting="chars-no-refund", prompt=(191, 191), chars=1207,
+                   jitter=0.02, requests=150, clients=clients, stagger=10.0, seed=1, shared=True)  # fmt: skip
+    assert run.answered == clients * 150
+    assert run.counted_share >= 0.91, run
+    assert run.rejected <= 0.015, run
+
+
+@pytest.mark.parametrize("clients", [2, 4])
 def test_runners_on_one_host_keep_their_requests_apart_under_a_one_second_window(clients: int) -> None:
     """A server that counts 1.5x the gate's estimate over a one-second window: a request is two thirds of its
     bucket. Each process paces its part on its own; sent at the same moment, two requests are refused. After the

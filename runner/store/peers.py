@@ -100,7 +100,8 @@ CREATE TABLE IF NOT EXISTS buckets (
     transit REAL NOT NULL,  -- what was admitted within TRANSIT_SECONDS before it (perhaps not yet counted)
     waiter TEXT NOT NULL DEFAULT '',  -- the process that has waited longest for it ('' none)
     since REAL NOT NULL DEFAULT 0,    -- file's clock: since when it has waited
-    asked REAL NOT NULL DEFAULT 0     -- file's clock: when it last asked (its turn lapses TURN_SECONDS after)
+    asked REAL NOT NULL DEFAULT 0,    -- file's clock: when it last asked (its turn lapses TURN_SECONDS after)
+    beyond REAL NOT NULL DEFAULT 0    -- refunds kept above the capacity (a server that gives nothing back)
 );
 CREATE TABLE IF NOT EXISTS views (
     scope TEXT NOT NULL,
@@ -171,7 +172,7 @@ class GateFile:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.executescript(SCHEMA)
-        _add_turns(self.conn)
+        _add_columns(self.conn)
         with self.conn:  # what processes killed long ago left behind
             self.conn.execute("DELETE FROM peers WHERE seen<?", (self.clock() - FORGET_SECONDS,))
             self.conn.execute("DELETE FROM views WHERE seen<?", (self.clock() - FORGET_SECONDS,))
@@ -306,11 +307,13 @@ class GateFile:
             self._trouble(exc)
             return 0.0
 
-    def give_back(self, scope: str, amount: float) -> None:
+    def give_back(self, scope: str, amount: float, keep: bool = False) -> None:
         """``amount`` back to the runners' bucket of ``scope`` (an answer used less than its request reserved;
-        negative: more), up to its capacity (an armed bucket's server refused a request: its bucket is as full)."""
+        negative: more), up to its capacity (an armed bucket's server refused a request: its bucket is as full).
+        ``keep``: the server gives nothing back, so the amount is only the runners' bookkeeping (their share is set
+        on what answers use over a while): kept whole, above the capacity if need be, until admissions take it."""
         try:
-            self._in_buckets([scope], lambda bs: _give_back(bs[0], amount))
+            self._in_buckets([scope], lambda bs: _give_back(bs[0], amount, keep))
         except sqlite3.Error as exc:
             self._trouble(exc)
 
@@ -346,7 +349,7 @@ class GateFile:
             buckets = []
             for scope in scopes:
                 row = self.conn.execute(
-                    "SELECT level, stamp, rate, capacity, armed, sent, transit, waiter, since, asked "
+                    "SELECT level, stamp, rate, capacity, armed, sent, transit, waiter, since, asked, beyond "
                     "FROM buckets WHERE scope=?",
                     (scope,),
                 ).fetchone()
@@ -362,15 +365,15 @@ class GateFile:
                         (scope, now - STALE_SECONDS),
                     ).fetchone()
                     bucket.rate, bucket.capacity = rate, rate * burst
-                    bucket.level = bucket.level if math.isnan(bucket.level) else min(bucket.level, bucket.capacity)
+                    bucket.level = bucket.level if math.isnan(bucket.level) else min(bucket.level, bucket.ceiling)
                 buckets.append(bucket)
             result = change(buckets)
             self.conn.executemany(
                 "INSERT OR REPLACE INTO buckets "
-                "(scope, level, stamp, rate, capacity, armed, sent, transit, waiter, since, asked) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "(scope, level, stamp, rate, capacity, armed, sent, transit, waiter, since, asked, beyond) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (b.scope, b.level, b.stamp, b.rate, b.capacity, b.armed, b.sent, b.transit, *b.turn)
+                    (b.scope, b.level, b.stamp, b.rate, b.capacity, b.armed, b.sent, b.transit, *b.turn, b.beyond)
                     for b in buckets
                     if not math.isnan(b.level)
                 ],
@@ -418,6 +421,11 @@ class _Bucket:
     waiter: str = ""  # the process that has waited longest for it ("": none)
     since: float = 0.0  # since when
     asked: float = 0.0  # when it last asked
+    beyond: float = 0.0  # refunds kept above the capacity (``give_back`` with ``keep``), until admissions take them
+
+    @property
+    def ceiling(self) -> float:
+        return self.capacity + self.beyond
 
     @property
     def turn(self) -> tuple[str, float, float]:
@@ -438,7 +446,7 @@ class _Bucket:
     def refill(self, now: float) -> None:
         """Up to the capacity at ``rate`` (a new bucket stays NaN)."""
         if not math.isnan(self.level):
-            self.level = min(self.capacity, self.level + max(0.0, now - self.stamp) * self.rate)
+            self.level = min(self.ceiling, self.level + max(0.0, now - self.stamp) * self.rate)
         self.stamp = max(self.stamp, now)
 
 
@@ -464,6 +472,7 @@ def _admit(buckets: list[_Bucket], costs: list[float], force: bool, member: str,
         return wait
     for bucket, cost in zip(buckets, costs, strict=True):
         bucket.level -= cost
+        bucket.beyond = max(0.0, min(bucket.beyond, bucket.level - bucket.capacity))
         bucket.transit = cost + (bucket.transit if bucket.stamp - bucket.sent < TRANSIT_SECONDS else 0.0)
         bucket.sent = bucket.stamp
         if bucket.waiter == member:
@@ -471,8 +480,12 @@ def _admit(buckets: list[_Bucket], costs: list[float], force: bool, member: str,
     return 0.0
 
 
-def _give_back(bucket: _Bucket, amount: float) -> float:
+def _give_back(bucket: _Bucket, amount: float, keep: bool) -> float:
     if not math.isnan(bucket.level) and bucket.stamp < bucket.armed:
+        if keep and amount > 0:
+            bucket.level += amount
+            bucket.beyond = max(bucket.beyond, bucket.level - bucket.capacity)
+            return 0.0
         # the server may count a refund before a request admitted just before it (a full bucket loses it there)
         transit = bucket.transit if bucket.stamp - bucket.sent < TRANSIT_SECONDS else 0.0
         ceiling = bucket.capacity - transit
@@ -483,18 +496,20 @@ def _give_back(bucket: _Bucket, amount: float) -> float:
 def _empty(buckets: list[_Bucket]) -> float:
     for bucket in buckets:
         bucket.level = 0.0 if math.isnan(bucket.level) else min(bucket.level, 0.0)
+        bucket.beyond = 0.0
         bucket.armed = bucket.stamp + ARM_SECONDS
     return 0.0
 
 
-def _add_turns(conn: sqlite3.Connection) -> None:
-    """A gate file made by an earlier version has no turns in its buckets: added (an older process writing the
-    file meanwhile names its columns, and leaves the turn to the others)."""
+def _add_columns(conn: sqlite3.Connection) -> None:
+    """A gate file made by an earlier version has no turns and no kept refunds in its buckets: added (an older
+    process writing the file meanwhile names its columns, and leaves them as they are)."""
     have = {row[1] for row in conn.execute("PRAGMA table_info(buckets)")}
     for column, kind in (
         ("waiter", "TEXT NOT NULL DEFAULT ''"),
         ("since", "REAL NOT NULL DEFAULT 0"),
         ("asked", "REAL NOT NULL DEFAULT 0"),
+        ("beyond", "REAL NOT NULL DEFAULT 0"),
     ):
         if column not in have:
             with contextlib.suppress(sqlite3.OperationalError):  # another process added it first
