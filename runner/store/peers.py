@@ -17,7 +17,9 @@ transaction (~20 us); unarmed, none: a process hears that a peer armed it with t
 Whoever asks first when the bucket holds a request takes it, so a process that asks a little later each time (a
 slower clock tick, a smaller part) could wait for ever: the process that has waited longest has the next turn
 (``waiter``, ``since``), kept while it asks again within ``TURN_SECONDS``. A starved process also learns nothing
-(no answers, no readings), so a wrong belief of its own would never be tested.
+(no answers, no readings), so a wrong belief of its own would never be tested. A refund fills the bucket up to
+its capacity only (a server's refund into its full bucket is lost), except where the server gives nothing back:
+there it is only the runners' bookkeeping, kept above the capacity (``beyond``) until admissions take it.
 ``runner.redis_gate`` keeps the same bucket in Redis, by the same rules.
 Armed from the start, a second bucket as small as each process's cost 2-4% of the limit where the server's window
 is longer (it loses its idle moments).
