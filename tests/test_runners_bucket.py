@@ -40,6 +40,22 @@ def home(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Home]:
             place.bucket_client.close()
 
 
+Cost = list[tuple[str, float, float, float]]
+
+
+def _armed_with_400_left(home: Home) -> tuple[FakeTime, GateFile | RedisGate, GateFile | RedisGate, Cost]:
+    """Two processes whose runners' bucket (1,000 a second, holding a second) a refusal armed a second ago; one has
+    just taken a request of 600 from it."""
+    clock = FakeTime()
+    one, two = home("one", clock), home("two", clock)
+    cost = [("m tokens", 600.0, 1000.0, 1.0)]
+    one.admit(cost)
+    one.empty(["m tokens"])
+    clock.now += 1.0
+    assert one.admit(cost) == 0.0  # 400 left
+    return clock, one, two, cost
+
+
 def test_the_runners_bucket_holds_nothing_back_until_the_server_refuses_one_of_them(home: Home) -> None:
     """Each process paces its part on its own; the runners' bucket keeps their admissions apart in time once a
     refusal shows the server's window is as short as the burst (or others take what they counted on): until then
@@ -95,13 +111,7 @@ def test_a_refund_fills_the_runners_bucket_up_to_its_capacity_less_what_may_stil
     """An answer's refund reaches the server's bucket when the answer is made; a request admitted just before
     may reach it after, and a full bucket there lost the refund. Within ``TRANSIT_SECONDS`` of an admission the
     runners' bucket counts that request as perhaps not yet there."""
-    clock = FakeTime()
-    one, two = home("one", clock), home("two", clock)
-    cost = [("m tokens", 600.0, 1000.0, 1.0)]
-    one.admit(cost)
-    one.empty(["m tokens"])
-    clock.now += 1.0
-    assert one.admit(cost) == 0.0  # 400 left
+    clock, one, two, cost = _armed_with_400_left(home)
     two.give_back("m tokens", 500.0)  # at most 1,000 - 600 on its way
     assert two.admit(cost) == pytest.approx(0.2)
     clock.now += TRANSIT_SECONDS + 0.01
@@ -138,13 +148,7 @@ def test_where_the_server_gives_nothing_back_the_runners_bucket_keeps_their_refu
     is taken at admission). Capped at the bucket's capacity like a server's refund, it was lost whenever the bucket
     was nearly full: two processes under a 1 s window, prose counted by characters and never given back, held 88%
     of the limit (one alone 97%). Kept, it stays above the capacity until admissions take it."""
-    clock = FakeTime()
-    one, two = home("one", clock), home("two", clock)
-    cost = [("m tokens", 600.0, 1000.0, 1.0)]
-    one.admit(cost)
-    one.empty(["m tokens"])
-    clock.now += 1.0
-    assert one.admit(cost) == 0.0  # 400 left
+    clock, one, two, cost = _armed_with_400_left(home)
     two.give_back("m tokens", 500.0, keep=True)  # 900
     two.give_back("m tokens", 500.0, keep=True)  # 1,400: above the capacity
     clock.now += 1.0  # the refill does not take it away
