@@ -8,7 +8,8 @@ with 150 requests (400 alone), started 10 s apart, requests 0-20 ms late on thei
 headers (per-minute units, a clock minute's count, none) x how the server counts a request (tiktoken, characters /
 4 of short words and of prose, refunded at the answer or never, 1.5x). Printed: the share of the limit the server
 counted (mean of the seeds) and the share of requests refused, for ``--base`` and for this tree, and a mark where
-they differ by more than half a point of the limit or 0.3 points of refusals.
+they differ by more than half a point of the limit or 0.3 points of refusals. Under 60 s windows a run is about
+as long as the window, so the server's first minute (its bucket full at the start) can show as more than 100%.
 
     python bench/model_cells.py [--base 35a380a] [--clients 2] [--seeds 1,2,3] [--windows 60,5,1]
 """
