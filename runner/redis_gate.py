@@ -204,7 +204,7 @@ if op == 'admit' then
   else
     for i = 1, n do
       local b = buckets[i]
-      if now < b.armed and (my_turn(b) or b.waiter == member) then b.waiter, b.since, b.asked = member, since, now end
+      if now < b.armed and my_turn(b) then b.waiter, b.since, b.asked = member, since, now end
     end
   end
 elseif op == 'give' then

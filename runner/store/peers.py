@@ -442,11 +442,11 @@ class _Bucket:
     def wait_turn(self, member: str, since: float) -> None:
         """A process waiting ``since`` (``member``) could not take from this bucket: the next turn is its if it
         has waited longest, or if the one who had it stopped asking."""
-        if self.is_turn_of(member, since) or self.waiter == member:
+        if self.is_turn_of(member, since):
             self.waiter, self.since, self.asked = member, since, self.stamp
 
     def refill(self, now: float) -> None:
-        """Up to the capacity at ``rate`` (a new bucket stays NaN)."""
+        """Up to the capacity (and the refunds it keeps above it) at ``rate`` (a new bucket stays NaN)."""
         if not math.isnan(self.level):
             self.level = min(self.ceiling, self.level + max(0.0, now - self.stamp) * self.rate)
         self.stamp = max(self.stamp, now)
