@@ -87,6 +87,8 @@ BELIEVE = 0.5  # a hypothesis is believed once its spread is under this share of
 PREFER_SECONDS = 10.0  # a 429's word on which reading is right holds this long unless another 429 backs it up
 QUIET_SECONDS = 8.0  # without headers: this long without a 429 and the estimate of others' use starts to fade,
 PROBE_SECONDS = 2.0  # by exp(-(seconds / this) ** 2): a probe, every QUIET_SECONDS + a few while they stay
+PROBE_HELD = 2.0  # seconds: a probe's 429 says the server held what the runners used over this long before it
+PROBE_KEEP = 0.8  # and the estimate it puts back leaves them at least this much of that
 
 
 @dataclass(frozen=True)
@@ -752,14 +754,25 @@ class Evidence:
         counted by characters and never given back)."""
         if not self.headed and at > self.refused_at:
             self.refused_at = at
-            self._probe_too_far()
+            self._probe_too_far(at, lift=False)  # what they used up to it is not all told yet
             self._share = None
 
-    def _probe_too_far(self) -> None:
-        """The server refused a request while the estimate was fading: back to what was known before the probe."""
+    def _probe_too_far(self, now: float, *, lift: bool = True) -> None:
+        """The server refused a request while the estimate was fading: back to what was known before the probe, but
+        (``lift``) to no less than the probe showed the server holds. Its room ended near what the runners used over
+        the last ``PROBE_HELD`` seconds, so they may use ``PROBE_KEEP`` of that: an estimate formed from one odd
+        sample (a pause at the start, answers given back that the server never gives back) was otherwise put back at
+        every probe and held the gate below its room for the whole run (64-72% of the limit alone, prose counted by
+        characters and never given back, under a 1 s window)."""
         if self.probed is not None:
+            since = now - PROBE_HELD
+            used = self.ledger.total_until(now) - self.ledger.total_until(since) + self._peers_used(since, now)
             for h, (mine, counted) in zip(self.hypotheses, self.probed, strict=True):
                 h.mine, h.counted = mine, counted
+                if lift and h.limit_rate > 0 and used > 0:
+                    scale = h.told_scale()
+                    most = h.limit_rate * (1.0 - scale * PROBE_KEEP * used / PROBE_HELD / h.limit_rate)
+                    h.counted = min(h.counted, scale * h.mine + max(0.0, most) * max(h.weight, 0.25))  # as ``fit``
         self.probed = None
 
     def quiet(self, now: float) -> None:
@@ -824,7 +837,7 @@ class Evidence:
             for h in self.hypotheses:  # more than the limit in the gate's count went too far: a server said (by
                 if not h.judged and h.fit()[0] < 1.0:  # window readings) to count less than the gate, half as much less
                     h.fade(math.log(2.0), 1.0)
-            self._probe_too_far()
+            self._probe_too_far(now)
         elif (
             self.preferred is not None
             and now - max(self.preferred_at, self.refused_at) > PREFER_SECONDS
