@@ -55,6 +55,8 @@ FACTOR_REGAIN = 3.0  # seconds: the time constant of the way back to just below 
 KEEP_SECONDS = 120.0  # after a 429 that refunds kept beyond the bucket's capacity caused, they are not kept for
 # this long (4x as long after each further one, up to 16x): the server's window is as short as the burst
 OTHERS_KEEP = 0.1  # of the limit: where others use more, any 429 stops refunds being kept beyond the capacity
+MIRROR_SECONDS = 10.0  # refunds believed scaled this long, unbroken: the mirror is the server's bucket (``refill``)
+MIRROR_MARGIN = 0.04  # of the mirror's capacity: the level keeps up with the mirror to this much below it
 SAY_AFTER = 15.0  # seconds of a server counting more than the run uses before saying why (the evidence settles)
 STORM_SECONDS = 10.0  # 429s closer than this to the previous cut belong to the same run of 429s
 FACTOR_PROBE = 0.001  # per second, beyond it
@@ -201,7 +203,9 @@ class Pacer:
         or 429 factor (the rate of their shared bucket, which keeps their admissions' timing apart)."""
         return self.limit / 60.0 * self.runners * (1.0 - self.headroom)
 
-    def refill(self, now: float) -> None:
+    def refill(self, now: float, mirrored: bool = False) -> None:
+        """Refill to ``now``. ``mirrored``: the server gives back what the gate does (see ``refund``), so the mirror
+        is the server's bucket as far as the gate's own use moves it."""
         elapsed = max(0.0, now - self.stamp)
         if self.start_share < 1.0:
             ramp = (now - self.started) / self.start_seconds if self.start_seconds > 0 else 1.0
@@ -222,6 +226,13 @@ class Pacer:
         # does not take that back
         self.level = max(min(self.capacity, self.level + elapsed * self.rate), min(self.level, self._ceiling(0.0)))
         self.mirror = min(self.mirror_capacity, self.mirror + elapsed * self.limit / 60.0 * self.runners)
+        if mirrored and now < self.keep_from and self.part >= 1.0:
+            # the server's window is the burst (a 429 showed its refunds lost) and the gate paces the whole of what
+            # the runners may use: its level lags the server's bucket by no more than a margin. Else, where a
+            # reservation is most of what the window holds, the level reached the cost only after the server's
+            # bucket had been full a while, every time: 0.1 s of each 0.65 s lost at 2x under a 1 s window
+            synced = (self.mirror - MIRROR_MARGIN * self.mirror_capacity) * self.capacity / self.mirror_capacity
+            self.level = max(self.level, min(self.capacity, synced))
         self.stamp = now
 
     def wait(self, cost: float) -> float:
@@ -375,6 +386,7 @@ class Gate:
         self.waiting = 0
         self.notices: list[str] = []
         self._said: set[str] = set()
+        self.scaled_since = dict.fromkeys(DIMENSIONS, math.inf)  # since when refunds are believed scaled, unbroken
         self.crowded_since: dict[str, float] = {}  # since when the server has counted more than this run uses
         self._higher: dict[str, int] = {}
 
@@ -408,7 +420,10 @@ class Gate:
             if pacer:
                 runners = self.evidence[name].share
                 pacer.set_share(self._own_share(name, pacer, runners), runners)
-                pacer.refill(now)
+                if not self.evidence[name].refunds_scaled:
+                    self.scaled_since[name] = math.inf
+                self.scaled_since[name] = min(self.scaled_since[name], now)
+                pacer.refill(now, mirrored=now - self.scaled_since[name] >= MIRROR_SECONDS)
 
     def _own_share(self, name: str, pacer: Pacer, runners: float) -> float:
         """This process's part of what the runners sharing the limit may use together (``runners``, of the limit):
