@@ -715,7 +715,10 @@ class Gate:
             pacer.cut(now)
             if used is not None and dimension == name:  # the server could not hold what it counted and this one
                 cost = 1.0 if name == "requests" else requested or ticket.reserved * evidence.admission  # as it counts
-                shorter = used + cost < pacer.limit / 60.0 * pacer.burst * 0.95
+                # but it held what it counted: its window is no shorter than that (without "Requested" the cost is
+                # the believed scale's, which may be low: a 1 s window's 429 halved the burst for a minute, 88%)
+                held = used <= pacer.limit / 60.0 * pacer.burst / 2
+                shorter = held and used + cost < pacer.limit / 60.0 * pacer.burst * 0.95
             else:  # a Retry-After no longer than the burst: the server's window is no longer either
                 shorter = wait <= pacer.burst + 0.05
             if shorter and pacer.burst > MIN_BURST:
