@@ -404,7 +404,7 @@ class _Hypothesis:
             return scale, other * self.limit_rate
         if not self.headed or self.samples == 0:
             scale = self.told_scale()  # the excess over what the 429s say the server counts is others' use
-            return scale, (self.counted - scale * self.mine) / max(self.weight, 0.25) if self.weight > 0 else 0.0
+            return scale, (self.counted - scale * self.mine) / self._divisor if self.weight > 0 else 0.0
         w, wu, wuu, wv, wuv, wvv = self.sums
         if w <= 0 or wuu <= 0:
             return 1.0, 0.0
@@ -477,6 +477,21 @@ class _Hypothesis:
         self.mine = self.mine * fade + mine * (1 - fade)
         self.counted = self.counted * fade + counted * (1 - fade)
         self.weight = self.weight * fade + (1 - fade)
+
+    @property
+    def _divisor(self) -> float:
+        """What the weighted sums of uses are divided by to give others' use per second where no headers come (the
+        weight, but at least a quarter: one sample must not speak for seconds)."""
+        return max(self.weight, 0.25)
+
+    def leave_at_least(self, rate: float) -> None:
+        """Where no headers come: lower the estimate of others' use so that the share it leaves the gate is at least
+        ``rate`` per second of the gate's own use (see ``fit``: others' use is the excess over the told scale)."""
+        if self.limit_rate <= 0 or rate <= 0:
+            return
+        scale = self.told_scale()
+        most = max(0.0, self.limit_rate - scale * rate)  # per second, what others may use then
+        self.counted = min(self.counted, scale * self.mine + most * self._divisor)
 
     def fade(self, seconds: float, scale: float) -> None:
         """Let what the server counted beyond the gate's own shrink over ``scale`` seconds (nothing to learn)."""
@@ -765,14 +780,13 @@ class Evidence:
         every probe and held the gate below its room for the whole run (64-72% of the limit alone, prose counted by
         characters and never given back, under a 1 s window)."""
         if self.probed is not None:
-            since = now - PROBE_HELD
-            used = self.ledger.total_until(now) - self.ledger.total_until(since) + self._peers_used(since, now)
             for h, (mine, counted) in zip(self.hypotheses, self.probed, strict=True):
                 h.mine, h.counted = mine, counted
-                if lift and h.limit_rate > 0 and used > 0:
-                    scale = h.told_scale()
-                    most = h.limit_rate * (1.0 - scale * PROBE_KEEP * used / PROBE_HELD / h.limit_rate)
-                    h.counted = min(h.counted, scale * h.mine + max(0.0, most) * max(h.weight, 0.25))  # as ``fit``
+            if lift:
+                since = now - PROBE_HELD
+                used = self.ledger.total_until(now) - self.ledger.total_until(since) + self._peers_used(since, now)
+                for h in self.hypotheses:
+                    h.leave_at_least(PROBE_KEEP * used / PROBE_HELD)
         self.probed = None
 
     def quiet(self, now: float) -> None:
