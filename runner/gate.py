@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -57,6 +58,12 @@ KEEP_SECONDS = 120.0  # after a 429 that refunds kept beyond the bucket's capaci
 OTHERS_KEEP = 0.1  # of the limit: where others use more, any 429 stops refunds being kept beyond the capacity
 MIRROR_SECONDS = 10.0  # refunds believed scaled this long, unbroken: the mirror is the server's bucket (``refill``)
 MIRROR_MARGIN = 0.04  # of the mirror's capacity: the level keeps up with the mirror to this much below it
+# a request may reach the server this long after its admission: TRANSIT_SECONDS until a 429 came back, then
+# TRIP_FACTOR x the longest of the last TRIPS 429s' round trips (admission to refusal), within these bounds
+TRIPS = 8
+TRIP_FACTOR = 1.5
+TRANSIT_FLOOR = 0.005  # seconds
+TRANSIT_CEILING = 0.5  # seconds
 SAY_AFTER = 15.0  # seconds of a server counting more than the run uses before saying why (the evidence settles)
 STORM_SECONDS = 10.0  # 429s closer than this to the previous cut belong to the same run of 429s
 FACTOR_PROBE = 0.001  # per second, beyond it
@@ -177,7 +184,8 @@ class Pacer:
         # at the whole rate (no headroom, no cuts) and loses a refund that finds it full (see ``refund``)
         self.mirror = self.mirror_capacity
         self.sent = -math.inf  # the last admission
-        self.transit = 0.0  # what was admitted within TRANSIT_SECONDS before it, perhaps not at the server yet
+        self.transit = 0.0  # what was admitted within ``transit_seconds`` before it, perhaps not at the server yet
+        self.transit_seconds = TRANSIT_SECONDS  # how long a request may take to reach the server (``set_transit``)
 
     def __repr__(self) -> str:
         return f"<Pacer limit={self.limit}/min rate={self.rate:.3f}/s level={self.level:.1f} burst={self.burst}s>"
@@ -246,6 +254,11 @@ class Pacer:
         """Pace ``share`` of the limit, of which the runners sharing it may use ``runners`` together."""
         self.share, self.runners, self.part = share, runners, share / runners
 
+    def set_transit(self, seconds: float) -> None:
+        """A request may take up to ``seconds`` to reach the server after its admission (the refusals' round trips
+        tell): an answer's refund that comes later than that after the last admission found it at the server."""
+        self.transit_seconds = seconds
+
     def set_limit(self, limit: int) -> None:
         """The limit per minute is ``limit`` from now (the server says so): the bucket holds no more than it may."""
         self.limit = limit
@@ -258,7 +271,7 @@ class Pacer:
         self.level -= cost
         self.beyond = max(0.0, min(self.beyond, self.level - self.capacity / self.part))
         self.mirror -= cost
-        self.transit = cost + (self.transit if now - self.sent < TRANSIT_SECONDS else 0.0)
+        self.transit = cost + (self.transit if now - self.sent < self.transit_seconds else 0.0)
         self.sent = now
 
     def refund(self, amount: float, mirrored: bool = True) -> None:
@@ -280,7 +293,7 @@ class Pacer:
         equations."""
         before = self.level
         self.level = min(max(self.level, self._ceiling(amount)), self.level + amount)
-        transit = self.transit if self.stamp - self.sent < TRANSIT_SECONDS else 0.0
+        transit = self.transit if self.stamp - self.sent < self.transit_seconds else 0.0
         self.mirror = min(self.mirror_capacity, self.mirror + transit + amount) - transit
         if self.stamp < self.keep_from and mirrored:
             self.level = min(self.level, max(before, self.mirror))
@@ -387,6 +400,7 @@ class Gate:
         self.notices: list[str] = []
         self._said: set[str] = set()
         self.scaled_since = dict.fromkeys(DIMENSIONS, math.inf)  # since when refunds are believed scaled, unbroken
+        self.round_trips: deque[float] = deque(maxlen=TRIPS)  # of the last 429s: from admission to the refusal
         self.crowded_since: dict[str, float] = {}  # since when the server has counted more than this run uses
         self._higher: dict[str, int] = {}
 
@@ -666,6 +680,7 @@ class Gate:
         ``used`` and ``requested`` are its message's "Limit N, Used M, Requested K": the first two are read where no
         headers report the limit, the third is how the server counted this request (its scale to the gate's)."""
         now = self.clock()
+        self._timed(now - ticket.sent)
         if dimension == "tokens" and requested and ticket.reserved > 0:
             self.evidence["tokens"].told(requested / ticket.reserved)
         before = {name: e.share for name, e in self.evidence.items()}
@@ -689,6 +704,16 @@ class Gate:
                     pacer.stop_keeping(now)
         self._cut(ticket, dimension, wait, (used, requested), now, before)
         self._refill(now)  # what the 429 taught (a reading believed, a cut) paces from now on
+
+    def _timed(self, round_trip: float) -> None:
+        """A refusal came back ``round_trip`` seconds after its admission: the server answers a 429 at once, so a
+        request reaches it within about that (on a slow network or a busy machine, longer than ``TRANSIT_SECONDS``;
+        on loopback, milliseconds)."""
+        self.round_trips.append(max(0.0, round_trip))
+        transit = min(TRANSIT_CEILING, max(TRANSIT_FLOOR, TRIP_FACTOR * max(self.round_trips)))
+        for pacer in self.pacers.values():
+            if pacer:
+                pacer.set_transit(transit)
 
     def _cut(
         self,

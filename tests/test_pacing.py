@@ -20,7 +20,8 @@ import pytest
 
 from runner.candidates import SCALES
 from runner.evidence import MAX_SCALE, MAX_SHARE, MIN_SCALE, MIN_SHARE, QUIET_SECONDS
-from runner.gate import FACTOR_FLOOR, MIN_BURST, START_SHARE, Gate
+from runner.gate import FACTOR_FLOOR, MIN_BURST, START_SHARE, TRANSIT_CEILING, TRANSIT_FLOOR, Gate
+from runner.store.peers import TRANSIT_SECONDS
 
 from .pacing_model import ceiling, simulate
 
@@ -184,12 +185,37 @@ def test_where_the_servers_window_is_the_burst_the_level_keeps_up_with_the_serve
     where the request left it, while the server's bucket (as the gate mirrors it) refilled from what was left there
     too. A request two thirds of the bucket waited for the level, so it went after the server's bucket had been
     full a while, every time: 96.0% and 95.7% on these seeds. Where refunds have been believed scaled for
-    ``MIRROR_SECONDS`` (the mirror is then the server's bucket), the level lags the mirror by no more than the
-    headroom."""
+    ``MIRROR_SECONDS`` (the mirror is then the server's bucket), the level lags the mirror by no more than
+    ``MIRROR_MARGIN`` of it."""
     run = simulate(reading="minute", window=1.0, counting="x1.5", jitter=0.02, requests=400, seed=seed)
     assert run.answered == 400
     assert run.counted_share >= 0.975, run
     assert run.rejected <= 0.008, run
+
+
+@pytest.mark.parametrize("seed", [1, 6])
+def test_a_refund_after_the_refusals_round_trip_finds_the_last_request_at_the_server(seed: int) -> None:
+    """A server counting 2x under a 1 s window, requests at the server within milliseconds. An answer's refund that
+    came within ``TRANSIT_SECONDS`` (50 ms) of the last admission was mirrored as if it reached the server's bucket
+    before that request did, full and losing it: the mirror then lagged the server by the refund (400 tokens,
+    a quarter of a second) and the level with it. 87.9% and 87.8% on these seeds. A 429 comes back at once, so
+    its round trip (4 ms here) bounds how long a request takes to reach the server."""
+    run = simulate(reading="minute", window=1.0, counting="x2", requests=400, seed=seed)
+    assert run.answered == 400
+    assert run.counted_share >= 0.895, run
+    assert run.rejected <= 0.015, run
+
+
+@pytest.mark.parametrize("seed", [1, 3])
+def test_where_requests_reach_the_server_late_the_mirror_waits_for_them(seed: int) -> None:
+    """Requests up to 0.2 s late on their way, a server counting 1.5x under a 1 s window: the mirror took a request
+    admitted 50 ms before an answer's refund as at the server already, so the level went up with a refund the
+    server had lost, and the next request was refused: 7.4% and 11.7% of the requests on these seeds. The
+    refusals' round trips say how late requests come."""
+    run = simulate(reading="minute", window=1.0, counting="x1.5", jitter=0.2, requests=400, seed=seed)
+    assert run.answered == 400
+    assert run.rejected <= 0.055, run
+    assert run.counted_share >= 0.8, run
 
 
 @pytest.mark.parametrize(
@@ -616,6 +642,7 @@ def _holds_its_invariants(gate: Gate) -> None:
         assert MIN_SHARE <= pacer.share <= evidence.share + 1e-9, (name, pacer.share, evidence.share)
         assert pacer.rate <= pacer.limit / 60.0 * MAX_SHARE, (name, pacer.rate)
         assert pacer.mirror <= pacer.mirror_capacity + 1e-6, (name, pacer.mirror, pacer.mirror_capacity)
+        assert pacer.transit_seconds == TRANSIT_SECONDS or TRANSIT_FLOOR <= pacer.transit_seconds <= TRANSIT_CEILING
         assert 0.0 <= pacer.beyond <= evidence.largest, (name, pacer.beyond, evidence.largest)
         assert pacer.level <= max(pacer.capacity, pacer.capacity / pacer.part) + pacer.beyond + 1e-6, (
             name,
