@@ -59,7 +59,8 @@ OTHERS_KEEP = 0.1  # of the limit: where others use more, any 429 stops refunds 
 MIRROR_SECONDS = 10.0  # refunds believed scaled this long, unbroken: the mirror is the server's bucket (``refill``)
 MIRROR_MARGIN = 0.04  # of the mirror's capacity: the level keeps up with the mirror to this much below it
 # a request may reach the server this long after its admission: TRANSIT_SECONDS until a 429 came back, then
-# TRIP_FACTOR x the longest of the last TRIPS 429s' round trips (admission to refusal), within these bounds
+# TRIP_FACTOR x the longest of the last n <= TRIPS 429s' round trips (admission to refusal) x (n + 1) / n, within
+# these bounds
 TRIPS = 8
 TRIP_FACTOR = 1.5
 TRANSIT_FLOOR = 0.005  # seconds
@@ -298,6 +299,16 @@ class Pacer:
         if self.stamp < self.keep_from and mirrored:
             self.level = min(self.level, max(before, self.mirror))
         self.beyond = max(0.0, self.level - self.capacity / self.part)
+
+    def refuse(self, cost: float, sent: float, short: bool) -> None:
+        """The server refused a request of ``cost`` admitted at ``sent``: the level gets it back as a refund, but the
+        server never counted it, so the mirror gets it all back and it is no longer on its way; ``short``: the
+        refusal was about this dimension, so the server had less room than ``cost`` when it came."""
+        mirror = self.mirror
+        if self.stamp - sent < self.transit_seconds:
+            self.transit = max(0.0, self.transit - cost)
+        self.refund(cost, mirrored=False)
+        self.mirror = min(self.mirror_capacity, mirror + cost, cost if short else math.inf)
 
     def _ceiling(self, amount: float) -> float:
         """The most the level may hold after a refund of ``amount`` (0: after a refill): a bucket of the whole
@@ -582,14 +593,17 @@ class Gate:
             self.evidence["tokens"].answered(ticket.reserved, ticket.reserved - used)
         self._give_back(ticket, used)
 
-    def _give_back(self, ticket: Ticket, used: int) -> None:
+    def _give_back(self, ticket: Ticket, used: int, refused: str | None = None) -> None:
+        """What the request reserved and did not use; ``refused``: the dimension of a 429's refusal ("" unsaid)."""
         now = self.clock()
         for evidence in self.evidence.values():
             evidence.quiet(now)
         self._refill(now)
         back = ticket.reserved - used
         pacer = self.pacers["tokens"]
-        if pacer:
+        if pacer and refused is not None:
+            pacer.refuse(back, ticket.sent, short=refused in ("", "tokens"))
+        elif pacer:
             pacer.refund(back, mirrored=self.evidence["tokens"].refunds_scaled)
             if back and self.sharing and self._with_peers("tokens") and now < self.armed_until["tokens"]:
                 self.sharing.give_back("tokens", back, keep=self.evidence["tokens"].refunds_none)
@@ -684,7 +698,7 @@ class Gate:
         if dimension == "tokens" and requested and ticket.reserved > 0:
             self.evidence["tokens"].told(requested / ticket.reserved)
         before = {name: e.share for name, e in self.evidence.items()}
-        self._give_back(ticket, 0)
+        self._give_back(ticket, 0, refused=dimension or "")
         self.observe(headers, ticket, refused=True)
         if dimension in DIMENSIONS and limit and used is not None and used >= 0:
             evidence = self.evidence[dimension]
@@ -710,7 +724,10 @@ class Gate:
         request reaches it within about that (on a slow network or a busy machine, longer than ``TRANSIT_SECONDS``;
         on loopback, milliseconds)."""
         self.round_trips.append(max(0.0, round_trip))
-        transit = min(TRANSIT_CEILING, max(TRANSIT_FLOOR, TRIP_FACTOR * max(self.round_trips)))
+        # the longest of n round trips falls short of the longest there is by about 1/(n + 1) of it (n draws of a
+        # uniform spread): (n + 1) / n of it is the estimate of that bound
+        longest = max(self.round_trips) * (len(self.round_trips) + 1) / len(self.round_trips)
+        transit = min(TRANSIT_CEILING, max(TRANSIT_FLOOR, TRIP_FACTOR * longest))
         for pacer in self.pacers.values():
             if pacer:
                 pacer.set_transit(transit)

@@ -210,12 +210,12 @@ def test_a_refund_after_the_refusals_round_trip_finds_the_last_request_at_the_se
 def test_where_requests_reach_the_server_late_the_mirror_waits_for_them(seed: int) -> None:
     """Requests up to 0.2 s late on their way, a server counting 1.5x under a 1 s window: the mirror took a request
     admitted 50 ms before an answer's refund as at the server already, so the level went up with a refund the
-    server had lost, and the next request was refused: 7.4% and 11.7% of the requests on these seeds. The
-    refusals' round trips say how late requests come."""
+    server had lost, and the next request was refused: 7.4% and 11.7% of the requests on these seeds (89% and
+    90% of the limit). The refusals' round trips say how late requests come: 0.7% and 3.9% (78% and 83%)."""
     run = simulate(reading="minute", window=1.0, counting="x1.5", jitter=0.2, requests=400, seed=seed)
     assert run.answered == 400
-    assert run.rejected <= 0.055, run
-    assert run.counted_share >= 0.8, run
+    assert run.rejected <= 0.045, run
+    assert run.counted_share >= 0.75, run
 
 
 @pytest.mark.parametrize(
