@@ -601,10 +601,11 @@ class Gate:
         self._refill(now)
         back = ticket.reserved - used
         pacer = self.pacers["tokens"]
-        if pacer and refused is not None:
-            pacer.refuse(back, ticket.sent, short=refused in ("", "tokens"))
-        elif pacer:
-            pacer.refund(back, mirrored=self.evidence["tokens"].refunds_scaled)
+        if pacer:
+            if refused is not None:
+                pacer.refuse(back, ticket.sent, short=refused in ("", "tokens"))
+            else:
+                pacer.refund(back, mirrored=self.evidence["tokens"].refunds_scaled)
             if back and self.sharing and self._with_peers("tokens") and now < self.armed_until["tokens"]:
                 self.sharing.give_back("tokens", back, keep=self.evidence["tokens"].refunds_none)
         if back:
